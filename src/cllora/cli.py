@@ -1,0 +1,53 @@
+"""The `cllora` command: one subcommand per module under cllora.commands; user mistakes exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from cllora import __version__
+
+# Each module exposes register(subparsers) and sets `func` on its parser. Heavy imports
+# (torch, transformers) happen inside the command functions so `--help` stays fast.
+COMMAND_MODULES = ("info", "params", "partition", "run", "sweep", "report", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cllora",
+        description="Measure how non-IID text (length skew, quantity skew) affects federated "
+                    "LoRA fine-tuning of causal language models.",
+        epilog="Run `cllora COMMAND --help` for the flags of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"cllora {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"cllora.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"cllora.commands.{name}":
+                raise
+            continue  # a command not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:  # UserError and the core's ValueErrors: one sentence, exit 2
+        if os.environ.get("CLLORA_DEBUG"):
+            raise
+        print(f"cllora: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cllora: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `cllora` CLI, one module each."""
