@@ -8,6 +8,7 @@ import os
 import sys
 
 from cllora import __version__
+from cllora.errors import RunFailed
 
 # Each module exposes register(subparsers) and sets `func` on its parser. Heavy imports
 # (torch, transformers) happen inside the command functions so `--help` stays fast.
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cllora: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"cllora: run failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("cllora: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,225 @@
+"""One experiment's ingredients and its two steps, shared by the in-process and the Flower engines.
+
+`prepare_data` turns a config into tokenized texts, length classes and a partition;
+`prepare_experiment` adds the model with a fresh LoRA adapter and the evaluation batches.
+`client_update` is what one client does in a round; `evaluate_global` / `evaluate_local` score
+an adapter state. Randomness is derived from (seed, purpose, round, client), so any round can be
+re-run on its own: resuming needs no saved RNG state and both engines sample the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from cllora import partition as part
+from cllora.aggregate import is_finite_state
+from cllora.config import RunConfig
+from cllora.errors import UserError
+from cllora.metrics import token_weighted_loss
+from cllora.train import Batch, TrainResult, length_grouped_batches, train_local, evaluate
+
+# purposes in the seed sequence: default_rng([seed, PURPOSE, ...])
+_SPLIT, _SAMPLE, _BATCHES, _TORCH = 1, 2, 3, 4
+
+
+@dataclass
+class Data:
+    """Tokenized corpus, length classes and the clients' (local train, local test) rows."""
+
+    train_ids: list[np.ndarray]
+    test_ids: list[np.ndarray]
+    lengths: np.ndarray  # full token length of each training text (the length measure)
+    labels: np.ndarray  # length class of each training text
+    class_edges: np.ndarray
+    partition: "part.Partition"
+    client_train: list[np.ndarray]
+    client_test: list[np.ndarray]
+    pad_id: int
+    dropped_empty: int = 0
+    notes: tuple[str, ...] = ()
+
+    def partition_dict(self, config: RunConfig) -> dict:
+        out = part.partition_to_dict(self.partition, self.labels, scheme=config.scheme,
+                                     alpha=config.alpha, seed=config.seed,
+                                     num_classes=config.num_classes, class_edges=self.class_edges)
+        for client, train_rows, test_rows in zip(out["clients"], self.client_train, self.client_test):
+            client["local_train_indices"] = train_rows.tolist()
+            client["local_test_indices"] = test_rows.tolist()
+        return out
+
+    def truncation(self, max_length: int) -> dict:
+        """Share of training texts longer than max_length, overall and per length class."""
+        cut = self.lengths > max_length
+        per_class = [float(cut[self.labels == c].mean()) if np.any(self.labels == c) else 0.0
+                     for c in range(int(self.labels.max()) + 1)]
+        return {"max_length": max_length, "overall": float(cut.mean()), "per_class": per_class}
+
+
+def prepare_data(config: RunConfig, tokenizer, log: Callable[[str], None] = print) -> Data:
+    from cllora.data import load_corpus, tokenize_texts
+
+    corpus = load_corpus(config.dataset, config.text_column, config.test_fraction, config.seed,
+                         config.max_train_examples, config.max_test_examples)
+    train_ids = tokenize_texts(corpus.train, tokenizer)
+    test_ids = tokenize_texts(corpus.test, tokenizer)
+    lengths = np.array([len(x) for x in train_ids], dtype=np.int64)
+    measure = lengths if config.length_measure == "tokens" else part.sentence_counts(corpus.train)
+    if config.clients > len(corpus.train):
+        raise UserError(f"clients ({config.clients}) is more than the {len(corpus.train)} training "
+                        f"texts of {config.dataset!r}")
+    labels, edges = part.length_classes(measure, config.num_classes, config.class_edges)
+    partition = part.make_partition(config.scheme, labels, config.clients,
+                                    np.random.default_rng(config.seed), alpha=config.alpha,
+                                    client_size=config.client_size,
+                                    min_client_size=config.min_client_size)
+    split_rng = np.random.default_rng([config.seed, _SPLIT])
+    splits = [part.split_local(rows, config.local_test_fraction, split_rng) for rows in partition.clients]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Data(train_ids, test_ids, lengths, labels, np.asarray(edges), partition,
+                [s[0] for s in splits], [s[1] for s in splits], int(pad_id),
+                corpus.dropped_empty, tuple(partition.notes))
+
+
+@dataclass
+class Experiment:
+    config: RunConfig
+    data: Data
+    model: torch.nn.Module  # the peft-wrapped base model, shared by all simulated clients
+    device: torch.device
+    precision: str
+    initial_state: dict[str, torch.Tensor]
+    global_test_batches: list[Batch] = field(default_factory=list)
+    local_test_batches: list[Batch] = field(default_factory=list)  # union of all clients' splits
+    row_client: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fp32_base: dict[str, torch.Tensor] | None = None  # master weights for --eval-fp32
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        from cllora.model import lora_parameters
+
+        return list(lora_parameters(self.model).values())
+
+
+def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.device, precision: str,
+                       data: Data | None = None, log: Callable[[str], None] = print) -> Experiment:
+    """Attach a fresh, seeded LoRA adapter to `base_model` and build the evaluation batches."""
+    from cllora.model import attach_lora, get_adapter_state
+
+    data = data or prepare_data(config, tokenizer, log)
+    torch.manual_seed(config.seed)
+    model = attach_lora(base_model, config.rank, config.lora_alpha, config.lora_dropout, config.targets)
+    eval_size = max(config.batch_size, 8)
+    union = np.concatenate(data.client_test) if data.client_test else np.zeros(0, np.int64)
+    row_client = np.full(len(data.train_ids), -1, dtype=np.int64)
+    for cid, rows in enumerate(data.client_test):
+        row_client[rows] = cid
+    fp32_base = None
+    if config.eval_fp32 and precision != "fp32":
+        fp32_base = {n: p.detach().to("cpu", torch.float32, copy=True)
+                     for n, p in model.named_parameters() if "lora_" not in n}
+    return Experiment(
+        config, data, model, device, precision, get_adapter_state(model),
+        length_grouped_batches(data.test_ids, np.arange(len(data.test_ids)), eval_size,
+                               config.max_length, data.pad_id),
+        length_grouped_batches(data.train_ids, union, eval_size, config.max_length, data.pad_id),
+        row_client, fp32_base)
+
+
+def release(exp: Experiment):
+    """Remove the LoRA layers and return the untouched base model (for the next sweep cell)."""
+    return exp.model.unload()
+
+
+def sample_clients(config: RunConfig, round_num: int) -> list[int]:
+    """The k clients of a round: seeded by (seed, round), so every engine and a resume agree."""
+    rng = np.random.default_rng([config.seed, _SAMPLE, round_num])
+    return sorted(int(c) for c in rng.choice(config.clients, size=config.clients_per_round, replace=False))
+
+
+@dataclass
+class ClientUpdate:
+    client_id: int
+    state: dict[str, torch.Tensor] | None  # None when the update was not finite (excluded)
+    num_train_examples: int
+    result: TrainResult
+
+    @property
+    def failed(self) -> bool:
+        return self.state is None
+
+
+def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client_id: int,
+                  round_num: int, on_step: Callable[[float], None] | None = None) -> ClientUpdate:
+    """Train the global adapter on one client's local training rows for E epochs."""
+    from cllora.model import get_adapter_state, set_adapter_state
+
+    cfg, data = exp.config, exp.data
+    set_adapter_state(exp.model, global_state)
+    torch.manual_seed(int(np.random.default_rng([cfg.seed, _TORCH, round_num, client_id]).integers(2**62)))
+    rows = data.client_train[client_id]
+
+    def batches(epoch: int) -> list[Batch]:
+        rng = np.random.default_rng([cfg.seed, _BATCHES, round_num, client_id, epoch])
+        return length_grouped_batches(data.train_ids, rows, cfg.batch_size, cfg.max_length,
+                                      data.pad_id, rng)
+
+    result = train_local(exp.model, exp.params, batches, cfg.local_epochs, cfg.optimizer, cfg.lr,
+                         exp.device, on_step)
+    state = get_adapter_state(exp.model)
+    ok = math.isfinite(result.train_loss) and is_finite_state(state)
+    return ClientUpdate(client_id, state if ok else None, len(rows), result)
+
+
+@contextlib.contextmanager
+def eval_precision(exp: Experiment):
+    """Evaluate with fp32 base weights when --eval-fp32 asked for it (training stays bf16)."""
+    if exp.fp32_base is None:
+        yield
+        return
+    params = dict(exp.model.named_parameters())
+    low = {n: params[n].data for n in exp.fp32_base}
+    for n, w in exp.fp32_base.items():
+        params[n].data = w.to(exp.device)
+    try:
+        yield
+    finally:
+        for n, w in low.items():
+            params[n].data = w
+
+
+def _loss(sums: np.ndarray, tokens: np.ndarray) -> float:
+    return token_weighted_loss(sums, tokens) if tokens.sum() > 0 else float("nan")
+
+
+def evaluate_global(exp: Experiment, state: dict[str, torch.Tensor],
+                    on_batch: Callable[[], None] | None = None) -> tuple[float, np.ndarray]:
+    """Global test loss of `state`, and its loss on every client's local test split (one pass)."""
+    from cllora.model import set_adapter_state
+
+    set_adapter_state(exp.model, state)
+    with eval_precision(exp):
+        _, sums, tokens = evaluate(exp.model, exp.global_test_batches, exp.device, on_batch)
+        rows, lsums, ltokens = evaluate(exp.model, exp.local_test_batches, exp.device, on_batch)
+    owner = exp.row_client[rows]
+    per_client = np.array([_loss(lsums[owner == c], ltokens[owner == c]) for c in range(exp.config.clients)])
+    return _loss(sums, tokens), per_client
+
+
+def evaluate_local(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,
+                   on_batch: Callable[[], None] | None = None) -> tuple[float, float]:
+    """A client's local model on the global test set and on its own local test split."""
+    from cllora.model import set_adapter_state
+
+    set_adapter_state(exp.model, state)
+    own = length_grouped_batches(exp.data.train_ids, exp.data.client_test[client_id],
+                                 max(exp.config.batch_size, 8), exp.config.max_length, exp.data.pad_id)
+    with eval_precision(exp):
+        _, sums, tokens = evaluate(exp.model, exp.global_test_batches, exp.device, on_batch)
+        _, lsums, ltokens = evaluate(exp.model, own, exp.device, on_batch)
+    return _loss(sums, tokens), _loss(lsums, ltokens)

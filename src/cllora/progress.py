@@ -1,0 +1,67 @@
+"""Progress display of a run: rounds, local steps with loss and ETA, one log line per round (rich)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+
+class RunProgress:
+    """Callbacks the engine calls; does nothing when disabled (tests, library use)."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None, label: str = ""):
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self.label = label
+        self._progress: Progress | None = None
+        self._rounds = self._steps = None
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(message, highlight=False)
+
+    @contextlib.contextmanager
+    def run(self, total_rounds: int, start: int = 0):
+        if not self.enabled:
+            yield self
+            return
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=self.console, transient=True)
+        with self._progress:
+            self._rounds = self._progress.add_task(f"{self.label}rounds", total=total_rounds,
+                                                   completed=max(start, 0), info="")
+            self._steps = self._progress.add_task("  local steps", total=None, info="")
+            yield self
+        self._progress = None
+
+    def client_start(self, client_id: int, num_examples: int, config) -> None:
+        if self._progress is None:
+            return
+        steps = math.ceil(num_examples / config.batch_size) * config.local_epochs
+        self._progress.reset(self._steps, total=steps, description=f"  client {client_id} steps",
+                             info="")
+
+    def step(self, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._steps, advance=1, info=f"loss {loss:.3f}")
+
+    def eval_tick(self) -> None:
+        pass  # evaluation is short next to training; the round line reports its time
+
+    def round_done(self, row: dict) -> None:
+        if self._progress is not None and row["round"] > 0:
+            self._progress.update(self._rounds, completed=row["round"],
+                                  info=f"test loss {row['global_test_loss']:.4f}")
+        if self.enabled:
+            local = row.get("local_models_test_loss_mean")
+            extra = f"  local models {local:.4f}" if local is not None else ""
+            self.console.print(
+                f"{self.label}round {row['round']:>3}  test loss {row['global_test_loss']:.4f}  "
+                f"ppl {row['global_test_ppl']:.2f}  fairness var {row['fairness_var']:.5f}{extra}  "
+                f"({row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval)", highlight=False)

@@ -1,0 +1,204 @@
+"""The in-process federated engine: one frozen base model, adapters swapped per client, FedAvg.
+
+Reads top to bottom: prepare the run directory, data, model; evaluate round 0; then each round
+sample clients, train them, aggregate, evaluate, and checkpoint atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cllora import results
+from cllora.aggregate import aggregate, state_nbytes
+from cllora.config import RunConfig
+from cllora.errors import RunFailed
+from cllora.experiment import (Experiment, client_update, evaluate_global, evaluate_local,
+                               prepare_data, prepare_experiment, release, sample_clients)
+from cllora.metrics import fairness, perplexity
+from cllora.progress import RunProgress
+
+
+@dataclass
+class RunState:
+    """What survives between rounds: the global adapter and the metric rows so far."""
+
+    global_state: dict
+    last_round: int = -1  # last completed round (evaluated or not)
+    bytes_cumulative: int = 0
+    rounds: list[dict] = field(default_factory=list)
+    clients: list[dict] = field(default_factory=list)
+
+
+def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
+                   base_model=None, tokenizer=None, progress: RunProgress | None = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) one federated LoRA experiment into `out`; returns the summary dict.
+
+    Pass `base_model`/`tokenizer` to reuse them across runs (a sweep); the base model is handed
+    back unchanged (LoRA layers removed) when the run ends.
+    """
+    from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
+
+    out = Path(out)
+    results.prepare_run_dir(out, config, resume=resume, overwrite=overwrite)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    tokenizer = tokenizer or load_tokenizer(config.model, log=log)
+    data = prepare_data(config, tokenizer, log)
+    truncation = data.truncation(config.max_length)
+    _report_data(data, truncation, config, log)
+    if base_model is None:
+        base_model = load_model(config.model, device, precision, log=log)
+    exp = prepare_experiment(config, base_model, tokenizer, device, precision, data, log)
+    adapter_bytes = state_nbytes(exp.initial_state)
+    results.write_config(out, config, {"precision": precision, "device": str(device),
+                                       "adapter_bytes": adapter_bytes})
+    results.write_json(out / "partition.json", data.partition_dict(config))
+    progress = progress or RunProgress(enabled=False)
+    try:
+        state = _start_state(exp, out, progress)
+        with progress.run(config.rounds, start=state.last_round):
+            for round_num in range(state.last_round + 1, config.rounds + 1):
+                _run_round(exp, state, round_num, adapter_bytes, out, progress, log)
+        summary = _finish(exp, state, out, truncation, adapter_bytes)
+    finally:
+        release(exp)
+    return summary
+
+
+def _report_data(data, truncation: dict, config: RunConfig, log) -> None:
+    if data.dropped_empty:
+        log(f"dropped {data.dropped_empty} empty or whitespace-only texts")
+    for note in data.notes:
+        log(f"partition: {note}")
+    shares = ", ".join(f"{100 * s:.0f}%" for s in truncation["per_class"])
+    log(f"truncated to {config.max_length} tokens: {100 * truncation['overall']:.1f}% of training "
+        f"texts (per length class: {shares})")
+    if truncation["overall"] > 0.10:
+        log(f"warning: more than 10% of training texts exceed --max-length {config.max_length}; "
+            "the longest length classes partly collapse into one")
+
+
+def _start_state(exp: Experiment, out: Path, progress: RunProgress) -> RunState:
+    """Resume from the checkpoint, or evaluate the untrained adapter as round 0."""
+    last, saved, meta, rounds, clients = results.load_progress(out)
+    if last >= 0:
+        return RunState(saved, last, meta.get("bytes_cumulative", 0), rounds, clients)
+    state = RunState(exp.initial_state, last_round=0)
+    start = time.perf_counter()
+    test_loss, client_losses = evaluate_global(exp, state.global_state, progress.eval_tick)
+    state.rounds.append(_round_row(0, test_loss, client_losses, [], {}, 0, 0, 0.0,
+                                   time.perf_counter() - start, 0.0))
+    state.clients.extend(_client_rows(0, exp.config.clients, [], {}, client_losses))
+    _save(out, state)
+    progress.round_done(state.rounds[-1])
+    return state
+
+
+def _save(out: Path, state: RunState) -> None:
+    results.save_round(out, state.last_round, state.global_state, state.rounds, state.clients,
+                       {"bytes_cumulative": state.bytes_cumulative})
+
+
+def _run_round(exp: Experiment, state: RunState, round_num: int, adapter_bytes: int, out: Path,
+               progress: RunProgress, log) -> None:
+    cfg = exp.config
+    round_start = time.perf_counter()
+    sampled = sample_clients(cfg, round_num)
+    evaluate_now = round_num % cfg.eval_every == 0 or round_num == cfg.rounds
+    updates, local_scores, train_s, eval_s = [], {}, 0.0, 0.0
+    for cid in sampled:
+        progress.client_start(cid, len(exp.data.client_train[cid]), cfg)
+        update = client_update(exp, state.global_state, cid, round_num, progress.step)
+        train_s += update.result.seconds
+        if update.failed:
+            log(f"round {round_num}: client {cid} produced a non-finite loss or update; excluded")
+        elif evaluate_now:
+            start = time.perf_counter()
+            local_scores[cid] = evaluate_local(exp, update.state, cid, progress.eval_tick)
+            eval_s += time.perf_counter() - start
+        updates.append(update)
+    good = [u for u in updates if not u.failed]
+    if not good:
+        raise RunFailed(f"round {round_num}: every sampled client ({', '.join(map(str, sampled))}) "
+                        f"failed with a non-finite loss; results up to round {round_num - 1} are in {out}")
+    state.global_state = aggregate(cfg.strategy, [u.state for u in good],
+                                   [u.num_train_examples for u in good])
+    state.last_round = round_num
+    state.bytes_cumulative += adapter_bytes * (len(updates) + len(good))
+    if evaluate_now:
+        start = time.perf_counter()
+        test_loss, client_losses = evaluate_global(exp, state.global_state, progress.eval_tick)
+        eval_s += time.perf_counter() - start
+        overhead = time.perf_counter() - round_start - train_s - eval_s
+        state.rounds.append(_round_row(round_num, test_loss, client_losses, updates, local_scores,
+                                       adapter_bytes, state.bytes_cumulative, train_s, eval_s, overhead))
+        state.clients.extend(_client_rows(round_num, cfg.clients, updates, local_scores, client_losses))
+    _save(out, state)
+    if evaluate_now:
+        progress.round_done(state.rounds[-1])
+
+
+def _round_row(round_num: int, test_loss: float, client_losses: np.ndarray, updates: list,
+               local_scores: dict, adapter_bytes: int, bytes_cumulative: int, train_s: float,
+               eval_s: float, overhead_s: float) -> dict:
+    fair = fairness(client_losses)
+    good = [u for u in updates if not u.failed]
+    train_losses = [u.result.train_loss for u in good]
+    local_own = [own for _, own in local_scores.values()]
+    local_global = [glob for glob, _ in local_scores.values()]
+    bytes_down = adapter_bytes * len(updates)
+    bytes_up = adapter_bytes * len(good)
+    return {
+        "round": round_num, "global_test_loss": test_loss, "global_test_ppl": perplexity(test_loss),
+        "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
+        "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
+        "local_models_test_loss_mean": float(np.mean(local_own)) if local_own else None,
+        "local_models_var": float(np.var(local_own)) if local_own else None,
+        "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
+        "num_participants": len(updates), "num_failed": len(updates) - len(good),
+        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None,
+        "bytes_up": bytes_up, "bytes_down": bytes_down,
+        "bytes_cumulative": bytes_cumulative,
+        "train_seconds": train_s, "eval_seconds": eval_s, "overhead_seconds": overhead_s,
+        "round_seconds": train_s + eval_s + overhead_s,
+    }
+
+
+def _client_rows(round_num: int, num_clients: int, updates: list, local_scores: dict,
+                 client_losses: np.ndarray) -> list[dict]:
+    by_id = {u.client_id: u for u in updates}
+    rows = []
+    for cid in range(num_clients):
+        u = by_id.get(cid)
+        global_test, own_test = local_scores.get(cid, (None, None))
+        rows.append({
+            "round": round_num, "client_id": cid, "participated": int(u is not None),
+            "failed": int(u is not None and u.failed),
+            "num_train_examples": None if u is None else u.num_train_examples,
+            "train_loss": None if u is None else u.result.train_loss,
+            "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
+            "global_model_local_test_loss": float(client_losses[cid]),
+        })
+    return rows
+
+
+def _finish(exp: Experiment, state: RunState, out: Path, truncation: dict, adapter_bytes: int) -> dict:
+    from cllora.model import set_adapter_state
+
+    set_adapter_state(exp.model, state.global_state)
+    exp.model.save_pretrained(str(out / "adapter"))
+    summary = results.summarize(state.rounds, {
+        "model": exp.config.model, "dataset": exp.config.dataset, "scheme": exp.config.scheme,
+        "alpha": exp.config.alpha, "precision": exp.precision, "device": str(exp.device),
+        "adapter_bytes": adapter_bytes, "truncation": truncation, "out": str(out)})
+    results.write_json(out / "summary.json", summary)
+    from cllora.run_plots import save_run_plots
+
+    save_run_plots(out, state.rounds, state.clients)
+    return summary
