@@ -30,7 +30,8 @@ def make_tiny_opt(path, vocab_size: int = 512, seed: int = 0):
     torch.manual_seed(seed)
     config = OPTConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=2, ffn_dim=128,
                        num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=64,
-                       pad_token_id=0, bos_token_id=1, eos_token_id=1)
+                       pad_token_id=0, bos_token_id=1, eos_token_id=1, dropout=0.0,
+                       attention_dropout=0.0)
     OPTForCausalLM(config).save_pretrained(path)
     return path
 

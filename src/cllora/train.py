@@ -146,11 +146,12 @@ def evaluate(model, batches: list[Batch], device: torch.device,
     for batch in batches:
         input_ids = batch.input_ids.to(device)
         mask = batch.attention_mask.to(device)
-        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
         targets = input_ids[:, 1:]
         token_mask = mask[:, 1:].bool()
-        losses = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), targets, reduction="none") * token_mask
+        flat = logits.reshape(-1, logits.shape[-1]).float()  # contiguous rows: fast cross-entropy
+        losses = torch.nn.functional.cross_entropy(flat, targets.reshape(-1), reduction="none")
+        losses = losses.view(targets.shape) * token_mask
         all_rows.append(batch.rows)
         all_sums.append(losses.sum(dim=1).double().cpu().numpy())
         all_tokens.append(token_mask.sum(dim=1).cpu().numpy())

@@ -1,0 +1,170 @@
+"""The in-process federated engine end to end on a tiny random OPT: outputs, resume, determinism, faults."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cllora import experiment as exp_mod
+from cllora import results
+from cllora.cli import main
+from cllora.config import RunConfig
+from cllora.errors import RunFailed, UserError
+from cllora.simulation import run_experiment
+
+
+def tiny_config(model: str, **changes) -> RunConfig:
+    base = dict(model=model, dataset="sotu", max_train_examples=240, max_test_examples=24,
+                clients=6, clients_per_round=2, rounds=3, batch_size=8, max_length=64, rank=4,
+                lr=5e-3, precision="fp32", device="cpu", scheme="length", alpha=0.5, seed=3)
+    return RunConfig().replace(**{**base, **changes})
+
+
+def metric_columns(path):
+    """rounds.csv without the wall-clock columns (the only ones allowed to differ between runs)."""
+    rows = results.read_csv(path)
+    return [{k: v for k, v in r.items() if k not in results.TIMING_COLUMNS} for r in rows]
+
+
+def test_end_to_end_writes_every_output(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    summary = run_experiment(tiny_config(tiny_model), out)
+    for name in ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json",
+                 "checkpoint.safetensors", "global_loss.png", "client_loss.png", "fairness.png",
+                 "adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
+        assert (out / name).is_file(), name
+    rounds = results.read_csv(out / "rounds.csv")
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert set(results.ROUND_COLUMNS) <= set(rounds[0])
+    assert rounds[-1]["global_test_loss"] < rounds[0]["global_test_loss"]  # it learns
+    assert rounds[1]["bytes_down"] == rounds[1]["bytes_up"] == 2 * summary["adapter_bytes"]
+    assert rounds[-1]["bytes_cumulative"] == 3 * 4 * summary["adapter_bytes"]
+    clients = results.read_csv(out / "clients.csv")
+    assert len(clients) == 4 * 6
+    r1 = [c for c in clients if c["round"] == 1]
+    assert sum(c["participated"] for c in r1) == 2
+    for c in r1:
+        assert (c["local_model_test_loss"] is not None) == bool(c["participated"])
+        assert math.isfinite(c["global_model_local_test_loss"])
+    # fairness = population variance of the global model's loss on each client's local test split
+    losses = [c["global_model_local_test_loss"] for c in r1]
+    assert rounds[1]["fairness_var"] == pytest.approx(np.var(losses))
+    part = json.loads((out / "partition.json").read_text())
+    assert part["scheme"] == "length" and len(part["clients"]) == 6
+    assert summary["final_test_loss"] == rounds[-1]["global_test_loss"]
+
+
+def test_saved_adapter_loads_with_peft(tiny_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    run_experiment(tiny_config(tiny_model, rounds=1), out)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out / "adapter")
+    saved = results.load_checkpoint(out)[1]
+    loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert len(loaded) == len(saved)
+    for name, tensor in saved.items():
+        assert torch.allclose(loaded[name].detach(), tensor)
+
+
+def test_same_seed_gives_identical_results_and_resume_matches(tiny_model, tmp_path):
+    cfg = tiny_config(tiny_model, rounds=3)
+    run_experiment(cfg, tmp_path / "a")
+    run_experiment(cfg, tmp_path / "b")
+    assert metric_columns(tmp_path / "a" / "rounds.csv") == metric_columns(tmp_path / "b" / "rounds.csv")
+    # interrupted after round 1: run 1 round, then resume the same dir to 3 rounds
+    run_experiment(cfg.replace(rounds=1), tmp_path / "c")
+    run_experiment(cfg, tmp_path / "c", resume=True)
+    assert metric_columns(tmp_path / "c" / "rounds.csv") == metric_columns(tmp_path / "a" / "rounds.csv")
+    assert (tmp_path / "c" / "clients.csv").read_text().count("\n") == \
+        (tmp_path / "a" / "clients.csv").read_text().count("\n")
+
+
+def test_one_client_one_round_one_step_equals_plain_local_training(tiny_model, tmp_path):
+    from cllora.model import attach_lora, get_adapter_state, load_model, load_tokenizer
+    from cllora.train import batch_loss, length_grouped_batches
+
+    cfg = tiny_config(tiny_model, scheme="iid", clients=1, clients_per_round=1, rounds=1,
+                      batch_size=512, max_train_examples=60, lr=1e-2)
+    out = tmp_path / "one"
+    run_experiment(cfg, out)
+    fed_state = results.load_checkpoint(out)[1]
+
+    tokenizer = load_tokenizer(tiny_model)
+    data = exp_mod.prepare_data(cfg, tokenizer, log=lambda m: None)
+    base = load_model(tiny_model, "cpu", "fp32")
+    torch.manual_seed(cfg.seed)  # the engine seeds LoRA's random A init the same way
+    model = attach_lora(base, cfg.rank, cfg.lora_alpha, 0.0, cfg.targets)
+    rng = np.random.default_rng([cfg.seed, exp_mod._BATCHES, 1, 0, 0])
+    (batch,) = length_grouped_batches(data.train_ids, data.client_train[0], cfg.batch_size,
+                                      cfg.max_length, data.pad_id, rng)
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    loss, _ = batch_loss(model, batch, torch.device("cpu"))
+    loss.backward()
+    opt.step()
+    plain = get_adapter_state(model)
+    assert plain.keys() == fed_state.keys()
+    for k in plain:
+        assert torch.allclose(plain[k], fed_state[k], atol=1e-6), (k, (plain[k] - fed_state[k]).abs().max(), (plain[k] != fed_state[k]).sum())
+
+
+def test_nan_client_is_excluded_and_recorded(tiny_model, tmp_path, monkeypatch):
+    real = exp_mod.client_update
+
+    def poisoned(exp, state, cid, rnd, on_step=None):
+        update = real(exp, state, cid, rnd, on_step)
+        if cid == exp_mod.sample_clients(exp.config, rnd)[0]:
+            update.state = None  # as client_update reports a non-finite update
+        return update
+
+    monkeypatch.setattr("cllora.simulation.client_update", poisoned)
+    out = tmp_path / "nan"
+    summary = run_experiment(tiny_config(tiny_model, rounds=2), out)
+    rounds = results.read_csv(out / "rounds.csv")
+    assert [r["num_failed"] for r in rounds] == [0, 1, 1]
+    assert all(math.isfinite(r["global_test_loss"]) for r in rounds)
+    failed = [c for c in results.read_csv(out / "clients.csv") if c["failed"]]
+    assert len(failed) == 2 and summary["failed_client_updates"] == 2
+
+
+def test_every_client_failing_stops_and_keeps_results(tiny_model, tmp_path):
+    out = tmp_path / "diverge"
+    with pytest.raises(RunFailed, match="every sampled client"):
+        run_experiment(tiny_config(tiny_model, lr=1e30, optimizer="sgd"), out)
+    assert [r["round"] for r in results.read_csv(out / "rounds.csv")] == [0]
+    assert results.load_checkpoint(out)[0] == 0
+
+
+def test_refuses_to_mix_runs_and_incompatible_resume(tiny_model, tmp_path):
+    cfg = tiny_config(tiny_model, rounds=1)
+    out = tmp_path / "run"
+    run_experiment(cfg, out)
+    before = (out / "rounds.csv").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        run_experiment(cfg, out)
+    with pytest.raises(UserError, match="made with alpha=0.5, not 0.9"):
+        run_experiment(cfg.replace(alpha=0.9), out, resume=True)
+    with pytest.raises(UserError, match="not a cllora run directory"):
+        run_experiment(cfg, tmp_path / "empty", resume=True)
+    assert (out / "rounds.csv").read_bytes() == before
+
+
+def test_cli_bad_input_exits_2_without_traceback(tiny_model, tmp_path, capsys):
+    cases = [
+        (["--clients", "3", "--clients-per-round", "4"], "clients_per_round must be <= clients"),
+        (["--rounds", "0"], "rounds must be an integer >= 1"),
+        (["--lr", "-1"], "lr must be a number > 0"),
+        (["--resume", str(tmp_path / "x")], "not a cllora run directory"),
+        (["--dataset", str(tmp_path / "missing.jsonl")], "does not exist"),
+    ]
+    for flags, message in cases:
+        assert main(["run", "--model", tiny_model, "--quiet", "--out", str(tmp_path / "x"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "rounds.csv").exists()
