@@ -47,7 +47,8 @@ class Data:
     def partition_dict(self, config: RunConfig) -> dict:
         out = part.partition_to_dict(self.partition, self.labels, scheme=config.scheme,
                                      alpha=config.alpha, seed=config.seed,
-                                     num_classes=config.num_classes, class_edges=self.class_edges)
+                                     num_classes=config.num_classes, class_edges=self.class_edges,
+                                     length_measure=config.length_measure)
         for client, train_rows, test_rows in zip(out["clients"], self.client_train, self.client_test):
             client["local_train_indices"] = train_rows.tolist()
             client["local_test_indices"] = test_rows.tolist()

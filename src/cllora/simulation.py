@@ -58,7 +58,9 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     adapter_bytes = state_nbytes(exp.initial_state)
     results.write_config(out, config, {"precision": precision, "device": str(device),
                                        "adapter_bytes": adapter_bytes})
-    results.write_json(out / "partition.json", data.partition_dict(config))
+    partition = data.partition_dict(config)
+    results.write_json(out / "partition.json", partition)
+    _save_partition_plot(out / "partition.png", partition)
     progress = progress or RunProgress(enabled=False)
     try:
         state = _start_state(exp, out, progress)
@@ -69,6 +71,19 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     finally:
         release(exp)
     return summary
+
+
+def _save_partition_plot(path: Path, partition: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    from cllora.plots import plot_partition
+
+    fig = plot_partition(partition).figure
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def _report_data(data, truncation: dict, config: RunConfig, log) -> None:
