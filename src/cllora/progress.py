@@ -22,7 +22,7 @@ class RunProgress:
 
     def log(self, message: str) -> None:
         if self.enabled:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def run(self, total_rounds: int, start: int = 0):
@@ -64,4 +64,5 @@ class RunProgress:
             self.console.print(
                 f"{self.label}round {row['round']:>3}  test loss {row['global_test_loss']:.4f}  "
                 f"ppl {row['global_test_ppl']:.2f}  fairness var {row['fairness_var']:.5f}{extra}  "
-                f"({row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval)", highlight=False)
+                f"({row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval)",
+                highlight=False, soft_wrap=True)
