@@ -168,3 +168,35 @@ def test_cli_bad_input_exits_2_without_traceback(tiny_model, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not (tmp_path / "x" / "rounds.csv").exists()
+
+
+def test_kill_9_mid_run_then_resume_equals_uninterrupted(tiny_model, tmp_path):
+    """A run killed with SIGKILL leaves only whole files; resuming finishes it identically."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flags = ["--model", tiny_model, "--dataset", "sotu", "--max-train-examples", "240",
+             "--max-test-examples", "24", "--clients", "6", "--clients-per-round", "2",
+             "--rounds", "4", "--batch-size", "8", "--max-length", "64", "--rank", "4", "--lr", "5e-3",
+             "--precision", "fp32", "--device", "cpu", "--scheme", "quantity", "--alpha", "1",
+             "--seed", "5", "--quiet"]
+    cli = [sys.executable, "-m", "cllora.cli", "run"]
+    subprocess.run(cli + flags + ["--out", str(tmp_path / "whole")], check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cli + flags + ["--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ckpt = results.load_checkpoint(out) if (out / "checkpoint.safetensors").exists() else None
+        if ckpt and ckpt[0] >= 1:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rows = results.read_csv(out / "rounds.csv")  # parses: never half-written
+    assert rows and rows[0]["round"] == 0
+    subprocess.run(cli + ["--resume", str(out), "--quiet"], check=True, capture_output=True)
+    assert metric_columns(out / "rounds.csv") == metric_columns(tmp_path / "whole" / "rounds.csv")

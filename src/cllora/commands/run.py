@@ -59,9 +59,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         default = getattr(_D, name)
         if isinstance(default, tuple):
             default = ",".join(map(str, default))
-        kwargs = dict(type=typ, default=None, help=f"{text} [{default}]")
+        metavar = {int: "N", float: "X"}.get(typ, "LIST" if name in ("targets", "class_edges") else "NAME")
+        kwargs = dict(type=typ, default=None, help=f"{text} [{default}]", metavar=metavar)
         if isinstance(choices, tuple):
             kwargs["choices"] = choices
+            kwargs["metavar"] = "{" + ",".join(choices) + "}"
         group.add_argument("--" + name.replace("_", "-"), **kwargs)
     group.add_argument("--eval-fp32", action="store_true", default=None,
                        help="evaluate with fp32 base weights even when training in bf16 [off]")
