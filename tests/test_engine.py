@@ -167,7 +167,7 @@ def test_cli_bad_input_exits_2_without_traceback(tiny_model, tmp_path, capsys):
         assert main(["run", "--model", tiny_model, "--quiet", "--out", str(tmp_path / "x"), *flags]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
-    assert not (tmp_path / "x" / "rounds.csv").exists()
+    assert not (tmp_path / "x").exists()  # nothing half-made
 
 
 def test_kill_9_mid_run_then_resume_equals_uninterrupted(tiny_model, tmp_path):

@@ -105,8 +105,8 @@ def saved_config(path: Path) -> RunConfig:
         raise UserError(f"{str(path)!r} does not hold a readable cllora config.json ({exc})") from None
 
 
-def prepare_run_dir(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> None:
-    """Create or check `out`: refuse to mix runs; with overwrite, remove only cllora's own files."""
+def check_run_dir(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs in `out` (no side effects: called before any work starts)."""
     if resume:
         if not is_run_dir(out):
             raise UserError(f"--resume {str(out)!r}: not a cllora run directory (no config.json)")
@@ -117,6 +117,12 @@ def prepare_run_dir(out: Path, config: RunConfig, *, resume: bool, overwrite: bo
     if is_run_dir(out) and not overwrite:
         raise UserError(f"--out {str(out)!r} already holds a run; pass --resume to continue it or "
                         "--overwrite to replace it")
+
+
+def init_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Create `out` once the run is known to start; with overwrite, remove only cllora's own files."""
+    if resume:
+        return
     if out.exists() and overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)

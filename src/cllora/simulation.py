@@ -45,7 +45,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
 
     out = Path(out)
-    results.prepare_run_dir(out, config, resume=resume, overwrite=overwrite)
+    results.check_run_dir(out, config, resume=resume, overwrite=overwrite)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     tokenizer = tokenizer or load_tokenizer(config.model, log=log)
@@ -55,14 +55,15 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     if base_model is None:
         base_model = load_model(config.model, device, precision, log=log)
     exp = prepare_experiment(config, base_model, tokenizer, device, precision, data, log)
-    adapter_bytes = state_nbytes(exp.initial_state)
-    results.write_config(out, config, {"precision": precision, "device": str(device),
-                                       "adapter_bytes": adapter_bytes})
-    partition = data.partition_dict(config)
-    results.write_json(out / "partition.json", partition)
-    _save_partition_plot(out / "partition.png", partition)
     progress = progress or RunProgress(enabled=False)
     try:
+        results.init_run_dir(out, resume=resume, overwrite=overwrite)  # only now: bad input leaves nothing
+        adapter_bytes = state_nbytes(exp.initial_state)
+        results.write_config(out, config, {"precision": precision, "device": str(device),
+                                           "adapter_bytes": adapter_bytes})
+        partition = data.partition_dict(config)
+        results.write_json(out / "partition.json", partition)
+        _save_partition_plot(out / "partition.png", partition)
         state = _start_state(exp, out, progress)
         with progress.run(config.rounds, start=state.last_round):
             for round_num in range(state.last_round + 1, config.rounds + 1):
