@@ -200,3 +200,18 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted(tiny_model, tmp_path):
     assert rows and rows[0]["round"] == 0
     subprocess.run(cli + ["--resume", str(out), "--quiet"], check=True, capture_output=True)
     assert metric_columns(out / "rounds.csv") == metric_columns(tmp_path / "whole" / "rounds.csv")
+
+
+def test_bf16_training_with_fp32_evaluation(tiny_model, tmp_path):
+    """--precision bf16 trains on bf16 base weights; --eval-fp32 scores with the original fp32 ones."""
+    fp32 = run_experiment(tiny_config(tiny_model, rounds=1), tmp_path / "fp32")
+    bf16 = run_experiment(tiny_config(tiny_model, rounds=1, precision="bf16"), tmp_path / "bf16")
+    mixed = run_experiment(tiny_config(tiny_model, rounds=1, precision="bf16", eval_fp32=True),
+                           tmp_path / "mixed")
+    assert bf16["precision"] == mixed["precision"] == "bf16"
+    # round 0 is the untouched base model (LoRA B = 0): fp32 evaluation reproduces the fp32 run
+    assert mixed["initial_test_loss"] == pytest.approx(fp32["initial_test_loss"], abs=1e-5)
+    assert bf16["initial_test_loss"] != pytest.approx(fp32["initial_test_loss"], abs=1e-5)
+    assert bf16["initial_test_loss"] == pytest.approx(fp32["initial_test_loss"], rel=0.02)
+    lora = results.load_checkpoint(tmp_path / "bf16")[1]
+    assert all(t.dtype == torch.float32 for t in lora.values())  # adapters stay fp32

@@ -121,9 +121,12 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
     for cid, rows in enumerate(data.client_test):
         row_client[rows] = cid
     fp32_base = None
-    if config.eval_fp32 and precision != "fp32":
-        fp32_base = {n: p.detach().to("cpu", torch.float32, copy=True)
-                     for n, p in model.named_parameters() if "lora_" not in n}
+    if config.eval_fp32 and precision != "fp32":  # the original fp32 weights, not bf16 upcast
+        from cllora.model import load_model
+
+        reference = attach_lora(load_model(config.model, "cpu", "fp32", log=log), config.rank,
+                                config.lora_alpha, config.lora_dropout, config.targets)
+        fp32_base = {n: p.detach() for n, p in reference.named_parameters() if "lora_" not in n}
     return Experiment(
         config, data, model, device, precision, get_adapter_state(model),
         length_grouped_batches(data.test_ids, np.arange(len(data.test_ids)), eval_size,
