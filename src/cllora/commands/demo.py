@@ -10,7 +10,7 @@ from pathlib import Path
 # with AMX/AVX512-BF16); the study's max_length of 128.
 DEMO_SETTINGS = dict(model="smollm2-135m", dataset="sotu", clients=10, clients_per_round=2,
                      rounds=3, local_epochs=1, batch_size=8, lr=2e-3, rank=8, lora_alpha=16.0,
-                     max_length=128, max_train_examples=400, max_test_examples=48, seed=0)
+                     max_length=128, max_train_examples=320, max_test_examples=48, seed=0)
 DEMO_CELLS = (("iid", dict(scheme="iid")), ("length-a0.1", dict(scheme="length", alpha=0.1)))
 
 

@@ -1,0 +1,32 @@
+"""`cllora report DIR`: a self-contained HTML report (and PNG/SVG figures) of a run or a sweep."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="write report.html and figures of a run or a sweep",
+        description="Read the run directories at or under DIR (one run, a sweep, or a folder of "
+                    "sweeps) and write DIR/report.html — one self-contained file, figures embedded, "
+                    "no network — and every figure as PNG and SVG in DIR/figures/: the communication "
+                    "cost table, global test loss per round per model (one curve per α and IID, mean ± "
+                    "std over seeds), fairness per round, per-client local curves (α vs IID), the "
+                    "partition of every run, final/best-loss tables, and the study's claims with a "
+                    "verdict each.",
+        epilog="Examples:\n  cllora report sweeps/study-length-quick\n  cllora report runs/20261124-101500\n"
+               "  cllora report sweeps            # several sweeps together (e.g. length + quantity)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", metavar="DIR", help="a run directory, a sweep directory, or a folder holding them")
+    p.add_argument("--quiet", action="store_true", help="print only the report's path")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cllora.report import write_report
+
+    log = (lambda m: None) if args.quiet else (lambda m: print(m))
+    path = write_report(args.dir, log=log)
+    print(f"report: {path}")
+    return 0

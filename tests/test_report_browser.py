@@ -1,0 +1,109 @@
+"""The report in a real headless browser (Debian `chromium`; skipped when it is not on PATH):
+it loads from disk with the network off, every image renders, and the console stays clean."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from cllora import report, results
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian chromium on PATH")
+
+# Appended to a copy of the report (the report itself has no scripts): after load, write each
+# image's natural size and any script error into an attribute that --dump-dom shows.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]);
+  document.body.setAttribute('data-probe', JSON.stringify({imgs: imgs, errors: window.__errors}));
+});
+</script>"""
+
+
+def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5):
+    """A run directory written by hand: the files report.py reads, with plausible numbers."""
+    rng = np.random.default_rng([seed, int(10 * (alpha or 0))])
+    config = {"model": "facebook/opt-125m", "dataset": "sotu", "scheme": scheme, "alpha": alpha or 1.0,
+              "seed": seed, "rounds": num_rounds, "clients": clients, "clients_per_round": clients,
+              "rank": 2, "lora_alpha": 4.0, "targets": ["q_proj", "v_proj"], "local_epochs": 1,
+              "max_length": 128, "max_train_examples": 100, "max_test_examples": 20, "batch_size": 8,
+              "lr": 1e-3, "num_classes": 5, "length_measure": "tokens", "precision": "auto"}
+    path.mkdir(parents=True)
+    results.write_json(path / "config.json", {"config": config, "precision": "bf16", "device": "cpu",
+                                              "adapter_bytes": 24576})
+    rounds, clients_rows = [], []
+    for r in range(num_rounds + 1):
+        own = 3.0 - 0.1 * r + 0.05 * rng.standard_normal(clients)
+        rounds.append({"round": r, "global_test_loss": 3.0 - 0.08 * r + 0.01 * rng.standard_normal(),
+                       "fairness_var": float(np.var(own)), "bytes_cumulative": 2 * clients * 24576 * r,
+                       "local_models_test_loss_mean": float(own.mean()) if r else None,
+                       "local_models_var": float(own.var()) if r else None, "round_seconds": 1.0})
+        for cid in range(clients):
+            clients_rows.append({"round": r, "client_id": cid, "participated": int(r > 0),
+                                 "local_model_test_loss": float(own[cid]) if r else None,
+                                 "global_model_local_test_loss": float(own[cid] + 0.02)})
+    results.write_csv(path / "rounds.csv", results.ROUND_COLUMNS, rounds)
+    results.write_csv(path / "clients.csv", results.CLIENT_COLUMNS, clients_rows)
+    sizes = rng.integers(5, 40, clients) if scheme == "quantity" else np.full(clients, 20)
+    results.write_json(path / "partition.json", {
+        "scheme": scheme, "alpha": alpha, "num_clients": clients, "num_classes": 5,
+        "class_edges": [20.0, 40.0, 60.0, 90.0],
+        "clients": [{"client_id": i, "size": int(s), "indices": [],
+                     "class_counts": np.bincount(rng.integers(0, 5, int(s)), minlength=5).tolist()}
+                    for i, s in enumerate(sizes)]})
+    results.write_json(path / "summary.json", results.summarize(rounds, {}))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser") / "sweep"
+    for seed in (0, 1):
+        for scheme, alpha in (("quantity", 0.1), ("quantity", 100.0), ("iid", None)):
+            name = f"opt-125m/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"
+            fake_run(root / name, scheme, alpha, seed)
+    return report.write_report(root, log=lambda m: None)
+
+
+def load_in_chromium(html_path, tmp_path):
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-extensions",
+         "--host-resolver-rules=MAP * ~NOTFOUND",  # any network fetch fails (and would log an error)
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", html_path.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    match = re.search(r"data-probe=\"([^\"]*)\"", proc.stdout)
+    assert match, f"no probe result; chromium said: {proc.stderr[-2000:]}"
+    probe = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    console = [line for line in proc.stderr.splitlines()
+               if "CONSOLE" in line or "Uncaught" in line or "Failed to load resource" in line]
+    return probe, console
+
+
+def probed_copy(src, dst, transform=lambda text: text):
+    dst.write_text(transform(src.read_text()).replace("</body>", PROBE + "</body>"))
+    return dst
+
+
+def test_report_renders_in_chromium(page, tmp_path):
+    figures = sorted((page.parent / "figures").glob("*.png"))
+    probe, console = load_in_chromium(probed_copy(page, page.parent / "probe.html"), tmp_path)
+    assert len(probe["imgs"]) == len(figures) >= 7
+    assert all(ok and width > 100 and height > 100 for ok, width, height in probe["imgs"]), probe["imgs"]
+    assert probe["errors"] == [] and console == [], console
+
+
+def test_a_broken_image_would_be_caught(page, tmp_path):
+    def break_first_image(text):
+        return re.sub(r'src="data:image/png;base64,[^"]{40}', 'src="data:image/png;base64,AAAA', text, count=1)
+
+    probe, _ = load_in_chromium(probed_copy(page, page.parent / "broken.html", break_first_image), tmp_path)
+    assert [w for _, w, _ in probe["imgs"]].count(0) == 1
