@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cllora.aggregate import aggregate, fedavg, is_finite_state, state_nbytes
+from cllora.aggregate import aggregate, check_update, fedavg, state_nbytes
 from cllora.metrics import fairness, perplexity, token_weighted_loss
 
 
@@ -36,10 +36,18 @@ def test_aggregate_registry_and_errors():
         fedavg([a, {"v": torch.ones(2)}], [1, 1])
 
 
-def test_non_finite_states_are_detected_and_bytes_counted():
-    assert is_finite_state({"w": torch.ones(3)})
-    assert not is_finite_state({"w": torch.tensor([1.0, float("nan")])})
-    assert not is_finite_state({"w": torch.tensor([float("inf")])})
+def test_payload_checks_name_what_is_wrong_and_bytes_are_counted():
+    ref = {"w": torch.ones(3), "v": torch.ones(2, 2)}
+    assert check_update({"w": torch.zeros(3), "v": torch.zeros(2, 2)}, ref) is None
+    assert check_update(None, ref) == "no adapter in the reply"
+    assert "extra: x" in check_update({"w": torch.ones(3), "v": torch.ones(2, 2), "x": torch.ones(1)}, ref)
+    assert "missing: v" in check_update({"w": torch.ones(3)}, ref)
+    assert "shape (2, 3)" in check_update({"w": torch.ones(3), "v": torch.ones(2, 3)}, ref)
+    assert "dtype torch.float64" in check_update({"w": torch.ones(3, dtype=torch.float64),
+                                                  "v": torch.ones(2, 2)}, ref)
+    assert "NaN or Inf" in check_update({"w": torch.tensor([1.0, float("nan"), 0.0]), "v": torch.ones(2, 2)}, ref)
+    assert "NaN or Inf" in check_update({"w": torch.ones(3), "v": torch.full((2, 2), float("inf"))}, ref)
+    assert "not a tensor" in check_update({"w": [1.0, 2.0, 3.0], "v": torch.ones(2, 2)}, ref)
     assert state_nbytes({"a": torch.ones(2, 3), "b": torch.ones(4)}) == 40
 
 

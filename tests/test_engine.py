@@ -117,10 +117,10 @@ def test_one_client_one_round_one_step_equals_plain_local_training(tiny_model, t
 def test_nan_client_is_excluded_and_recorded(tiny_model, tmp_path, monkeypatch):
     real = exp_mod.client_update
 
-    def poisoned(exp, state, cid, rnd, on_step=None):
-        update = real(exp, state, cid, rnd, on_step)
-        if cid == exp_mod.sample_clients(exp.config, rnd)[0]:
-            update.state = None  # as client_update reports a non-finite update
+    def poisoned(exp, state, cid, rnd, on_step=None, evaluate_own_split=False):
+        update = real(exp, state, cid, rnd, on_step, evaluate_own_split)
+        if cid == exp_mod.sample_clients(exp.config, rnd)[0]:  # a diverged adapter, finite loss
+            update.state = {k: v * float("nan") for k, v in update.state.items()}
         return update
 
     monkeypatch.setattr("cllora.simulation.client_update", poisoned)
@@ -131,6 +131,8 @@ def test_nan_client_is_excluded_and_recorded(tiny_model, tmp_path, monkeypatch):
     assert all(math.isfinite(r["global_test_loss"]) for r in rounds)
     failed = [c for c in results.read_csv(out / "clients.csv") if c["failed"]]
     assert len(failed) == 2 and summary["failed_client_updates"] == 2
+    assert all("NaN or Inf" in c["error"] for c in failed)
+    assert [r["bytes_up"] for r in rounds[1:]] == [2 * summary["adapter_bytes"]] * 2  # still sent
 
 
 def test_every_client_failing_stops_and_keeps_results(tiny_model, tmp_path):
@@ -215,3 +217,21 @@ def test_bf16_training_with_fp32_evaluation(tiny_model, tmp_path):
     assert bf16["initial_test_loss"] == pytest.approx(fp32["initial_test_loss"], rel=0.02)
     lora = results.load_checkpoint(tmp_path / "bf16")[1]
     assert all(t.dtype == torch.float32 for t in lora.values())  # adapters stay fp32
+
+
+def test_malformed_update_is_rejected_with_a_logged_reason(tiny_model, tmp_path, monkeypatch):
+    real = exp_mod.client_update
+
+    def wrong_shape(exp, state, cid, rnd, on_step=None, evaluate_own_split=False):
+        update = real(exp, state, cid, rnd, on_step, evaluate_own_split)
+        if rnd == 1 and cid == exp_mod.sample_clients(exp.config, rnd)[-1]:
+            key = next(iter(update.state))
+            update.state[key] = torch.zeros(3, 3)
+        return update
+
+    monkeypatch.setattr("cllora.simulation.client_update", wrong_shape)
+    lines = []
+    run_experiment(tiny_config(tiny_model, rounds=2), tmp_path / "shape", log=lines.append)
+    assert any("excluded" in line and "has shape (3, 3), expected" in line for line in lines)
+    rounds = results.read_csv(tmp_path / "shape" / "rounds.csv")
+    assert [r["num_failed"] for r in rounds] == [0, 1, 0]

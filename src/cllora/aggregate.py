@@ -44,9 +44,27 @@ def aggregate(strategy: str, states: Sequence[State], weights: Sequence[float]) 
     return STRATEGIES[strategy](states, weights)
 
 
-def is_finite_state(state: State) -> bool:
-    """False when any tensor holds NaN or Inf (such an update is excluded from the average)."""
-    return all(bool(torch.isfinite(t).all()) for t in state.values())
+def check_update(state: State | None, reference: State) -> str | None:
+    """Why a client's update cannot join the average (None when it can): it must hold exactly the
+    reference's tensor names, with the same shapes and dtypes, and only finite values."""
+    if state is None:
+        return "no adapter in the reply"
+    if state.keys() != reference.keys():
+        extra = sorted(state.keys() - reference.keys())
+        missing = sorted(reference.keys() - state.keys())
+        return (f"unexpected tensor names (extra: {', '.join(extra[:2]) or 'none'}; "
+                f"missing: {', '.join(missing[:2]) or 'none'})")
+    for key, ref in reference.items():
+        tensor = state[key]
+        if not isinstance(tensor, torch.Tensor):
+            return f"{key} is a {type(tensor).__name__}, not a tensor"
+        if tuple(tensor.shape) != tuple(ref.shape):
+            return f"{key} has shape {tuple(tensor.shape)}, expected {tuple(ref.shape)}"
+        if tensor.dtype != ref.dtype:
+            return f"{key} has dtype {tensor.dtype}, expected {ref.dtype}"
+        if not bool(torch.isfinite(tensor).all()):
+            return f"{key} holds NaN or Inf"
+    return None
 
 
 def state_nbytes(state: State, bytes_per_param: int = 4) -> int:

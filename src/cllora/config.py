@@ -16,7 +16,7 @@ OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 LENGTH_MEASURES = ("tokens", "sentences")
-ENGINES = ("inprocess", "flower-sim")
+ENGINES = ("inprocess", "flower-sim")  # Flower deployment runs through `flwr run` (cllora.flower)
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class RunConfig:
     precision: str = "auto"
     eval_fp32: bool = False
     engine: str = "inprocess"
+    round_timeout: float | None = None  # Flower: seconds to wait for replies before going on without them
 
     def __post_init__(self) -> None:
         _choice("scheme", self.scheme, SCHEMES)
@@ -72,6 +73,8 @@ class RunConfig:
         _positive("alpha", self.alpha)
         _positive("lr", self.lr)
         _positive("lora_alpha", self.lora_alpha)
+        if self.round_timeout is not None:
+            _positive("round_timeout", self.round_timeout)
         for name in ("clients", "clients_per_round", "rounds", "local_epochs", "batch_size",
                      "rank", "max_length", "eval_every"):
             _at_least(name, getattr(self, name), 1)
@@ -139,7 +142,8 @@ def from_dict(values: dict[str, Any]) -> RunConfig:
         values["targets"] = tuple(values["targets"])
     if values.get("class_edges") is not None:
         values["class_edges"] = tuple(float(x) for x in values["class_edges"])
-    for key in ("alpha", "lr", "lora_alpha", "test_fraction", "local_test_fraction", "lora_dropout"):
+    for key in ("alpha", "lr", "lora_alpha", "test_fraction", "local_test_fraction", "lora_dropout",
+                "round_timeout"):
         if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
             values[key] = float(values[key])
     return RunConfig(**values)

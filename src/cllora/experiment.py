@@ -2,8 +2,9 @@
 
 `prepare_data` turns a config into tokenized texts, length classes and a partition;
 `prepare_experiment` adds the model with a fresh LoRA adapter and the evaluation batches.
-`client_update` is what one client does in a round; `evaluate_global` / `evaluate_local` score
-an adapter state. Randomness is derived from (seed, purpose, round, client), so any round can be
+`client_update` is what one client does in a round; `evaluate_test` (global test set, the
+server's), `evaluate_clients` (every client's local test split) and `evaluate_own` (one client's
+split, what that client can see) score an adapter state. Randomness is derived from (seed, purpose, round, client), so any round can be
 re-run on its own: resuming needs no saved RNG state and both engines sample the same.
 """
 
@@ -18,7 +19,6 @@ import numpy as np
 import torch
 
 from cllora import partition as part
-from cllora.aggregate import is_finite_state
 from cllora.config import RunConfig
 from cllora.errors import UserError
 from cllora.metrics import token_weighted_loss
@@ -87,6 +87,21 @@ def prepare_data(config: RunConfig, tokenizer, log: Callable[[str], None] = prin
                 corpus.dropped_empty, tuple(partition.notes))
 
 
+def prepare_own_data(config: RunConfig, tokenizer, path: str) -> Data:
+    """One real client's own texts (a Flower SuperNode's `data-path`): all of them are its data,
+    split into local train / local test by config.local_test_fraction (seeded)."""
+    from cllora.data import load_corpus, tokenize_texts
+
+    corpus = load_corpus(path, config.text_column, config.local_test_fraction, config.seed)
+    ids = tokenize_texts(corpus.train + corpus.test, tokenizer)
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    rows = np.arange(len(ids))
+    train, test = rows[:len(corpus.train)], rows[len(corpus.train):]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Data(ids, [], lengths, np.zeros(len(ids), np.int64), np.zeros(0), part.Partition([rows], ()),
+                [train], [test], int(pad_id), corpus.dropped_empty)
+
+
 @dataclass
 class Experiment:
     config: RunConfig
@@ -148,19 +163,25 @@ def sample_clients(config: RunConfig, round_num: int) -> list[int]:
 
 @dataclass
 class ClientUpdate:
+    """What one client sends back after a round: its adapter and how its training went."""
+
     client_id: int
-    state: dict[str, torch.Tensor] | None  # None when the update was not finite (excluded)
+    state: dict[str, torch.Tensor] | None  # None when nothing usable came back
     num_train_examples: int
     result: TrainResult
+    own_test_loss: float | None = None  # the local model on the client's own local test split
+    error: str | None = None  # why the update is excluded from the average (set by the engine)
 
     @property
     def failed(self) -> bool:
-        return self.state is None
+        return self.state is None or self.error is not None
 
 
 def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client_id: int,
-                  round_num: int, on_step: Callable[[float], None] | None = None) -> ClientUpdate:
-    """Train the global adapter on one client's local training rows for E epochs."""
+                  round_num: int, on_step: Callable[[float], None] | None = None,
+                  evaluate_own_split: bool = False) -> ClientUpdate:
+    """Train the global adapter on one client's local training rows for E epochs (and, when
+    asked, score the resulting local model on the client's own local test split)."""
     from cllora.model import get_adapter_state, set_adapter_state
 
     cfg, data = exp.config, exp.data
@@ -175,9 +196,10 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
 
     result = train_local(exp.model, exp.params, batches, cfg.local_epochs, cfg.optimizer, cfg.lr,
                          exp.device, on_step)
-    state = get_adapter_state(exp.model)
-    ok = math.isfinite(result.train_loss) and is_finite_state(state)
-    return ClientUpdate(client_id, state if ok else None, len(rows), result)
+    update = ClientUpdate(client_id, get_adapter_state(exp.model), len(rows), result)
+    if evaluate_own_split and math.isfinite(result.train_loss):
+        update.own_test_loss = evaluate_own(exp, update.state, client_id)
+    return update
 
 
 @contextlib.contextmanager
@@ -201,29 +223,37 @@ def _loss(sums: np.ndarray, tokens: np.ndarray) -> float:
     return token_weighted_loss(sums, tokens) if tokens.sum() > 0 else float("nan")
 
 
-def evaluate_global(exp: Experiment, state: dict[str, torch.Tensor],
-                    on_batch: Callable[[], None] | None = None) -> tuple[float, np.ndarray]:
-    """Global test loss of `state`, and its loss on every client's local test split (one pass)."""
+def evaluate_test(exp: Experiment, state: dict[str, torch.Tensor],
+                  on_batch: Callable[[], None] | None = None) -> float:
+    """Token-weighted loss of an adapter on the global test set (the server's measurement)."""
     from cllora.model import set_adapter_state
 
     set_adapter_state(exp.model, state)
     with eval_precision(exp):
         _, sums, tokens = evaluate(exp.model, exp.global_test_batches, exp.device, on_batch)
-        rows, lsums, ltokens = evaluate(exp.model, exp.local_test_batches, exp.device, on_batch)
+    return _loss(sums, tokens)
+
+
+def evaluate_clients(exp: Experiment, state: dict[str, torch.Tensor],
+                     on_batch: Callable[[], None] | None = None) -> np.ndarray:
+    """Loss of an adapter on every client's local test split, in one batched pass over their union."""
+    from cllora.model import set_adapter_state
+
+    set_adapter_state(exp.model, state)
+    with eval_precision(exp):
+        rows, sums, tokens = evaluate(exp.model, exp.local_test_batches, exp.device, on_batch)
     owner = exp.row_client[rows]
-    per_client = np.array([_loss(lsums[owner == c], ltokens[owner == c]) for c in range(exp.config.clients)])
-    return _loss(sums, tokens), per_client
+    return np.array([_loss(sums[owner == c], tokens[owner == c]) for c in range(len(exp.data.client_test))])
 
 
-def evaluate_local(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,
-                   on_batch: Callable[[], None] | None = None) -> tuple[float, float]:
-    """A client's local model on the global test set and on its own local test split."""
+def evaluate_own(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,
+                 on_batch: Callable[[], None] | None = None) -> float:
+    """Loss of an adapter on one client's own local test split (what that client can measure)."""
     from cllora.model import set_adapter_state
 
     set_adapter_state(exp.model, state)
     own = length_grouped_batches(exp.data.train_ids, exp.data.client_test[client_id],
                                  max(exp.config.batch_size, 8), exp.config.max_length, exp.data.pad_id)
     with eval_precision(exp):
-        _, sums, tokens = evaluate(exp.model, exp.global_test_batches, exp.device, on_batch)
-        _, lsums, ltokens = evaluate(exp.model, own, exp.device, on_batch)
-    return _loss(sums, tokens), _loss(lsums, ltokens)
+        _, sums, tokens = evaluate(exp.model, own, exp.device, on_batch)
+    return _loss(sums, tokens)

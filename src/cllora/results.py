@@ -29,8 +29,8 @@ ROUND_COLUMNS = (
     "train_seconds", "eval_seconds", "overhead_seconds", "round_seconds",
 )
 CLIENT_COLUMNS = (
-    "round", "client_id", "participated", "failed", "num_train_examples", "train_loss",
-    "local_model_test_loss", "local_model_global_test_loss", "global_model_local_test_loss",
+    "round", "client_id", "participated", "failed", "num_train_examples", "train_loss", "train_seconds",
+    "local_model_test_loss", "local_model_global_test_loss", "global_model_local_test_loss", "error",
 )
 TIMING_COLUMNS = ("train_seconds", "eval_seconds", "overhead_seconds", "round_seconds")
 RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html",
@@ -79,14 +79,16 @@ def write_csv(path: Path, columns: Iterable[str], rows: list[dict]) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
-    """Rows of a run CSV with numbers parsed (empty cells become None)."""
+    """Rows of a run CSV with numbers parsed (empty cells become None, text stays text)."""
     def parse(v: str):
         if v == "":
             return None
-        try:
-            return int(v)
-        except ValueError:
-            return float(v)
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return v
 
     with open(path, newline="") as fh:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]

@@ -1,7 +1,11 @@
-"""The in-process federated engine: one frozen base model, adapters swapped per client, FedAvg.
+"""The federated round loop, and the in-process clients it drives by default.
 
-Reads top to bottom: prepare the run directory, data, model; evaluate round 0; then each round
-sample clients, train them, aggregate, evaluate, and checkpoint atomically.
+Reads top to bottom: check the run directory, prepare data and model, evaluate round 0; then each
+round sample clients, let them train, check their updates, aggregate, evaluate, and checkpoint
+atomically. Who the clients are is a `Clients` object: `InProcessClients` simulates them all on
+one frozen base model with adapters swapped in and out; `cllora.flower.FlowerClients` reaches
+them as Flower SuperNodes. Everything else (sampling, payload checks, FedAvg, evaluation on the
+global test set, files, resume) is this one loop for both engines.
 """
 
 from __future__ import annotations
@@ -9,18 +13,54 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+import math
+from typing import Callable, Protocol
 
 import numpy as np
 
 from cllora import results
-from cllora.aggregate import aggregate, state_nbytes
+from cllora.aggregate import aggregate, check_update, state_nbytes
 from cllora.config import RunConfig
 from cllora.errors import RunFailed
-from cllora.experiment import (Experiment, client_update, evaluate_global, evaluate_local,
-                               prepare_data, prepare_experiment, release, sample_clients)
+from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_clients,
+                               evaluate_test, prepare_data, prepare_experiment, release,
+                               sample_clients)
 from cllora.metrics import fairness, perplexity
 from cllora.progress import RunProgress
+
+
+class Clients(Protocol):
+    """The clients of a run, however they are reached."""
+
+    def fit(self, global_state: dict, client_ids: list[int], round_num: int,
+            evaluate: bool) -> list[ClientUpdate]:
+        """Train the global adapter on each client; one ClientUpdate per client asked (a client
+        that could not answer gets one with its `error` set). With `evaluate`, each client also
+        scores its local model on its own local test split."""
+
+    def test_losses(self, global_state: dict) -> np.ndarray:
+        """The global adapter's loss on every client's local test split (NaN where unknown)."""
+
+
+class InProcessClients:
+    """Every client simulated in this process on the experiment's one base model."""
+
+    def __init__(self, exp: Experiment, progress: RunProgress):
+        self.exp, self.progress = exp, progress
+
+    def fit(self, global_state, client_ids, round_num, evaluate):
+        updates = []
+        for cid in client_ids:
+            self.progress.client_start(cid, len(self.exp.data.client_train[cid]), self.exp.config)
+            updates.append(client_update(self.exp, global_state, cid, round_num, self.progress.step,
+                                         evaluate_own_split=evaluate))
+        return updates
+
+    def test_losses(self, global_state):
+        return evaluate_clients(self.exp, global_state, self.progress.eval_tick)
+
+
+ClientsFactory = Callable[[Experiment, RunProgress], Clients]
 
 
 @dataclass
@@ -36,11 +76,13 @@ class RunState:
 
 def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
                    base_model=None, tokenizer=None, progress: RunProgress | None = None,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print,
+                   clients: ClientsFactory = InProcessClients) -> dict:
     """Run (or resume) one federated LoRA experiment into `out`; returns the summary dict.
 
     Pass `base_model`/`tokenizer` to reuse them across runs (a sweep); the base model is handed
-    back unchanged (LoRA layers removed) when the run ends.
+    back unchanged (LoRA layers removed) when the run ends. `clients` builds the clients from the
+    prepared experiment (default: simulated in this process).
     """
     from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
 
@@ -64,10 +106,11 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
         partition = data.partition_dict(config)
         results.write_json(out / "partition.json", partition)
         _save_partition_plot(out / "partition.png", partition)
-        state = _start_state(exp, out, progress)
+        reached = clients(exp, progress)
+        state = _start_state(exp, reached, out, progress)
         with progress.run(config.rounds, start=state.last_round):
             for round_num in range(state.last_round + 1, config.rounds + 1):
-                _run_round(exp, state, round_num, adapter_bytes, out, progress, log)
+                _run_round(exp, reached, state, round_num, adapter_bytes, out, progress, log)
         summary = _finish(exp, state, out, truncation, adapter_bytes)
     finally:
         release(exp)
@@ -100,14 +143,15 @@ def _report_data(data, truncation: dict, config: RunConfig, log) -> None:
             "the longest length classes partly collapse into one")
 
 
-def _start_state(exp: Experiment, out: Path, progress: RunProgress) -> RunState:
+def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProgress) -> RunState:
     """Resume from the checkpoint, or evaluate the untrained adapter as round 0."""
-    last, saved, meta, rounds, clients = results.load_progress(out)
+    last, saved, meta, rounds, clients_rows = results.load_progress(out)
     if last >= 0:
-        return RunState(saved, last, meta.get("bytes_cumulative", 0), rounds, clients)
+        return RunState(saved, last, meta.get("bytes_cumulative", 0), rounds, clients_rows)
     state = RunState(exp.initial_state, last_round=0)
     start = time.perf_counter()
-    test_loss, client_losses = evaluate_global(exp, state.global_state, progress.eval_tick)
+    test_loss = evaluate_test(exp, state.global_state, progress.eval_tick)
+    client_losses = clients.test_losses(state.global_state)
     state.rounds.append(_round_row(0, test_loss, client_losses, [], {}, 0, 0, 0.0,
                                    time.perf_counter() - start, 0.0))
     state.clients.extend(_client_rows(0, exp.config.clients, [], {}, client_losses))
@@ -121,36 +165,44 @@ def _save(out: Path, state: RunState) -> None:
                        {"bytes_cumulative": state.bytes_cumulative})
 
 
-def _run_round(exp: Experiment, state: RunState, round_num: int, adapter_bytes: int, out: Path,
-               progress: RunProgress, log) -> None:
+def rejection(update: ClientUpdate, reference: dict) -> str | None:
+    """Why an update may not join the average: the client's own error, a non-finite training
+    loss, or a payload that does not match the global adapter (names, shapes, dtypes, finite)."""
+    if update.error:
+        return update.error
+    if not math.isfinite(update.result.train_loss):
+        return "non-finite training loss"
+    return check_update(update.state, reference)
+
+
+def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: int,
+               adapter_bytes: int, out: Path, progress: RunProgress, log) -> None:
     cfg = exp.config
     round_start = time.perf_counter()
     sampled = sample_clients(cfg, round_num)
     evaluate_now = round_num % cfg.eval_every == 0 or round_num == cfg.rounds
-    updates, local_scores, train_s, eval_s = [], {}, 0.0, 0.0
-    for cid in sampled:
-        progress.client_start(cid, len(exp.data.client_train[cid]), cfg)
-        update = client_update(exp, state.global_state, cid, round_num, progress.step)
-        train_s += update.result.seconds
-        if update.failed:
-            log(f"round {round_num}: client {cid} produced a non-finite loss or update; excluded")
-        elif evaluate_now:
-            start = time.perf_counter()
-            local_scores[cid] = evaluate_local(exp, update.state, cid, progress.eval_tick)
-            eval_s += time.perf_counter() - start
-        updates.append(update)
+    updates = clients.fit(state.global_state, sampled, round_num, evaluate_now)
+    train_s = time.perf_counter() - round_start
+    for update in updates:
+        update.error = rejection(update, exp.initial_state)
+        if update.error:
+            log(f"round {round_num}: client {update.client_id} excluded: {update.error}")
     good = [u for u in updates if not u.failed]
     if not good:
-        raise RunFailed(f"round {round_num}: every sampled client ({', '.join(map(str, sampled))}) "
-                        f"failed with a non-finite loss; results up to round {round_num - 1} are in {out}")
+        reasons = "; ".join(f"{u.client_id}: {u.error}" for u in updates)
+        raise RunFailed(f"round {round_num}: every sampled client failed ({reasons}); "
+                        f"results up to round {round_num - 1} are in {out}")
     state.global_state = aggregate(cfg.strategy, [u.state for u in good],
                                    [u.num_train_examples for u in good])
     state.last_round = round_num
-    state.bytes_cumulative += adapter_bytes * (len(updates) + len(good))
+    state.bytes_cumulative += adapter_bytes * (len(updates) + _uploaded(updates))
     if evaluate_now:
         start = time.perf_counter()
-        test_loss, client_losses = evaluate_global(exp, state.global_state, progress.eval_tick)
-        eval_s += time.perf_counter() - start
+        local_scores = {u.client_id: (evaluate_test(exp, u.state, progress.eval_tick), u.own_test_loss)
+                        for u in good}
+        test_loss = evaluate_test(exp, state.global_state, progress.eval_tick)
+        client_losses = clients.test_losses(state.global_state)
+        eval_s = time.perf_counter() - start
         overhead = time.perf_counter() - round_start - train_s - eval_s
         state.rounds.append(_round_row(round_num, test_loss, client_losses, updates, local_scores,
                                        adapter_bytes, state.bytes_cumulative, train_s, eval_s, overhead))
@@ -160,16 +212,21 @@ def _run_round(exp: Experiment, state: RunState, round_num: int, adapter_bytes: 
         progress.round_done(state.rounds[-1])
 
 
+def _uploaded(updates: list[ClientUpdate]) -> int:
+    """Replies that carried an adapter (an excluded one was still sent)."""
+    return sum(u.state is not None for u in updates)
+
+
 def _round_row(round_num: int, test_loss: float, client_losses: np.ndarray, updates: list,
                local_scores: dict, adapter_bytes: int, bytes_cumulative: int, train_s: float,
                eval_s: float, overhead_s: float) -> dict:
     fair = fairness(client_losses)
     good = [u for u in updates if not u.failed]
     train_losses = [u.result.train_loss for u in good]
-    local_own = [own for _, own in local_scores.values()]
+    local_own = [own for _, own in local_scores.values() if own is not None]
     local_global = [glob for glob, _ in local_scores.values()]
     bytes_down = adapter_bytes * len(updates)
-    bytes_up = adapter_bytes * len(good)
+    bytes_up = adapter_bytes * _uploaded(updates)
     return {
         "round": round_num, "global_test_loss": test_loss, "global_test_ppl": perplexity(test_loss),
         "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
@@ -198,8 +255,10 @@ def _client_rows(round_num: int, num_clients: int, updates: list, local_scores: 
             "failed": int(u is not None and u.failed),
             "num_train_examples": None if u is None else u.num_train_examples,
             "train_loss": None if u is None else u.result.train_loss,
+            "train_seconds": None if u is None else u.result.seconds,
             "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
             "global_model_local_test_loss": float(client_losses[cid]),
+            "error": None if u is None else u.error,
         })
     return rows
 

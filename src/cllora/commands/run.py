@@ -49,6 +49,8 @@ RUN_FLAGS: list[tuple[str, type, object, str]] = [
     ("precision", str, PRECISIONS, "base-weight precision (LoRA weights stay fp32); auto = bf16 on "
                                    "hardware with fast bf16"),
     ("engine", str, ENGINES, "in-process simulation, or Flower's simulation engine (needs cllora[flower])"),
+    ("round_timeout", float, None, "Flower engines: seconds to wait for the sampled clients' replies; "
+                                   "a client that has not answered by then counts as failed; none = no limit"),
 ]
 
 
@@ -126,16 +128,17 @@ def run(args: argparse.Namespace) -> int:
     from cllora.progress import RunProgress
 
     config, out, resume = resolve(args)
+    progress = RunProgress(enabled=not args.quiet)
     if config.engine == "flower-sim":
         try:
             from cllora.flower import run_flower_simulation
         except ImportError as exc:
             raise UserError(f"--engine flower-sim needs Flower: pip install 'cllora[flower]' ({exc})") from None
-        summary = run_flower_simulation(config, out, resume=resume, overwrite=args.overwrite)
+        summary = run_flower_simulation(config, out, resume=resume, overwrite=args.overwrite,
+                                        progress=progress, log=progress.log)
     else:
         from cllora.simulation import run_experiment
 
-        progress = RunProgress(enabled=not args.quiet)
         summary = run_experiment(config, out, resume=resume, overwrite=args.overwrite,
                                  progress=progress, log=progress.log)
     print_summary(summary)
