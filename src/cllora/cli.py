@@ -12,7 +12,7 @@ from cllora.errors import RunFailed
 
 # Each module exposes register(subparsers) and sets `func` on its parser. Heavy imports
 # (torch, transformers) happen inside the command functions so `--help` stays fast.
-COMMAND_MODULES = ("info", "params", "partition", "run", "sweep", "report", "demo")
+COMMAND_MODULES = ("info", "params", "partition", "run", "sweep", "report", "flower_app", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

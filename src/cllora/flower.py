@@ -57,6 +57,15 @@ def _reply(msg: Message, metrics: dict[str, float], state: dict[str, torch.Tenso
     return Message(content, reply_to=msg)
 
 
+def _replies(grid: Grid, messages: list[Message], keys: list, timeout: float | None) -> dict:
+    """Send messages and return their replies by the key of the message each answers. Matched on
+    the reply's reply-to id: the SuperLink itself answers for a node that went away."""
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    sent = {m.metadata.message_id: key for m, key in zip(messages, keys)}
+    return {sent[r.metadata.reply_to_message_id]: r for r in replies
+            if r.metadata.reply_to_message_id in sent}
+
+
 # ---------------------------------------------------------------- the ClientApp (a SuperNode)
 
 _CLIENT_CACHE: dict[str, tuple[Experiment, int]] = {}  # one prepared experiment per process
@@ -147,6 +156,7 @@ class FlowerClients:
         self.config_json = json.dumps(self.config.to_dict(), sort_keys=True)
         self.timeout = self.config.round_timeout
         self.nodes = self._discover(connect_timeout)  # partition id -> node id
+        self.silent: set[int] = set()  # clients that did not answer this round's training
 
     def _discover(self, connect_timeout: float) -> dict[int, int]:
         """Wait for the SuperNodes, then ask each which partition it holds."""
@@ -159,19 +169,17 @@ class FlowerClients:
             time.sleep(1.0)
             node_ids = list(self.grid.get_node_ids())
         query = ConfigRecord({"clients": need})
-        replies = self.grid.send_and_receive(
-            [Message(RecordDict({"config": query}), dst_node_id=n, message_type=MessageType.QUERY)
-             for n in node_ids], timeout=self.timeout)
+        messages = [Message(RecordDict({"config": query}), dst_node_id=n, message_type=MessageType.QUERY)
+                    for n in node_ids]
         nodes: dict[int, int] = {}
-        for reply in replies:
+        for node_id, reply in _replies(self.grid, messages, node_ids, self.timeout).items():
             if reply.has_error():
-                raise RunFailed(f"SuperNode {reply.metadata.src_node_id} refused the run: "
-                                f"{reply.error.reason}")
+                raise RunFailed(f"SuperNode {node_id} refused the run: {reply.error.reason}")
             pid = int(reply.content["metrics"]["partition-id"])
             if pid in nodes:
-                raise RunFailed(f"SuperNodes {nodes[pid]} and {reply.metadata.src_node_id} both hold "
-                                f"partition-id={pid}; give each SuperNode its own partition-id")
-            nodes[pid] = reply.metadata.src_node_id
+                raise RunFailed(f"SuperNodes {nodes[pid]} and {node_id} both hold partition-id={pid}; "
+                                "give each SuperNode its own partition-id")
+            nodes[pid] = node_id
         missing = sorted(set(range(need)) - set(nodes))
         if missing:
             raise RunFailed(f"no SuperNode holds partition-id {', '.join(map(str, missing))}")
@@ -183,12 +191,11 @@ class FlowerClients:
         """Send `state` to the clients' nodes; their replies by client id (missing = no reply)."""
         messages = [_request(state, self.config_json, round_num, evaluate, self.nodes[cid], message_type)
                     for cid in client_ids]
-        replies = self.grid.send_and_receive(messages, timeout=self.timeout)
-        by_node = {r.metadata.src_node_id: r for r in replies}
-        return {cid: by_node[self.nodes[cid]] for cid in client_ids if self.nodes[cid] in by_node}
+        return _replies(self.grid, messages, client_ids, self.timeout)
 
     def fit(self, global_state, client_ids, round_num, evaluate):
         replies = self._exchange(MessageType.TRAIN, global_state, client_ids, round_num, evaluate)
+        self.silent = {cid for cid in client_ids if cid not in replies}
         return [self._update(cid, replies.get(cid)) for cid in client_ids]
 
     def _update(self, cid: int, reply: Message | None) -> ClientUpdate:
@@ -211,13 +218,14 @@ class FlowerClients:
         return update
 
     def test_losses(self, global_state) -> np.ndarray:
-        ids = sorted(self.nodes)
+        """Ask every client but those silent this round (they would only cost another timeout)."""
+        ids = sorted(set(self.nodes) - self.silent)
         replies = self._exchange(MessageType.EVALUATE, global_state, ids, -1, True)
         losses = np.full(self.config.clients, np.nan)
         for cid, reply in replies.items():
             if not reply.has_error():
                 losses[cid] = float(reply.content["metrics"]["test-loss"])
-        lost = [cid for cid in ids if not math.isfinite(losses[cid])]
+        lost = [cid for cid in sorted(self.nodes) if not math.isfinite(losses[cid])]
         if lost:
             self.log(f"flower: no local test loss from client(s) {', '.join(map(str, lost))}")
         return losses
@@ -262,6 +270,48 @@ def _main(grid: Grid, context: Context) -> None:
     config, out, resume, overwrite = settings_from_run_config(dict(context.run_config))
     summary = _serve(grid, config, out, resume, overwrite, print)
     print(f"cllora: run finished, final test loss {summary['final_test_loss']:.4f}; results: {out}")
+
+
+APP_PYPROJECT = """\
+# A Flower app running cllora (written by `cllora flower-app`). Its code is the installed
+# package cllora (cllora.flower); this file only names it and declares the run-config keys.
+# Run it with:  flwr run {app_dir} <connection> --stream
+# and override with --run-config "out='/abs/dir' resume=true" (quote strings).
+[project]
+name = "cllora-flower-app"
+version = "{version}"
+description = "Federated LoRA fine-tuning under non-IID text (cllora) as a Flower app"
+license = "MIT"
+dependencies = ["cllora[flower]"]
+
+[tool.flwr.app]
+publisher = "cllora"
+
+[tool.flwr.app.components]
+serverapp = "cllora.flower:server_app"
+clientapp = "cllora.flower:client_app"
+
+[tool.flwr.app.config]
+config-file = {config_file}
+out = {out}
+resume = false
+overwrite = false
+"""
+
+
+def write_app(app_dir: Path, config_file: Path | None, out: Path) -> Path:
+    """Write a Flower app directory (pyproject.toml) that runs `config_file` into `out`. Paths are
+    made absolute: the ServerApp runs in the SuperLink's process tree, not in this directory."""
+    from cllora import __version__
+
+    if config_file is not None:
+        load_toml(config_file)  # a missing or malformed file is named now, not inside Flower
+    app_dir.mkdir(parents=True, exist_ok=True)
+    path = app_dir / "pyproject.toml"
+    path.write_text(APP_PYPROJECT.format(
+        app_dir=app_dir, version=__version__, out=json.dumps(str(out.resolve())),
+        config_file=json.dumps(str(config_file.resolve()) if config_file else "")))
+    return path
 
 
 def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
