@@ -63,3 +63,24 @@ def test_node_config_names_its_partition_or_says_what_is_wrong():
         node_identity({"partition-id": 0, "num-partitions": 2}, 4)
     with pytest.raises(UserError, match="partition-id=4 is outside 0..3"):
         node_identity({"partition-id": 4, "num-partitions": 4}, 4)
+
+
+def test_a_client_with_its_own_texts_trains_on_them(tiny_model, tmp_path):
+    import json as json_mod
+
+    from cllora.experiment import client_update, evaluate_own
+    from cllora.flower import client_experiment
+
+    texts = [f"Paragraph {i} of a hospital's own notes, about budgets and the weather in spring." * (1 + i % 4)
+             for i in range(30)]
+    (tmp_path / "mine.jsonl").write_text("".join(json_mod.dumps({"text": t}) + "\n" for t in texts))
+    config = tiny_config(tiny_model, clients=3, clients_per_round=1)
+    exp, pid, row = client_experiment(json_mod.dumps(config.to_dict()),
+                                      {"partition-id": 2, "num-partitions": 3,
+                                       "data-path": str(tmp_path / "mine.jsonl")})
+    assert (pid, row) == (2, 0)
+    train, test = exp.data.client_train[0], exp.data.client_test[0]
+    assert len(train) + len(test) == 30 and len(test) == 3  # local_test_fraction 0.1 of its own texts
+    update = client_update(exp, exp.initial_state, row, 1, evaluate_own_split=True)
+    assert update.num_train_examples == 27 and update.own_test_loss is not None
+    assert evaluate_own(exp, update.state, row) < evaluate_own(exp, exp.initial_state, row)  # it learnt
