@@ -68,7 +68,7 @@ def _replies(grid: Grid, messages: list[Message], keys: list, timeout: float | N
 
 # ---------------------------------------------------------------- the ClientApp (a SuperNode)
 
-_CLIENT_CACHE: dict[str, tuple[Experiment, int]] = {}  # one prepared experiment per process
+_CLIENT_CACHE: dict[str, Experiment] = {}  # one prepared experiment per process
 
 
 def node_identity(node_config: dict, clients: int) -> tuple[int, str | None]:
@@ -87,8 +87,9 @@ def node_identity(node_config: dict, clients: int) -> tuple[int, str | None]:
 
 
 def client_experiment(config_json: str, node_config: dict) -> tuple[Experiment, int, int]:
-    """(experiment, partition id, row index of this client in the experiment's data), prepared
-    once per process and run config: the model stays loaded between rounds."""
+    """(experiment, partition id, this client's index in the experiment's data), prepared once per
+    process and run config: where the process lives on (Flower's simulation workers), the model
+    stays loaded between messages."""
     from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
 
     config = from_dict(json.loads(config_json))
@@ -103,10 +104,8 @@ def client_experiment(config_json: str, node_config: dict) -> tuple[Experiment, 
         data = (prepare_own_data(config, tokenizer, data_path) if data_path
                 else prepare_data(config, tokenizer, quiet))
         base = load_model(config.model, device, precision, log=quiet)
-        _CLIENT_CACHE[key] = (prepare_experiment(config, base, tokenizer, device, precision, data, quiet),
-                              0 if data_path else -1)
-    exp, own_row = _CLIENT_CACHE[key]
-    return exp, pid, (own_row if own_row >= 0 else pid)
+        _CLIENT_CACHE[key] = prepare_experiment(config, base, tokenizer, device, precision, data, quiet)
+    return _CLIENT_CACHE[key], pid, (0 if data_path else pid)  # own texts: the only client there
 
 
 client_app = ClientApp()
