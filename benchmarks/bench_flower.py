@@ -109,8 +109,7 @@ def with_processes(config: RunConfig, out: Path, tmp: Path) -> tuple[float, int]
     from cllora.flower import write_app
     from cllora.flower_local import LocalFederation
 
-    lines = [f"{k} = {json.dumps(v)}" for k, v in config.to_dict().items() if v is not None]
-    (tmp / "exp.toml").write_text("[run]\n" + "\n".join(lines) + "\n")
+    (tmp / "exp.toml").write_text(config.to_toml())
     write_app(tmp / "app", tmp / "exp.toml", out)
     start = time.perf_counter()
     with LocalFederation(config.clients) as fed:

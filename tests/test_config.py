@@ -48,3 +48,10 @@ def test_bad_toml_and_missing_file(tmp_path):
     bad.write_text("scheme = \n")
     with pytest.raises(UserError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_to_toml_round_trips_through_a_config_file(tmp_path):
+    config = RunConfig(scheme="length", alpha=0.1, class_edges=(20.0, 40.0, 80.0, 160.0),
+                       targets=("q_proj", "k_proj"), round_timeout=30.0, eval_fp32=True)
+    (tmp_path / "exp.toml").write_text(config.to_toml())
+    assert load_config(tmp_path / "exp.toml") == config

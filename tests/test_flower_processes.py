@@ -3,7 +3,6 @@ one SuperNode killed mid-run does not stop it. Ports are free ones; processes ar
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -23,8 +22,7 @@ pytestmark = pytest.mark.flower
 
 def write_experiment(tmp_path, tiny_model, **changes):
     config = tiny_config(tiny_model, **{"clients": 2, "clients_per_round": 2, "rounds": 2, **changes})
-    lines = [f"{k} = {json.dumps(v)}" for k, v in config.to_dict().items() if v is not None]  # TOML
-    (tmp_path / "exp.toml").write_text("[run]\n" + "\n".join(lines) + "\n")
+    (tmp_path / "exp.toml").write_text(config.to_toml())
     write_app(tmp_path / "app", tmp_path / "exp.toml", tmp_path / "out")
     return config
 

@@ -107,6 +107,13 @@ class RunConfig:
         out["class_edges"] = None if self.class_edges is None else list(self.class_edges)
         return out
 
+    def to_toml(self) -> str:
+        """The config as a `[run]` table, readable by `--config` (None values are left out)."""
+        import json
+
+        lines = [f"{k} = {json.dumps(v)}" for k, v in self.to_dict().items() if v is not None]
+        return "[run]\n" + "\n".join(lines) + "\n"  # JSON scalars and lists are valid TOML
+
     def replace(self, **changes: Any) -> "RunConfig":
         return from_dict({**self.to_dict(), **changes})
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from cllora.errors import UserError
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
+# peft asks transformers 5 a deprecated question on every LoRA attach; users can do nothing about it
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @dataclass(frozen=True)

@@ -133,10 +133,16 @@ def init_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def config_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    """Settings that differ between two configs, `rounds` aside (a run may always go further)."""
+    a, b = saved.to_dict(), new.to_dict()
+    return [k for k in a if k != "rounds" and a[k] != b[k]]
+
+
 def check_compatible(saved: RunConfig, new: RunConfig, out: Path) -> None:
     """A resumed run may only change `rounds` (to go further); anything else changes the results."""
     a, b = saved.to_dict(), new.to_dict()
-    diff = [k for k in a if k != "rounds" and a[k] != b[k]]
+    diff = config_differences(saved, new)
     if diff:
         k = diff[0]
         raise UserError(f"--resume {str(out)!r}: the run was made with {k}={a[k]!r}, not {b[k]!r}; "

@@ -357,11 +357,11 @@ def check_cells_compatible(cells: list[Cell], root: Path) -> None:
         cell_dir = root / cell.name
         if not results.is_run_dir(cell_dir):
             continue
-        saved = results.saved_config(cell_dir).to_dict()
-        new = cell.config.to_dict()
-        diff = [k for k in new if k != "rounds" and saved.get(k) != new[k]]
+        saved = results.saved_config(cell_dir)
+        diff = results.config_differences(saved, cell.config)
         if diff:
             k = diff[0]
+            saved, new = saved.to_dict(), cell.config.to_dict()
             raise UserError(f"cell {cell.name} in {str(root)!r} was run with {k}={saved.get(k)!r}, not "
                             f"{new[k]!r}; use another --out, or delete that cell's directory to rerun it")
 
