@@ -10,10 +10,10 @@ global test set, files, resume) is this one loop for both engines.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-import math
 from typing import Callable, Protocol
 
 import numpy as np
