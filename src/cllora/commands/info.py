@@ -55,4 +55,7 @@ def run(args: argparse.Namespace) -> int:
     versions = ", ".join(f"{d} {_version(d)}" for d in
                          ("torch", "transformers", "peft", "datasets", "flwr", "flwr-datasets"))
     console.print(f"versions:   {versions}")
+    flower = importlib.util.find_spec("flwr") is not None
+    console.print("engines:    inprocess" + (", flower-sim; real SuperNodes via `cllora flower-app` + `flwr run`"
+                                              if flower else "  (Flower: pip install 'cllora[flower]')"))
     return 0
