@@ -16,14 +16,20 @@ def _finite(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _round_axes(ax, ylabel: str):
+    """Rounds on x (whole numbers only), the quantity on y, a light grid."""
+    ax.set_xlabel("communication round")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
 def plot_global_loss(rounds: list[dict], ax=None, label: str | None = None, **style):
     """Global test loss per round (round 0 = before training)."""
     ax = ax or plt.figure(figsize=(6, 4)).gca()
     x, y = _finite(rounds, "global_test_loss")
     ax.plot(x, y, marker="o", ms=3, label=label, **style)
-    ax.set_xlabel("communication round")
-    ax.set_ylabel("global test loss (nats/token)")
-    ax.grid(alpha=0.3)
+    _round_axes(ax, "global test loss (nats/token)")
     return ax
 
 
@@ -36,11 +42,9 @@ def plot_client_losses(clients: list[dict], key: str = "local_model_test_loss", 
         pts = [(c["round"], c[key]) for c in clients
                if c["client_id"] == cid and c.get(key) is not None and math.isfinite(c[key])]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=2, lw=1, label=f"client {cid}")
-    ax.set_xlabel("communication round")
-    ax.set_ylabel("test loss on the client's own split")
+    _round_axes(ax, "test loss on the client's own split")
     if 0 < len(ids) <= 10:
         ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
     return ax
 
 
@@ -49,9 +53,7 @@ def plot_fairness(rounds: list[dict], ax=None, label: str | None = None, **style
     ax = ax or plt.figure(figsize=(6, 4)).gca()
     x, y = _finite(rounds, "fairness_var")
     ax.plot(x, y, marker="o", ms=3, label=label, **style)
-    ax.set_xlabel("communication round")
-    ax.set_ylabel("fairness: variance of client test loss")
-    ax.grid(alpha=0.3)
+    _round_axes(ax, "fairness: variance of client test loss")
     return ax
 
 
