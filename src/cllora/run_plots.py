@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -131,6 +132,11 @@ def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global tes
     return ax
 
 
+def _wrap(text: str, inches: float) -> str:
+    """Break a title into lines that fit `inches` of width (about 13 characters an inch at 10 pt)."""
+    return textwrap.fill(text, width=max(24, int(inches * 13)), break_long_words=False)
+
+
 def comparison_figure(panels: list[dict], title: str, ylabel: str, log_y: bool | str = False):
     """Side-by-side panels (one per model/setting): dict(title, curves) each; one shared legend."""
     n = max(1, len(panels))
@@ -139,7 +145,7 @@ def comparison_figure(panels: list[dict], title: str, ylabel: str, log_y: bool |
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 0.6, 3.6 * rows + 0.7), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         plot_condition_curves(panel["curves"], ax, ylabel, log_y)
-        ax.set_title(panel["title"], fontsize=10)
+        ax.set_title(_wrap(panel["title"], 4.6), fontsize=10)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles, labels = {}, []
@@ -151,7 +157,7 @@ def comparison_figure(panels: list[dict], title: str, ylabel: str, log_y: bool |
     if handles:
         fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=min(len(labels), 6),
                    frameon=False, fontsize=9)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=11)
     fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
     return fig
 
@@ -164,14 +170,14 @@ def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss 
     for ax, panel in zip(axes[0], panels):
         for j, (cid, (x, y)) in enumerate(panel["clients"].items()):
             ax.plot(x, y, marker="o", ms=3, lw=1.2, color=cmap(j % cmap.N), label=f"client {cid}")
-        ax.set_title(panel["title"], fontsize=10)
+        ax.set_title(_wrap(panel["title"], 5.2), fontsize=10)
         ax.set_xlabel("communication round")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         if 0 < len(panel["clients"]) <= 10:
             ax.legend(fontsize=7, ncol=2 if len(panel["clients"]) > 5 else 1)
     axes[0][0].set_ylabel(ylabel)
-    fig.suptitle(title, fontsize=10.5)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig
 
