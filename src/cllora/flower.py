@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -333,6 +334,7 @@ def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False,
                              "log_to_driver": False}}
     for key, value in APP_ENV.items():
         os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
     run_simulation(server_app=app, client_app=client_app, num_supernodes=config.clients,
                    backend_config=backend)
     if "summary" not in outcome:
