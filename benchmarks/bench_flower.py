@@ -113,9 +113,7 @@ def with_processes(config: RunConfig, out: Path, tmp: Path) -> tuple[float, int]
     write_app(tmp / "app", tmp / "exp.toml", out)
     start = time.perf_counter()
     with LocalFederation(config.clients) as fed:
-        roots = lambda: [p.pid for p in [fed.superlink, *fed.nodes]] + [  # noqa: E731
-            p.pid for p in psutil.process_iter(["cmdline"]) if "flower-superexec" in " ".join(p.info["cmdline"] or [])]
-        with PeakMemory(roots) as mem:
+        with PeakMemory(fed.pids) as mem:  # SuperLink, its superexec helper, SuperNodes, ClientApps
             row = fed.run(tmp / "app", timeout=3000)
     if row["status"] != "finished:completed":
         raise RuntimeError(f"flower run failed: {row}")

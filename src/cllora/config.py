@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -109,8 +110,6 @@ class RunConfig:
 
     def to_toml(self) -> str:
         """The config as a `[run]` table, readable by `--config` (None values are left out)."""
-        import json
-
         lines = [f"{k} = {json.dumps(v)}" for k, v in self.to_dict().items() if v is not None]
         return "[run]\n" + "\n".join(lines) + "\n"  # JSON scalars and lists are valid TOML
 
@@ -135,6 +134,14 @@ def _at_least(name: str, value: Any, low: int) -> None:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+
+
+def parse_class_edges(text: str, label: str = "class_edges") -> list[float]:
+    """Comma-separated class edges ("20,40,80,160") as numbers; `label` names the source in errors."""
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"{label} must be comma-separated numbers, got {text!r}") from None
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:

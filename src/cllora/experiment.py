@@ -4,8 +4,9 @@
 `prepare_experiment` adds the model with a fresh LoRA adapter and the evaluation batches.
 `client_update` is what one client does in a round; `evaluate_test` (global test set, the
 server's), `evaluate_clients` (every client's local test split) and `evaluate_own` (one client's
-split, what that client can see) score an adapter state. Randomness is derived from (seed, purpose, round, client), so any round can be
-re-run on its own: resuming needs no saved RNG state and both engines sample the same.
+split, what that client can see) score an adapter state. Randomness is derived from (seed,
+purpose, round, client), so any round can be re-run on its own: resuming needs no saved RNG state
+and both engines sample the same.
 """
 
 from __future__ import annotations
@@ -223,25 +224,27 @@ def _loss(sums: np.ndarray, tokens: np.ndarray) -> float:
     return token_weighted_loss(sums, tokens) if tokens.sum() > 0 else float("nan")
 
 
-def evaluate_test(exp: Experiment, state: dict[str, torch.Tensor],
-                  on_batch: Callable[[], None] | None = None) -> float:
-    """Token-weighted loss of an adapter on the global test set (the server's measurement)."""
+def _score(exp: Experiment, state: dict[str, torch.Tensor], batches: list[Batch],
+           on_batch: Callable[[], None] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-example (rows, loss sums, tokens) of an adapter on some batches, in eval precision."""
     from cllora.model import set_adapter_state
 
     set_adapter_state(exp.model, state)
     with eval_precision(exp):
-        _, sums, tokens = evaluate(exp.model, exp.global_test_batches, exp.device, on_batch)
+        return evaluate(exp.model, batches, exp.device, on_batch)
+
+
+def evaluate_test(exp: Experiment, state: dict[str, torch.Tensor],
+                  on_batch: Callable[[], None] | None = None) -> float:
+    """Token-weighted loss of an adapter on the global test set (the server's measurement)."""
+    _, sums, tokens = _score(exp, state, exp.global_test_batches, on_batch)
     return _loss(sums, tokens)
 
 
 def evaluate_clients(exp: Experiment, state: dict[str, torch.Tensor],
                      on_batch: Callable[[], None] | None = None) -> np.ndarray:
     """Loss of an adapter on every client's local test split, in one batched pass over their union."""
-    from cllora.model import set_adapter_state
-
-    set_adapter_state(exp.model, state)
-    with eval_precision(exp):
-        rows, sums, tokens = evaluate(exp.model, exp.local_test_batches, exp.device, on_batch)
+    rows, sums, tokens = _score(exp, state, exp.local_test_batches, on_batch)
     owner = exp.row_client[rows]
     return np.array([_loss(sums[owner == c], tokens[owner == c]) for c in range(len(exp.data.client_test))])
 
@@ -249,11 +252,7 @@ def evaluate_clients(exp: Experiment, state: dict[str, torch.Tensor],
 def evaluate_own(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,
                  on_batch: Callable[[], None] | None = None) -> float:
     """Loss of an adapter on one client's own local test split (what that client can measure)."""
-    from cllora.model import set_adapter_state
-
-    set_adapter_state(exp.model, state)
     own = length_grouped_batches(exp.data.train_ids, exp.data.client_test[client_id],
                                  max(exp.config.batch_size, 8), exp.config.max_length, exp.data.pad_id)
-    with eval_precision(exp):
-        _, sums, tokens = evaluate(exp.model, own, exp.device, on_batch)
+    _, sums, tokens = _score(exp, state, own, on_batch)
     return _loss(sums, tokens)

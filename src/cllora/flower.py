@@ -31,7 +31,7 @@ from flwr.app import (ArrayRecord, ConfigRecord, Context, Message, MessageType, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from cllora.config import FIELD_NAMES, RunConfig, from_dict, load_toml
+from cllora.config import FIELD_NAMES, RunConfig, from_dict, load_config, load_toml, parse_class_edges
 from cllora.errors import RunFailed, UserError
 from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_own, prepare_data,
                                prepare_experiment, prepare_own_data)
@@ -151,7 +151,7 @@ class FlowerClients:
 
     def __init__(self, grid: Grid, exp: Experiment, log: Callable[[str], None] = print,
                  connect_timeout: float = CONNECT_TIMEOUT):
-        self.grid, self.exp, self.log = grid, exp, log
+        self.grid, self.log = grid, log
         self.config: RunConfig = exp.config
         self.config_json = json.dumps(self.config.to_dict(), sort_keys=True)
         self.timeout = self.config.round_timeout
@@ -252,13 +252,9 @@ def settings_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Pat
     if unknown:
         raise UserError(f"unknown run-config key(s) {', '.join(unknown)}; allowed: config-file, out, "
                         f"resume, overwrite and the run settings {', '.join(FIELD_NAMES)}")
-    base: dict[str, Any] = {}
-    if config_file:
-        data = load_toml(config_file)
-        base.update(data.get("run", data))
     if isinstance(values.get("class_edges"), str):  # run configs hold no lists: "10,20,40,80"
-        values["class_edges"] = [float(x) for x in values["class_edges"].split(",") if x.strip()]
-    return from_dict({**base, **values}), out, resume, overwrite
+        values["class_edges"] = parse_class_edges(values["class_edges"], "run-config class-edges")
+    return load_config(config_file, **values), out, resume, overwrite
 
 
 server_app = ServerApp()

@@ -137,8 +137,8 @@ class LocalFederation:
 
     def pids(self) -> list[int]:
         """Every live process of the federation (for memory measurements)."""
-        roots = [p.pid for p in [self.superlink, *self.nodes] if p is not None]
-        return [pid for pid, pgid in _process_groups().items() if pgid in set(_groups(roots))]
+        groups = set(_groups([p.pid for p in [self.superlink, *self.nodes] if p is not None]))
+        return [pid for pid, pgid in _process_groups().items() if pgid in groups]
 
     def stop(self) -> None:
         roots = [p.pid for p in [self.superlink, *self.nodes] if p is not None]

@@ -125,10 +125,7 @@ def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global tes
         log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 20
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel("communication round")
-    ax.set_ylabel(ylabel)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
+    _round_axes(ax, ylabel)
     return ax
 
 
@@ -171,33 +168,21 @@ def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss 
         for j, (cid, (x, y)) in enumerate(panel["clients"].items()):
             ax.plot(x, y, marker="o", ms=3, lw=1.2, color=cmap(j % cmap.N), label=f"client {cid}")
         ax.set_title(_wrap(panel["title"], 5.2), fontsize=10)
-        ax.set_xlabel("communication round")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
+        _round_axes(ax, ylabel if ax is axes[0][0] else "")  # the y axis is shared
         if 0 < len(panel["clients"]) <= 10:
             ax.legend(fontsize=7, ncol=2 if len(panel["clients"]) > 5 else 1)
-    axes[0][0].set_ylabel(ylabel)
     fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig
 
 
 def partition_figure(partition: dict):
-    """The partition plot of one run (cllora.plots.plot_partition when present, else plain bars)."""
-    try:
-        from cllora.plots import plot_partition
-    except ImportError:
-        plot_partition = None
+    """The partition plot of one run, sized to its number of clients."""
+    from cllora.plots import plot_partition
+
     n = len(partition.get("clients", []))
     fig, ax = plt.subplots(figsize=(min(4.5 + 0.28 * n, 13), 3.6))
-    if plot_partition is not None:
-        plot_partition(partition, ax=ax)
-    else:
-        sizes = [c["size"] for c in partition["clients"]]
-        ax.bar(range(n), sizes, color="#4c72b0")
-        ax.set_xlabel("client")
-        ax.set_ylabel("examples")
-        ax.set_title(f"{partition.get('scheme')}: {n} clients")
+    plot_partition(partition, ax=ax)
     fig.tight_layout()
     return fig
 

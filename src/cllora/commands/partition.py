@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cllora.commands.run import RUN_FLAGS
-from cllora.config import RunConfig
+from cllora.config import RunConfig, parse_class_edges
 
 _D = RunConfig()
 # The RunConfig fields that decide the partition; same flags, help and defaults as `cllora run`,
@@ -62,14 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from cllora.errors import UserError
-
     values = {name: getattr(args, name) for name in PARTITION_FIELDS}
     if values["class_edges"] is not None:
-        try:
-            values["class_edges"] = [float(x) for x in values["class_edges"].split(",")]
-        except ValueError:
-            raise UserError(f"--class-edges must be comma-separated numbers, got {args.class_edges!r}") from None
+        values["class_edges"] = parse_class_edges(values["class_edges"], "--class-edges")
     return {k: v for k, v in values.items() if v is not None}
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from cllora.config import (DEVICES, ENGINES, LENGTH_MEASURES, OPTIMIZERS, PRECISIONS, SCHEMES,
-                           RunConfig)
+                           RunConfig, parse_class_edges)
 
 _D = RunConfig()
 
@@ -74,13 +74,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def config_overrides(args: argparse.Namespace) -> dict:
     values = {name: getattr(args, name) for name, *_ in RUN_FLAGS}
     values["eval_fp32"] = args.eval_fp32
-    if values.get("class_edges") is not None:
-        try:
-            values["class_edges"] = [float(x) for x in values["class_edges"].split(",")]
-        except ValueError:
-            from cllora.errors import UserError
-
-            raise UserError(f"--class-edges must be comma-separated numbers, got {args.class_edges!r}") from None
+    if values["class_edges"] is not None:
+        values["class_edges"] = parse_class_edges(values["class_edges"], "--class-edges")
     return {k: v for k, v in values.items() if v is not None}
 
 
