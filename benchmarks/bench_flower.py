@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import psutil  # noqa: E402  (installed with flwr[simulation])
 import torch  # noqa: E402
 
-from cllora import results  # noqa: E402
+from cllora import records  # noqa: E402
 from cllora.config import RunConfig  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -88,7 +88,7 @@ if config.engine == "flower-sim":
     from cllora.flower import run_flower_simulation
     run_flower_simulation(config, Path(sys.argv[2]), log=lambda m: None)
 else:
-    from cllora.simulation import run_experiment
+    from cllora.engine import run_experiment
     run_experiment(config, Path(sys.argv[2]), log=lambda m: None)
 """
 
@@ -121,8 +121,8 @@ def with_processes(config: RunConfig, out: Path, tmp: Path) -> tuple[float, int]
 
 
 def describe(label: str, out: Path, wall: float, peak: int) -> dict:
-    rounds = [r for r in results.read_csv(out / "rounds.csv") if r["round"] > 0]
-    clients = [c for c in results.read_csv(out / "clients.csv") if c["round"] > 0 and c["participated"]]
+    rounds = [r for r in records.read_csv(out / "rounds.csv") if r["round"] > 0]
+    clients = [c for c in records.read_csv(out / "clients.csv") if c["round"] > 0 and c["participated"]]
     summary = json.loads((out / "summary.json").read_text())
     per_round = sum(r["round_seconds"] for r in rounds) / len(rounds)
     return {"engine": label, "wall": wall, "round": per_round,

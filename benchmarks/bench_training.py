@@ -101,7 +101,7 @@ def throughput(steps: int) -> None:
         model = lora_model(precision)
         loop(model, batches)  # warm-up over every batch shape: oneDNN builds kernels per shape, once
         seconds = loop(model, batches)
-        results.append((label, seconds, real / seconds))
+        records.append((label, seconds, real / seconds))
         print(f"  {label}: {seconds:.1f} s", file=sys.stderr, flush=True)
     base = results[0][2]
     print(f"\n### Local training throughput ({len(rows)} texts of the default corpus, batch 8, "
@@ -157,7 +157,7 @@ MEMORY_CHILD = """
 import json, resource, sys
 from pathlib import Path
 from cllora.config import RunConfig
-from cllora.simulation import run_experiment
+from cllora.engine import run_experiment
 n = int(sys.argv[1])
 cfg = RunConfig(model="smollm2-135m", clients=n, clients_per_round=2, rounds=2, max_train_examples=4 * n,
                 max_test_examples=16, max_length=64, batch_size=8, scheme="iid")
@@ -189,8 +189,8 @@ def memory() -> None:
 
 def overhead() -> None:
     from cllora.config import RunConfig
-    from cllora.results import read_csv
-    from cllora.simulation import run_experiment
+    from cllora.records import read_csv
+    from cllora.engine import run_experiment
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = RunConfig(model=MODEL, clients=20, clients_per_round=2, rounds=3, max_train_examples=400,

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from cllora import experiment as exp_mod
-from cllora import results
+from cllora import records
 from cllora.cli import main
 from cllora.config import RunConfig
 from cllora.errors import RunFailed, UserError
-from cllora.simulation import run_experiment
+from cllora.engine import run_experiment
 
 
 def tiny_config(model: str, **changes) -> RunConfig:
@@ -26,8 +26,8 @@ def tiny_config(model: str, **changes) -> RunConfig:
 
 def metric_columns(path):
     """rounds.csv without the wall-clock columns (the only ones allowed to differ between runs)."""
-    rows = results.read_csv(path)
-    return [{k: v for k, v in r.items() if k not in results.TIMING_COLUMNS} for r in rows]
+    rows = records.read_csv(path)
+    return [{k: v for k, v in r.items() if k not in records.TIMING_COLUMNS} for r in rows]
 
 
 def test_end_to_end_writes_every_output(tiny_model, tmp_path):
@@ -37,13 +37,13 @@ def test_end_to_end_writes_every_output(tiny_model, tmp_path):
                  "checkpoint.safetensors", "global_loss.png", "client_loss.png", "fairness.png",
                  "adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
         assert (out / name).is_file(), name
-    rounds = results.read_csv(out / "rounds.csv")
+    rounds = records.read_csv(out / "rounds.csv")
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
-    assert set(results.ROUND_COLUMNS) <= set(rounds[0])
+    assert set(records.ROUND_COLUMNS) <= set(rounds[0])
     assert rounds[-1]["global_test_loss"] < rounds[0]["global_test_loss"]  # it learns
     assert rounds[1]["bytes_down"] == rounds[1]["bytes_up"] == 2 * summary["adapter_bytes"]
     assert rounds[-1]["bytes_cumulative"] == 3 * 4 * summary["adapter_bytes"]
-    clients = results.read_csv(out / "clients.csv")
+    clients = records.read_csv(out / "clients.csv")
     assert len(clients) == 4 * 6
     r1 = [c for c in clients if c["round"] == 1]
     assert sum(c["participated"] for c in r1) == 2
@@ -65,7 +65,7 @@ def test_saved_adapter_loads_with_peft(tiny_model, tmp_path):
     out = tmp_path / "run"
     run_experiment(tiny_config(tiny_model, rounds=1), out)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out / "adapter")
-    saved = results.load_checkpoint(out)[1]
+    saved = records.load_checkpoint(out)[1]
     loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert len(loaded) == len(saved)
     for name, tensor in saved.items():
@@ -93,7 +93,7 @@ def test_one_client_one_round_one_step_equals_plain_local_training(tiny_model, t
                       batch_size=512, max_train_examples=60, lr=1e-2)
     out = tmp_path / "one"
     run_experiment(cfg, out)
-    fed_state = results.load_checkpoint(out)[1]
+    fed_state = records.load_checkpoint(out)[1]
 
     tokenizer = load_tokenizer(tiny_model)
     data = exp_mod.prepare_data(cfg, tokenizer, log=lambda m: None)
@@ -123,13 +123,13 @@ def test_nan_client_is_excluded_and_recorded(tiny_model, tmp_path, monkeypatch):
             update.state = {k: v * float("nan") for k, v in update.state.items()}
         return update
 
-    monkeypatch.setattr("cllora.simulation.client_update", poisoned)
+    monkeypatch.setattr("cllora.engine.client_update", poisoned)
     out = tmp_path / "nan"
     summary = run_experiment(tiny_config(tiny_model, rounds=2), out)
-    rounds = results.read_csv(out / "rounds.csv")
+    rounds = records.read_csv(out / "rounds.csv")
     assert [r["num_failed"] for r in rounds] == [0, 1, 1]
     assert all(math.isfinite(r["global_test_loss"]) for r in rounds)
-    failed = [c for c in results.read_csv(out / "clients.csv") if c["failed"]]
+    failed = [c for c in records.read_csv(out / "clients.csv") if c["failed"]]
     assert len(failed) == 2 and summary["failed_client_updates"] == 2
     assert all("NaN or Inf" in c["error"] for c in failed)
     assert [r["bytes_up"] for r in rounds[1:]] == [2 * summary["adapter_bytes"]] * 2  # still sent
@@ -139,8 +139,8 @@ def test_every_client_failing_stops_and_keeps_results(tiny_model, tmp_path):
     out = tmp_path / "diverge"
     with pytest.raises(RunFailed, match="every sampled client"):
         run_experiment(tiny_config(tiny_model, lr=1e30, optimizer="sgd"), out)
-    assert [r["round"] for r in results.read_csv(out / "rounds.csv")] == [0]
-    assert results.load_checkpoint(out)[0] == 0
+    assert [r["round"] for r in records.read_csv(out / "rounds.csv")] == [0]
+    assert records.load_checkpoint(out)[0] == 0
 
 
 def test_refuses_to_mix_runs_and_incompatible_resume(tiny_model, tmp_path):
@@ -192,13 +192,13 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted(tiny_model, tmp_path):
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
-        ckpt = results.load_checkpoint(out) if (out / "checkpoint.safetensors").exists() else None
+        ckpt = records.load_checkpoint(out) if (out / "checkpoint.safetensors").exists() else None
         if ckpt and ckpt[0] >= 1:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    rows = results.read_csv(out / "rounds.csv")  # parses: never half-written
+    rows = records.read_csv(out / "rounds.csv")  # parses: never half-written
     assert rows and rows[0]["round"] == 0
     subprocess.run(cli + ["--resume", str(out), "--quiet"], check=True, capture_output=True)
     assert metric_columns(out / "rounds.csv") == metric_columns(tmp_path / "whole" / "rounds.csv")
@@ -215,7 +215,7 @@ def test_bf16_training_with_fp32_evaluation(tiny_model, tmp_path):
     assert mixed["initial_test_loss"] == pytest.approx(fp32["initial_test_loss"], abs=1e-5)
     assert bf16["initial_test_loss"] != pytest.approx(fp32["initial_test_loss"], abs=1e-5)
     assert bf16["initial_test_loss"] == pytest.approx(fp32["initial_test_loss"], rel=0.02)
-    lora = results.load_checkpoint(tmp_path / "bf16")[1]
+    lora = records.load_checkpoint(tmp_path / "bf16")[1]
     assert all(t.dtype == torch.float32 for t in lora.values())  # adapters stay fp32
 
 
@@ -229,9 +229,9 @@ def test_malformed_update_is_rejected_with_a_logged_reason(tiny_model, tmp_path,
             update.state[key] = torch.zeros(3, 3)
         return update
 
-    monkeypatch.setattr("cllora.simulation.client_update", wrong_shape)
+    monkeypatch.setattr("cllora.engine.client_update", wrong_shape)
     lines = []
     run_experiment(tiny_config(tiny_model, rounds=2), tmp_path / "shape", log=lines.append)
     assert any("excluded" in line and "has shape (3, 3), expected" in line for line in lines)
-    rounds = results.read_csv(tmp_path / "shape" / "rounds.csv")
+    rounds = records.read_csv(tmp_path / "shape" / "rounds.csv")
     assert [r["num_failed"] for r in rounds] == [0, 1, 0]

@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from cllora import results  # noqa: E402
+from cllora import records  # noqa: E402
 from cllora.errors import UserError  # noqa: E402
 from cllora.flower import node_identity, run_flower_simulation, settings_from_run_config  # noqa: E402
-from cllora.simulation import run_experiment  # noqa: E402
+from cllora.engine import run_experiment  # noqa: E402
 
 from test_engine import metric_columns, tiny_config  # noqa: E402
 
@@ -32,8 +32,8 @@ def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path):
         for key in COMPARED:
             expected = ra[key] if ra[key] is None else pytest.approx(ra[key], rel=1e-5, abs=1e-9)
             assert rb[key] == expected, (ra["round"], key)
-    clients_a = results.read_csv(tmp_path / "inprocess" / "clients.csv")
-    clients_b = results.read_csv(tmp_path / "flower" / "clients.csv")
+    clients_a = records.read_csv(tmp_path / "inprocess" / "clients.csv")
+    clients_b = records.read_csv(tmp_path / "flower" / "clients.csv")
     assert [c["participated"] for c in clients_a] == [c["participated"] for c in clients_b]
     assert summary["final_test_loss"] < summary["initial_test_loss"]
 

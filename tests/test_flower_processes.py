@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from cllora import results  # noqa: E402
+from cllora import records  # noqa: E402
 from cllora.flower import write_app  # noqa: E402
 from cllora.flower_local import LocalFederation, _groups, _process_groups  # noqa: E402
-from cllora.simulation import run_experiment  # noqa: E402
+from cllora.engine import run_experiment  # noqa: E402
 
 from test_engine import metric_columns, tiny_config  # noqa: E402
 
@@ -52,16 +52,16 @@ def test_a_killed_supernode_is_recorded_and_the_run_finishes(tiny_model, tmp_pat
         run_id = fed.submit(tmp_path / "app")
         deadline = time.monotonic() + 300
         rounds_csv = tmp_path / "out" / "rounds.csv"
-        while not (rounds_csv.is_file() and any(r["round"] == 1 for r in results.read_csv(rounds_csv))):
+        while not (rounds_csv.is_file() and any(r["round"] == 1 for r in records.read_csv(rounds_csv))):
             assert time.monotonic() < deadline, "round 1 never finished"
             time.sleep(0.5)
         fed.kill_node(1)  # partition 1's machine dies between rounds 1 and 2
         row = fed.wait(run_id, timeout=400)
     assert row["status"] == "finished:completed", row
-    rounds = results.read_csv(rounds_csv)
+    rounds = records.read_csv(rounds_csv)
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert rounds[2]["num_failed"] == 1 and math.isfinite(rounds[2]["global_test_loss"])
-    lost = [c for c in results.read_csv(tmp_path / "out" / "clients.csv") if c["round"] == 2 and c["failed"]]
+    lost = [c for c in records.read_csv(tmp_path / "out" / "clients.csv") if c["round"] == 2 and c["failed"]]
     assert len(lost) == 1 and lost[0]["client_id"] == 1, lost
     assert "no reply" in lost[0]["error"] or "Unavailable" in lost[0]["error"], lost
     assert not math.isfinite(lost[0]["global_model_local_test_loss"])  # its local loss is unknown

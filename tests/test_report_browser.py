@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from cllora import report, results
+from cllora import report, records
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian chromium on PATH")
@@ -37,7 +37,7 @@ def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5):
               "max_length": 128, "max_train_examples": 100, "max_test_examples": 20, "batch_size": 8,
               "lr": 1e-3, "num_classes": 5, "length_measure": "tokens", "precision": "auto"}
     path.mkdir(parents=True)
-    results.write_json(path / "config.json", {"config": config, "precision": "bf16", "device": "cpu",
+    records.write_json(path / "config.json", {"config": config, "precision": "bf16", "device": "cpu",
                                               "adapter_bytes": 24576})
     rounds, clients_rows = [], []
     for r in range(num_rounds + 1):
@@ -50,16 +50,16 @@ def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5):
             clients_rows.append({"round": r, "client_id": cid, "participated": int(r > 0),
                                  "local_model_test_loss": float(own[cid]) if r else None,
                                  "global_model_local_test_loss": float(own[cid] + 0.02)})
-    results.write_csv(path / "rounds.csv", results.ROUND_COLUMNS, rounds)
-    results.write_csv(path / "clients.csv", results.CLIENT_COLUMNS, clients_rows)
+    records.write_csv(path / "rounds.csv", records.ROUND_COLUMNS, rounds)
+    records.write_csv(path / "clients.csv", records.CLIENT_COLUMNS, clients_rows)
     sizes = rng.integers(5, 40, clients) if scheme == "quantity" else np.full(clients, 20)
-    results.write_json(path / "partition.json", {
+    records.write_json(path / "partition.json", {
         "scheme": scheme, "alpha": alpha, "num_clients": clients, "num_classes": 5,
         "class_edges": [20.0, 40.0, 60.0, 90.0],
         "clients": [{"client_id": i, "size": int(s), "indices": [],
                      "class_counts": np.bincount(rng.integers(0, 5, int(s)), minlength=5).tolist()}
                     for i, s in enumerate(sizes)]})
-    results.write_json(path / "summary.json", results.summarize(rounds, {}))
+    records.write_json(path / "summary.json", records.summarize(rounds, {}))
 
 
 @pytest.fixture(scope="module")

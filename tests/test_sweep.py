@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from cllora import results, sweep
+from cllora import records, sweep
 from cllora.cli import main
 from cllora.errors import RunFailed, UserError
-from cllora.simulation import run_experiment
+from cllora.engine import run_experiment
 
 
 def spec(grid: dict, run: dict | None = None, **tables) -> sweep.GridSpec:
@@ -156,7 +156,7 @@ def count_loads(monkeypatch):
 
 
 def metric_rows(path):
-    return [{k: v for k, v in r.items() if k not in results.TIMING_COLUMNS} for r in results.read_csv(path)]
+    return [{k: v for k, v in r.items() if k not in records.TIMING_COLUMNS} for r in records.read_csv(path)]
 
 
 def test_tiny_sweep_loads_model_once_skips_done_and_resumes(tiny_model, tmp_path, count_loads):
@@ -189,7 +189,7 @@ def test_tiny_sweep_loads_model_once_skips_done_and_resumes(tiny_model, tmp_path
     assert [sweep.cell_status(root / c.name, c.config)[0] for c in longer] == ["partial"] * 2
     outcome = sweep.run_sweep(s, longer, root, progress=False)
     assert count_loads == [tiny_model] and outcome.ran == 2
-    assert [r["round"] for r in results.read_csv(root / longer[0].name / "rounds.csv")] == [0, 1, 2]
+    assert [r["round"] for r in records.read_csv(root / longer[0].name / "rounds.csv")] == [0, 1, 2]
     # the second cell, resumed on a base model the first cell had LoRA on, equals a fresh run
     run_experiment(longer[-1].config, tmp_path / "alone", log=lambda m: None)
     assert metric_rows(root / longer[-1].name / "rounds.csv") == metric_rows(tmp_path / "alone" / "rounds.csv")
@@ -202,7 +202,7 @@ def test_tiny_sweep_loads_model_once_skips_done_and_resumes(tiny_model, tmp_path
 
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     import cllora.model
-    import cllora.simulation
+    import cllora.engine
 
     monkeypatch.setattr(cllora.model, "load_tokenizer", lambda name, log=print: object())
     monkeypatch.setattr(cllora.model, "load_model", lambda name, *a, **k: None)
@@ -213,11 +213,11 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
         if config.scheme == "length" and config.alpha == 0.1:
             raise RunFailed("round 1: every sampled client failed")
         out.mkdir(parents=True, exist_ok=True)
-        results.write_json(out / "summary.json", {"rounds_completed": config.rounds, "initial_test_loss": 2.0,
+        records.write_json(out / "summary.json", {"rounds_completed": config.rounds, "initial_test_loss": 2.0,
                                                   "final_test_loss": 1.0, "best_test_loss": 1.0, "best_round": 1})
         return {}
 
-    monkeypatch.setattr(cllora.simulation, "run_experiment", fake_run)
+    monkeypatch.setattr(cllora.engine, "run_experiment", fake_run)
     s = spec({"scheme": ["length", "iid"], "alpha": [0.1, 100]}, run={"device": "cpu", "precision": "fp32"})
     cells = sweep.expand(s)
     with pytest.raises(RunFailed, match="1 of 3 cells failed .*length-a0.1-s0: round 1"):

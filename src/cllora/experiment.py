@@ -138,11 +138,11 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
         row_client[rows] = cid
     fp32_base = None
     if config.eval_fp32 and precision != "fp32":  # the original fp32 weights, not bf16 upcast
-        from cllora.model import load_model
+        from cllora.model import is_lora_name, load_model
 
         reference = attach_lora(load_model(config.model, "cpu", "fp32", log=log), config.rank,
                                 config.lora_alpha, config.lora_dropout, config.targets)
-        fp32_base = {n: p.detach() for n, p in reference.named_parameters() if "lora_" not in n}
+        fp32_base = {n: p.detach() for n, p in reference.named_parameters() if not is_lora_name(n)}
     return Experiment(
         config, data, model, device, precision, get_adapter_state(model),
         length_grouped_batches(data.test_ids, np.arange(len(data.test_ids)), eval_size,
@@ -180,18 +180,23 @@ class ClientUpdate:
 
 def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client_id: int,
                   round_num: int, on_step: Callable[[float], None] | None = None,
-                  evaluate_own_split: bool = False) -> ClientUpdate:
+                  evaluate_own_split: bool = False, stream_id: int | None = None) -> ClientUpdate:
     """Train the global adapter on one client's local training rows for E epochs (and, when
-    asked, score the resulting local model on the client's own local test split)."""
+    asked, score the resulting local model on the client's own local test split).
+
+    `client_id` is the client's row in `exp.data`; `stream_id` (default: the same) names its
+    random streams: a Flower client with its own texts is row 0 of its data but keeps the
+    streams of its partition id, so no two clients train on the same random draws."""
     from cllora.model import get_adapter_state, set_adapter_state
 
     cfg, data = exp.config, exp.data
+    stream = client_id if stream_id is None else stream_id
     set_adapter_state(exp.model, global_state)
-    torch.manual_seed(int(np.random.default_rng([cfg.seed, _TORCH, round_num, client_id]).integers(2**62)))
+    torch.manual_seed(int(np.random.default_rng([cfg.seed, _TORCH, round_num, stream]).integers(2**62)))
     rows = data.client_train[client_id]
 
     def batches(epoch: int) -> list[Batch]:
-        rng = np.random.default_rng([cfg.seed, _BATCHES, round_num, client_id, epoch])
+        rng = np.random.default_rng([cfg.seed, _BATCHES, round_num, stream, epoch])
         return length_grouped_batches(data.train_ids, rows, cfg.batch_size, cfg.max_length,
                                       data.pad_id, rng)
 

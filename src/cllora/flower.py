@@ -235,7 +235,7 @@ class FlowerClients:
 
 def _serve(grid: Grid, config: RunConfig, out: Path, resume: bool, overwrite: bool,
            log: Callable[[str], None], progress=None) -> dict:
-    from cllora.simulation import run_experiment
+    from cllora.engine import run_experiment
 
     return run_experiment(config, out, resume=resume, overwrite=overwrite, log=log, progress=progress,
                           clients=lambda exp, _progress: FlowerClients(grid, exp, log))

@@ -238,9 +238,14 @@ def attach_lora(model, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
     return get_peft_model(model, config)
 
 
+def is_lora_name(name: str) -> bool:
+    """True for a parameter that belongs to a LoRA adapter (peft names them lora_A / lora_B)."""
+    return "lora_" in name
+
+
 def lora_parameters(model) -> dict[str, torch.nn.Parameter]:
     """The trainable LoRA tensors by name: exactly what travels between clients and server."""
-    return {n: p for n, p in model.named_parameters() if "lora_" in n and p.requires_grad}
+    return {n: p for n, p in model.named_parameters() if is_lora_name(n) and p.requires_grad}
 
 
 def get_adapter_state(model) -> dict[str, torch.Tensor]:

@@ -60,7 +60,7 @@ def _natural_key(text: str) -> list:
 
 
 def load_run(path: Path, root: Path) -> RunRecord:
-    from cllora import results
+    from cllora import records
 
     raw = json.loads((path / "config.json").read_text())
     rel = path.relative_to(root).as_posix() if path != root else "."
@@ -68,8 +68,8 @@ def load_run(path: Path, root: Path) -> RunRecord:
     return RunRecord(
         name=rel, path=path, config=raw["config"],
         meta={k: v for k, v in raw.items() if k != "config"},
-        rounds=results.read_csv(path / "rounds.csv"),
-        clients=results.read_csv(path / "clients.csv") if (path / "clients.csv").is_file() else [],
+        rounds=records.read_csv(path / "rounds.csv"),
+        clients=records.read_csv(path / "clients.csv") if (path / "clients.csv").is_file() else [],
         partition=partition, summary=_read_json(path / "summary.json"))
 
 
@@ -510,7 +510,7 @@ def write_report(root: str | Path, log: Callable[[str], None] = print) -> Path:
     figures = draw_figures(root, records, conds, labels, log)
     page = render_html(root, records, rows, conds, labels, costs, claims, figures)
     out = root / "report.html"
-    from cllora.results import atomic_write_text
+    from cllora.records import atomic_write_text
 
     atomic_write_text(out, page)
     return out

@@ -319,12 +319,12 @@ def _name_cells(cells: list[Cell], grid: dict[str, list]) -> list[Cell]:
 
 def cell_status(cell_dir: Path, config: RunConfig) -> tuple[str, int]:
     """("done" | "partial" | "pending", last completed round or -1) from what is on disk."""
-    from cllora import results
+    from cllora import records
 
     summary = _read_json(cell_dir / "summary.json")
     if summary is not None and (summary.get("rounds_completed") or 0) >= config.rounds:
         return "done", int(summary["rounds_completed"])
-    if results.is_run_dir(cell_dir):
+    if records.is_run_dir(cell_dir):
         return "partial", _last_round(cell_dir)
     return "pending", -1
 
@@ -351,14 +351,14 @@ def _read_json(path: Path) -> dict | None:
 
 def check_cells_compatible(cells: list[Cell], root: Path) -> None:
     """Refuse to resume or skip a cell whose directory holds a run with other settings."""
-    from cllora import results
+    from cllora import records
 
     for cell in cells:
         cell_dir = root / cell.name
-        if not results.is_run_dir(cell_dir):
+        if not records.is_run_dir(cell_dir):
             continue
-        saved = results.saved_config(cell_dir)
-        diff = results.config_differences(saved, cell.config)
+        saved = records.saved_config(cell_dir)
+        diff = records.config_differences(saved, cell.config)
         if diff:
             k = diff[0]
             saved, new = saved.to_dict(), cell.config.to_dict()
@@ -390,7 +390,7 @@ def index_entry(cell: Cell, root: Path, status: str | None = None, *, seconds: f
 
 
 def write_index(root: Path, spec: GridSpec, entries: list[dict]) -> None:
-    from cllora import __version__, results
+    from cllora import __version__, records
 
     root.mkdir(parents=True, exist_ok=True)
     old = _read_json(root / "index.json") or {}
@@ -400,14 +400,14 @@ def write_index(root: Path, spec: GridSpec, entries: list[dict]) -> None:
             "cllora_version": __version__}
     counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "partial", "pending",
                                                                    "running", "failed")}
-    results.write_json(root / "index.json", {"sweep": head, "counts": counts, "cells": entries})
+    records.write_json(root / "index.json", {"sweep": head, "counts": counts, "cells": entries})
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(INDEX_COLUMNS)
     for e in entries:
         writer.writerow(["" if e.get(c) is None else (f"{e[c]:g}" if isinstance(e[c], float) else e[c])
                          for c in INDEX_COLUMNS])
-    results.atomic_write_text(root / "index.csv", buf.getvalue())
+    records.atomic_write_text(root / "index.csv", buf.getvalue())
 
 
 # ---------------------------------------------------------------- running
@@ -436,7 +436,7 @@ def run_sweep(spec: GridSpec, cells: list[Cell], root: Path, *, progress: bool =
     sweep goes on; RunFailed is raised at the end if any cell failed."""
     from cllora import model as model_mod
     from cllora.progress import RunProgress
-    from cllora.simulation import run_experiment
+    from cllora.engine import run_experiment
 
     root = Path(root)
     check_cells_compatible(cells, root)

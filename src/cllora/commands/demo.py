@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from cllora.config import RunConfig
     from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
     from cllora.progress import RunProgress
-    from cllora.simulation import run_experiment
+    from cllora.engine import run_experiment
 
     out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("demo-%Y%m%d-%H%M%S")
     configs = {name: RunConfig().replace(**{**DEMO_SETTINGS, "rounds": args.rounds, "model": args.model,
@@ -64,7 +64,7 @@ def save_comparison(out: Path, names: list[str]) -> Path:
     """One figure: global test loss and fairness per round of each demo run, side by side."""
     import matplotlib.pyplot as plt
 
-    from cllora.results import read_csv
+    from cllora.records import read_csv
     from cllora.run_plots import plot_fairness, plot_global_loss
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

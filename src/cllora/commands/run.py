@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
-    from cllora import results
+    from cllora import records
     from cllora.config import from_dict, load_config, load_toml
     from cllora.errors import UserError
 
@@ -107,9 +107,9 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
         out = Path(args.resume)
         if args.out and Path(args.out) != out:
             raise UserError(f"--out {args.out!r} and --resume {args.resume!r} name different directories")
-        if not results.is_run_dir(out):
+        if not records.is_run_dir(out):
             raise UserError(f"--resume {args.resume!r}: not a cllora run directory (no config.json)")
-        base = results.saved_config(out).to_dict()
+        base = records.saved_config(out).to_dict()
         if args.config:
             base.update(load_toml(args.config).get("run", load_toml(args.config)))
         return from_dict({**base, **overrides}), out, True
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_flower_simulation(config, out, resume=resume, overwrite=args.overwrite,
                                         progress=progress, log=progress.log)
     else:
-        from cllora.simulation import run_experiment
+        from cllora.engine import run_experiment
 
         summary = run_experiment(config, out, resume=resume, overwrite=args.overwrite,
                                  progress=progress, log=progress.log)

@@ -18,14 +18,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from cllora import results
+from cllora import records
 from cllora.aggregate import aggregate, check_update, state_nbytes
 from cllora.config import RunConfig
 from cllora.errors import RunFailed
 from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_clients,
                                evaluate_test, prepare_data, prepare_experiment, release,
                                sample_clients)
-from cllora.metrics import fairness, perplexity
 from cllora.progress import RunProgress
 
 
@@ -87,7 +86,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
 
     out = Path(out)
-    results.check_run_dir(out, config, resume=resume, overwrite=overwrite)
+    records.check_run_dir(out, config, resume=resume, overwrite=overwrite)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     tokenizer = tokenizer or load_tokenizer(config.model, log=log)
@@ -99,12 +98,12 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     exp = prepare_experiment(config, base_model, tokenizer, device, precision, data, log)
     progress = progress or RunProgress(enabled=False)
     try:
-        results.init_run_dir(out, resume=resume, overwrite=overwrite)  # only now: bad input leaves nothing
+        records.init_run_dir(out, resume=resume, overwrite=overwrite)  # only now: bad input leaves nothing
         adapter_bytes = state_nbytes(exp.initial_state)
-        results.write_config(out, config, {"precision": precision, "device": str(device),
+        records.write_config(out, config, {"precision": precision, "device": str(device),
                                            "adapter_bytes": adapter_bytes})
         partition = data.partition_dict(config)
-        results.write_json(out / "partition.json", partition)
+        records.write_json(out / "partition.json", partition)
         _save_partition_plot(out / "partition.png", partition)
         reached = clients(exp, progress)
         state = _start_state(exp, reached, out, progress)
@@ -118,16 +117,9 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
 
 
 def _save_partition_plot(path: Path, partition: dict) -> None:
-    import matplotlib.pyplot as plt
-
     from cllora.plots import plot_partition
 
-    fig = plot_partition(partition).figure
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    records.save_figure(plot_partition(partition).figure, path)
 
 
 def _report_data(data, truncation: dict, config: RunConfig, log) -> None:
@@ -145,23 +137,23 @@ def _report_data(data, truncation: dict, config: RunConfig, log) -> None:
 
 def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProgress) -> RunState:
     """Resume from the checkpoint, or evaluate the untrained adapter as round 0."""
-    last, saved, meta, rounds, clients_rows = results.load_progress(out)
+    last, saved, meta, rounds, clients_rows = records.load_progress(out)
     if last >= 0:
         return RunState(saved, last, meta.get("bytes_cumulative", 0), rounds, clients_rows)
     state = RunState(exp.initial_state, last_round=0)
     start = time.perf_counter()
     test_loss = evaluate_test(exp, state.global_state, progress.eval_tick)
     client_losses = clients.test_losses(state.global_state)
-    state.rounds.append(_round_row(0, test_loss, client_losses, [], {}, 0, 0, 0.0,
+    state.rounds.append(records.round_row(0, test_loss, client_losses, [], {}, 0, 0, 0.0,
                                    time.perf_counter() - start, 0.0))
-    state.clients.extend(_client_rows(0, exp.config.clients, [], {}, client_losses))
+    state.clients.extend(records.client_rows(0, exp.config.clients, [], {}, client_losses))
     _save(out, state)
     progress.round_done(state.rounds[-1])
     return state
 
 
 def _save(out: Path, state: RunState) -> None:
-    results.save_round(out, state.last_round, state.global_state, state.rounds, state.clients,
+    records.save_round(out, state.last_round, state.global_state, state.rounds, state.clients,
                        {"bytes_cumulative": state.bytes_cumulative})
 
 
@@ -195,7 +187,7 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     state.global_state = aggregate(cfg.strategy, [u.state for u in good],
                                    [u.num_train_examples for u in good])
     state.last_round = round_num
-    state.bytes_cumulative += adapter_bytes * (len(updates) + _uploaded(updates))
+    state.bytes_cumulative += adapter_bytes * (len(updates) + records.uploaded(updates))
     if evaluate_now:
         start = time.perf_counter()
         local_scores = {u.client_id: (evaluate_test(exp, u.state, progress.eval_tick), u.own_test_loss)
@@ -204,63 +196,12 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
         client_losses = clients.test_losses(state.global_state)
         eval_s = time.perf_counter() - start
         overhead = time.perf_counter() - round_start - train_s - eval_s
-        state.rounds.append(_round_row(round_num, test_loss, client_losses, updates, local_scores,
+        state.rounds.append(records.round_row(round_num, test_loss, client_losses, updates, local_scores,
                                        adapter_bytes, state.bytes_cumulative, train_s, eval_s, overhead))
-        state.clients.extend(_client_rows(round_num, cfg.clients, updates, local_scores, client_losses))
+        state.clients.extend(records.client_rows(round_num, cfg.clients, updates, local_scores, client_losses))
     _save(out, state)
     if evaluate_now:
         progress.round_done(state.rounds[-1])
-
-
-def _uploaded(updates: list[ClientUpdate]) -> int:
-    """Replies that carried an adapter (an excluded one was still sent)."""
-    return sum(u.state is not None for u in updates)
-
-
-def _round_row(round_num: int, test_loss: float, client_losses: np.ndarray, updates: list,
-               local_scores: dict, adapter_bytes: int, bytes_cumulative: int, train_s: float,
-               eval_s: float, overhead_s: float) -> dict:
-    fair = fairness(client_losses)
-    good = [u for u in updates if not u.failed]
-    train_losses = [u.result.train_loss for u in good]
-    local_own = [own for _, own in local_scores.values() if own is not None]
-    local_global = [glob for glob, _ in local_scores.values()]
-    bytes_down = adapter_bytes * len(updates)
-    bytes_up = adapter_bytes * _uploaded(updates)
-    return {
-        "round": round_num, "global_test_loss": test_loss, "global_test_ppl": perplexity(test_loss),
-        "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
-        "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
-        "local_models_test_loss_mean": float(np.mean(local_own)) if local_own else None,
-        "local_models_var": float(np.var(local_own)) if local_own else None,
-        "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
-        "num_participants": len(updates), "num_failed": len(updates) - len(good),
-        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None,
-        "bytes_up": bytes_up, "bytes_down": bytes_down,
-        "bytes_cumulative": bytes_cumulative,
-        "train_seconds": train_s, "eval_seconds": eval_s, "overhead_seconds": overhead_s,
-        "round_seconds": train_s + eval_s + overhead_s,
-    }
-
-
-def _client_rows(round_num: int, num_clients: int, updates: list, local_scores: dict,
-                 client_losses: np.ndarray) -> list[dict]:
-    by_id = {u.client_id: u for u in updates}
-    rows = []
-    for cid in range(num_clients):
-        u = by_id.get(cid)
-        global_test, own_test = local_scores.get(cid, (None, None))
-        rows.append({
-            "round": round_num, "client_id": cid, "participated": int(u is not None),
-            "failed": int(u is not None and u.failed),
-            "num_train_examples": None if u is None else u.num_train_examples,
-            "train_loss": None if u is None else u.result.train_loss,
-            "train_seconds": None if u is None else u.result.seconds,
-            "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
-            "global_model_local_test_loss": float(client_losses[cid]),
-            "error": None if u is None else u.error,
-        })
-    return rows
 
 
 def _finish(exp: Experiment, state: RunState, out: Path, truncation: dict, adapter_bytes: int) -> dict:
@@ -268,11 +209,11 @@ def _finish(exp: Experiment, state: RunState, out: Path, truncation: dict, adapt
 
     set_adapter_state(exp.model, state.global_state)
     exp.model.save_pretrained(str(out / "adapter"))
-    summary = results.summarize(state.rounds, {
+    summary = records.summarize(state.rounds, {
         "model": exp.config.model, "dataset": exp.config.dataset, "scheme": exp.config.scheme,
         "alpha": exp.config.alpha, "precision": exp.precision, "device": str(exp.device),
         "adapter_bytes": adapter_bytes, "truncation": truncation, "out": str(out)})
-    results.write_json(out / "summary.json", summary)
+    records.write_json(out / "summary.json", summary)
     from cllora.run_plots import save_run_plots
 
     save_run_plots(out, state.rounds, state.clients)

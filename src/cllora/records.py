@@ -1,4 +1,5 @@
-"""A run directory: resolved config, partition, per-round and per-client CSVs, checkpoint, summary.
+"""A run directory's records: the round/client column schema beside the functions that fill it,
+and every write (config, partition, CSVs, checkpoint, summary, figures).
 
 Every file is written atomically (temporary file, then rename), so a run killed at any moment
 never leaves a half-written CSV or checkpoint. The checkpoint (global adapter + last completed
@@ -15,10 +16,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from cllora.config import RunConfig, from_dict
 from cllora.errors import UserError
+from cllora.metrics import fairness, perplexity
 
 ROUND_COLUMNS = (
     "round", "global_test_loss", "global_test_ppl",
@@ -32,6 +35,59 @@ CLIENT_COLUMNS = (
     "round", "client_id", "participated", "failed", "num_train_examples", "train_loss", "train_seconds",
     "local_model_test_loss", "local_model_global_test_loss", "global_model_local_test_loss", "error",
 )
+
+
+def uploaded(updates: list) -> int:
+    """Replies that carried an adapter (an excluded one was still sent)."""
+    return sum(u.state is not None for u in updates)
+
+
+def round_row(round_num: int, test_loss: float, client_losses: np.ndarray, updates: list,
+              local_scores: dict, adapter_bytes: int, bytes_cumulative: int, train_s: float,
+              eval_s: float, overhead_s: float) -> dict:
+    fair = fairness(client_losses)
+    good = [u for u in updates if not u.failed]
+    train_losses = [u.result.train_loss for u in good]
+    local_own = [own for _, own in local_scores.values() if own is not None]
+    local_global = [glob for glob, _ in local_scores.values()]
+    bytes_down = adapter_bytes * len(updates)
+    bytes_up = adapter_bytes * uploaded(updates)
+    return {
+        "round": round_num, "global_test_loss": test_loss, "global_test_ppl": perplexity(test_loss),
+        "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
+        "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
+        "local_models_test_loss_mean": float(np.mean(local_own)) if local_own else None,
+        "local_models_var": float(np.var(local_own)) if local_own else None,
+        "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
+        "num_participants": len(updates), "num_failed": len(updates) - len(good),
+        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None,
+        "bytes_up": bytes_up, "bytes_down": bytes_down,
+        "bytes_cumulative": bytes_cumulative,
+        "train_seconds": train_s, "eval_seconds": eval_s, "overhead_seconds": overhead_s,
+        "round_seconds": train_s + eval_s + overhead_s,
+    }
+
+
+def client_rows(round_num: int, num_clients: int, updates: list, local_scores: dict,
+                client_losses: np.ndarray) -> list[dict]:
+    by_id = {u.client_id: u for u in updates}
+    rows = []
+    for cid in range(num_clients):
+        u = by_id.get(cid)
+        global_test, own_test = local_scores.get(cid, (None, None))
+        rows.append({
+            "round": round_num, "client_id": cid, "participated": int(u is not None),
+            "failed": int(u is not None and u.failed),
+            "num_train_examples": None if u is None else u.num_train_examples,
+            "train_loss": None if u is None else u.result.train_loss,
+            "train_seconds": None if u is None else u.result.seconds,
+            "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
+            "global_model_local_test_loss": float(client_losses[cid]),
+            "error": None if u is None else u.error,
+        })
+    return rows
+
+
 TIMING_COLUMNS = ("train_seconds", "eval_seconds", "overhead_seconds", "round_seconds")
 RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html",
              "checkpoint.safetensors", "global_loss.png", "client_loss.png", "partition.png",
@@ -45,6 +101,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure atomically (temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
     os.replace(tmp, path)
 
 
