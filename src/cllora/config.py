@@ -8,7 +8,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cllora.errors import UserError
 
@@ -20,49 +20,79 @@ LENGTH_MEASURES = ("tokens", "sentences")
 ENGINES = ("inprocess", "flower-sim")  # Flower deployment runs through `flwr run` (cllora.flower)
 
 
+def strategy_names() -> tuple[str, ...]:
+    """The server strategies, from the aggregation registry (the one place that knows them)."""
+    from cllora.aggregate import STRATEGIES
+
+    return tuple(STRATEGIES)
+
+
+def _setting(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+             metavar: str | None = None) -> Any:
+    """A RunConfig field with what its command-line flag needs: help text (units, meaning), the
+    allowed values (a tuple, or a function returning them, read when the parser is built) and a
+    metavar. `cllora.commands.flags` turns every field into a flag from this metadata."""
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one federated LoRA experiment. Same config + seed → same results."""
 
     # model and data
-    model: str = "smollm2-135m"
-    dataset: str = "sotu"
-    text_column: str | None = None
-    test_fraction: float = 0.1
-    max_train_examples: int | None = 2000
-    max_test_examples: int | None = 200
-    max_length: int = 256
+    model: str = _setting("smollm2-135m", "embedded name (smollm2-135m, gemma3-270m), local directory or "
+                          "hub name", metavar="NAME")
+    dataset: str = _setting("sotu", "sotu, sotu-chunks, a .txt/.jsonl/.csv/.parquet file, or a hub dataset "
+                            "name", metavar="NAME")
+    text_column: str | None = _setting(None, "column holding the text in .jsonl/.csv/.parquet/hub data "
+                                       "(default 'text')", metavar="COLUMN")
+    test_fraction: float = _setting(0.1, "share of texts held out as the global test set (unless the "
+                                    "dataset has its own validation split)")
+    max_train_examples: int | None = _setting(2000, "seeded subsample of training texts, for speed")
+    max_test_examples: int | None = _setting(200, "seeded subsample of global test texts, for speed")
+    max_length: int = _setting(256, "tokens the model sees per text (longer texts are truncated; the "
+                               "study used 128)")
     # partition
-    scheme: str = "iid"
-    alpha: float = 1.0
-    clients: int = 20
-    clients_per_round: int = 2
-    num_classes: int = 5
-    class_edges: tuple[float, ...] | None = None
-    length_measure: str = "tokens"
-    client_size: int | None = None
-    min_client_size: int | None = None
-    local_test_fraction: float = 0.1
+    scheme: str = _setting("iid", "how texts are split over clients", choices=SCHEMES)
+    alpha: float = _setting(1.0, "Dirichlet concentration: small = very skewed, large = near IID",
+                            metavar="A")
+    clients: int = _setting(20, "number of clients N")
+    clients_per_round: int = _setting(2, "clients sampled each round k (<= N)", metavar="K")
+    num_classes: int = _setting(5, "length classes K", metavar="K")
+    class_edges: tuple[float, ...] | None = _setting(
+        None, "fixed inner class edges, comma-separated and increasing (K-1 values); default: quantiles",
+        metavar="E1,E2,..")
+    length_measure: str = _setting("tokens", "what a text's length is", choices=LENGTH_MEASURES)
+    client_size: int | None = _setting(None, "examples per client for iid/length (default: as many as "
+                                       "the data allow)")
+    min_client_size: int | None = _setting(None, "smallest client for quantity skew (default: one batch)")
+    local_test_fraction: float = _setting(0.1, "share of each client's texts kept as its local test split")
     # federated training
-    rounds: int = 10
-    local_epochs: int = 1
-    batch_size: int = 8
-    lr: float = 5e-4
-    optimizer: str = "adamw"
-    strategy: str = "fedavg"
-    eval_every: int = 1
+    rounds: int = _setting(10, "communication rounds")
+    local_epochs: int = _setting(1, "local epochs E per round")
+    batch_size: int = _setting(8, "texts per local training batch")
+    lr: float = _setting(5e-4, "local learning rate")
+    optimizer: str = _setting("adamw", "local optimizer (fresh each round)", choices=OPTIMIZERS)
+    strategy: str = _setting("fedavg", "server aggregation", choices=strategy_names)
+    eval_every: int = _setting(1, "evaluate every this many rounds (and always the last)")
     # LoRA
-    rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    rank: int = _setting(8, "LoRA rank r", metavar="R")
+    lora_alpha: float = _setting(16.0, "LoRA scaling alpha")
+    lora_dropout: float = _setting(0.0, "LoRA dropout")
+    targets: tuple[str, ...] = _setting(("q_proj", "v_proj"), "comma-separated module names that get "
+                                        "LoRA adapters", metavar="LIST")
     # execution
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    eval_fp32: bool = False
-    engine: str = "inprocess"
-    round_timeout: float | None = None  # Flower: seconds to wait for replies before going on without them
+    seed: int = _setting(0, "seed of every random choice (split, partition, sampling, batches, LoRA "
+                         "init)", metavar="S")
+    device: str = _setting("auto", "where to train", choices=DEVICES)
+    precision: str = _setting("auto", "base-weight precision (LoRA weights stay fp32); auto = bf16 on "
+                              "hardware with fast bf16", choices=PRECISIONS)
+    eval_fp32: bool = _setting(False, "evaluate with fp32 base weights even when training in bf16")
+    engine: str = _setting("inprocess", "in-process simulation, or Flower's simulation engine (needs "
+                           "cllora[flower])", choices=ENGINES)
+    round_timeout: float | None = _setting(
+        None, "Flower engines: seconds to wait for the sampled clients' replies; a client that has not "
+        "answered by then counts as failed; none = no limit")
 
     def __post_init__(self) -> None:
         _choice("scheme", self.scheme, SCHEMES)
@@ -71,6 +101,7 @@ class RunConfig:
         _choice("device", self.device, DEVICES)
         _choice("length_measure", self.length_measure, LENGTH_MEASURES)
         _choice("engine", self.engine, ENGINES)
+        _choice("strategy", self.strategy, strategy_names())
         _positive("alpha", self.alpha)
         _positive("lr", self.lr)
         _positive("lora_alpha", self.lora_alpha)

@@ -7,10 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from cllora.commands.run import RUN_FLAGS
-from cllora.config import RunConfig, parse_class_edges
+from cllora.commands.flags import add_config_flags, config_overrides
+from cllora.config import RunConfig
 
-_D = RunConfig()
 # The RunConfig fields that decide the partition; same flags, help and defaults as `cllora run`,
 # so `cllora partition` shows exactly the split that `cllora run` with the same flags trains on.
 PARTITION_FIELDS = ("model", "dataset", "text_column", "test_fraction", "max_train_examples", "scheme",
@@ -18,8 +17,6 @@ PARTITION_FIELDS = ("model", "dataset", "text_column", "test_fraction", "max_tra
                     "length_measure", "client_size", "min_client_size", "local_test_fraction",
                     "max_length", "seed")
 DEMO_ALPHAS = (0.1, 1.0, 10.0, 100.0)
-_METAVARS = {"class_edges": "E1,E2,..", "text_column": "COLUMN", "alpha": "A", "clients": "N",
-             "clients_per_round": "K", "num_classes": "K", "seed": "S"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,18 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  cllora partition --dirichlet-demo --plot fig3.png",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of run settings ([run] table or top level)")
-    group = p.add_argument_group("partition settings (override the config file; defaults in brackets)")
-    for name, typ, choices, text in RUN_FLAGS:
-        if name not in PARTITION_FIELDS:
-            continue
-        default = getattr(_D, name)
-        flags = ["--" + name.replace("_", "-")] + (["--edges"] if name == "class_edges" else [])
-        kwargs = dict(type=typ, default=None, dest=name, help=f"{text} [{default}]")
-        if isinstance(choices, tuple):
-            kwargs["choices"] = choices
-        else:
-            kwargs["metavar"] = _METAVARS.get(name, {int: "N", float: "X"}.get(typ, name.upper()))
-        group.add_argument(*flags, **kwargs)
+    add_config_flags(p, PARTITION_FIELDS, "partition settings (override the config file; defaults in "
+                     "brackets)", aliases={"class_edges": "--edges"})
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write the partition (settings, statistics, every "
                                                     "client's rows and class counts) as JSON")
@@ -61,13 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    values = {name: getattr(args, name) for name in PARTITION_FIELDS}
-    if values["class_edges"] is not None:
-        values["class_edges"] = parse_class_edges(values["class_edges"], "--class-edges")
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def run(args: argparse.Namespace) -> int:
     from cllora.config import load_config
     from cllora.errors import UserError
@@ -76,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-rows must be >= 0, got {args.max_rows}")
     if args.dirichlet_demo:
         return dirichlet_demo(args)
-    config = load_config(args.config, **_overrides(args))
+    config = load_config(args.config, **config_overrides(args, PARTITION_FIELDS))
     from cllora.experiment import prepare_data
     from cllora.model import load_tokenizer
 
@@ -179,7 +159,7 @@ def dirichlet_demo(args: argparse.Namespace) -> int:
 
     if args.demo_samples < 1:
         raise UserError(f"--demo-samples must be >= 1, got {args.demo_samples}")
-    seed = _D.seed if args.seed is None else args.seed
+    seed = RunConfig().seed if args.seed is None else args.seed
     rng = np.random.default_rng(seed)
     samples = {a: rng.dirichlet(np.full(3, a), size=args.demo_samples) for a in DEMO_ALPHAS}
     t = Table(title=f"Dirichlet(α) over 3 classes, {args.demo_samples} samples each, seed {seed}")

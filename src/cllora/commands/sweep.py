@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cllora.commands.run import add_config_flags, config_overrides
+from cllora.commands.flags import add_config_flags, config_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
