@@ -146,3 +146,20 @@ def test_embedded_default_model_is_real_and_cached():
     with torch.no_grad():
         loss = model(**batch, labels=batch["input_ids"]).loss
     assert float(loss) < 6.0  # a pretrained model: ~4.1 here; random weights give ~10.8
+
+
+def test_token_cache_tells_tokenizers_apart_by_bos_handling(tiny_model):
+    """Same vocabulary, one adds a BOS token: they must not share a token-cache entry."""
+    from transformers import AutoTokenizer
+
+    from cllora.data import tokenizer_fingerprint
+
+    plain = AutoTokenizer.from_pretrained(tiny_model)
+    with_bos = AutoTokenizer.from_pretrained(tiny_model, add_bos_token=True)
+    texts = ["The state of the union is strong.", "Peace and prosperity."]
+    no_bos = tokenize_texts(texts, plain)  # fills the cache first
+    bos = tokenize_texts(texts, with_bos)
+    assert [len(x) for x in bos] == [len(x) + 1 for x in no_bos]
+    assert all(x[0] == with_bos.bos_token_id for x in bos)
+    assert tokenizer_fingerprint(plain) != tokenizer_fingerprint(with_bos)
+    assert tokenizer_fingerprint(plain) == tokenizer_fingerprint(AutoTokenizer.from_pretrained(tiny_model))

@@ -185,9 +185,25 @@ def load_corpus(dataset: str = DEFAULT_DATASET, text_column: str | None = None,
 # ---------------------------------------------------------------- tokenization (cached)
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    vocab = tokenizer.get_vocab()
-    sample = json.dumps(sorted(vocab.items())[:: max(1, len(vocab) // 512)])
-    return hashlib.sha1(f"{type(tokenizer).__name__}|{len(vocab)}|{sample}".encode()).hexdigest()[:16]
+    """A key for the token cache that changes whenever tokenization can: the whole serialized fast
+    tokenizer (vocabulary, merges, normalizer, BOS/EOS post-processor), or for a slow tokenizer its
+    full vocabulary and init settings, plus the special-token settings that act at call time."""
+    parts = [type(tokenizer).__name__, _special_token_settings(tokenizer)]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        parts.append(backend.to_str())
+    else:
+        parts.append(json.dumps(sorted(tokenizer.get_vocab().items())))
+        parts.append(json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str))
+    return hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def _special_token_settings(tokenizer) -> str:
+    settings = {name: getattr(tokenizer, name, None)
+                for name in ("add_bos_token", "add_eos_token", "add_prefix_space", "bos_token",
+                             "eos_token", "pad_token", "unk_token")}
+    settings["added"] = sorted(getattr(tokenizer, "get_added_vocab", dict)().items())
+    return json.dumps(settings, sort_keys=True, default=str)
 
 
 def texts_fingerprint(texts: list[str]) -> str:
