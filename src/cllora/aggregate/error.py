@@ -1,0 +1,102 @@
+"""The aggregation error of averaging LoRA factors separately, computed in rank space (pure torch).
+
+Client k's update of an adapted layer is B_k A_k (B: d×r, A: r×k). The true weighted average of
+the updates is M = Σ p_k B_k A_k, but FedAvg on the factors gives B̄ Ā (B̄ = Σ p_k B_k,
+Ā = Σ p_k A_k, p_k = w_k / Σ w). The error is
+
+    E = M − B̄ Ā = Σ p_k (B_k − B̄)(A_k − Ā).
+
+Both sides of that identity are products of stacked factors, so their Frobenius norms come from
+Gram matrices of size (K·r)×(K·r) without forming any d×k matrix:
+
+    M = B_s A_s  with  B_s = [√p_1 B_1 … √p_K B_K],  A_s = [√p_1 A_1; …; √p_K A_K]
+    ‖M‖²_F = tr((B_sᵀ B_s)(A_s A_sᵀ)) = Σ_ij (B_sᵀB_s)_ij (A_s A_sᵀ)_ij
+
+and E likewise with the centred factors √p_k (B_k − B̄), √p_k (A_k − Ā) (no cancellation: E is
+exactly zero when the clients agree on A or on B, as FFA-LoRA's frozen A makes them).
+
+Reported per round (the LoRA scaling α/r is common to every term and cancels):
+    agg_error           = sqrt(Σ_l ‖E_l‖²) / sqrt(Σ_l ‖M_l‖²)   (over all adapted layers l)
+    agg_error_max_layer = max_l ‖E_l‖ / ‖M_l‖                  (layers with M_l = 0 skipped)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from cllora.aggregate.lora import State, layer_factors, normalized_weights
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """Squared Frobenius norms of one layer's error E and of its true mean update M."""
+
+    error_sq: float
+    mean_sq: float
+
+    @property
+    def relative(self) -> float:
+        """‖E‖/‖M‖; 0 when both are zero, NaN when only M is."""
+        return _ratio(self.error_sq, self.mean_sq)
+
+
+def _ratio(num_sq: float, den_sq: float) -> float:
+    if den_sq > 0:
+        return math.sqrt(max(num_sq, 0.0) / den_sq)
+    return 0.0 if num_sq <= 0 else float("nan")
+
+
+def _stacked_norm_sq(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor]) -> float:
+    """‖Σ_k B_k A_k‖²_F via the Gram matrices of the stacked factors (never forms d×k)."""
+    b = torch.cat(list(bs), dim=1)  # d × Σr
+    a = torch.cat(list(as_), dim=0)  # Σr × k
+    return float(((b.T @ b) * (a @ a.T)).sum())
+
+
+def layer_error(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
+                p: torch.Tensor) -> LayerError:
+    """E and M of one layer in rank space; `p` are normalized float64 client weights."""
+    a = [x.to(torch.float64) for x in a_list]
+    b = [x.to(torch.float64) for x in b_list]
+    a_bar = sum(w * x for w, x in zip(p, a))
+    b_bar = sum(w * x for w, x in zip(p, b))
+    root = torch.sqrt(p)
+    mean_sq = _stacked_norm_sq([w * x for w, x in zip(root, b)], [w * x for w, x in zip(root, a)])
+    error_sq = _stacked_norm_sq([w * (x - b_bar) for w, x in zip(root, b)],
+                                [w * (x - a_bar) for w, x in zip(root, a)])
+    return LayerError(error_sq, mean_sq)
+
+
+def layer_error_dense(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
+                      p: torch.Tensor) -> LayerError:
+    """The same quantities from the materialised d×k products (for tests and small layers)."""
+    a = [x.to(torch.float64) for x in a_list]
+    b = [x.to(torch.float64) for x in b_list]
+    mean = sum(w * (y @ x) for w, x, y in zip(p, a, b))
+    error = mean - sum(w * y for w, y in zip(p, b)) @ sum(w * x for w, x in zip(p, a))
+    return LayerError(float((error ** 2).sum()), float((mean ** 2).sum()))
+
+
+def layer_errors(states: Sequence[State], weights: Sequence[float], *,
+                 dense: bool = False) -> dict[str, LayerError]:
+    """Each adapted layer's error (by layer name) for clients' adapter states and weights."""
+    p = normalized_weights(weights)
+    compute = layer_error_dense if dense else layer_error
+    out = {}
+    for layer, (a_key, b_key) in layer_factors(states[0]).items():
+        out[layer] = compute([s[a_key] for s in states], [s[b_key] for s in states], p)
+    return out
+
+
+def aggregation_error(states: Sequence[State], weights: Sequence[float], *,
+                      dense: bool = False) -> dict[str, float]:
+    """`agg_error` (all layers together) and `agg_error_max_layer` of one round's client adapters."""
+    per_layer = layer_errors(states, weights, dense=dense)
+    total = _ratio(sum(e.error_sq for e in per_layer.values()),
+                   sum(e.mean_sq for e in per_layer.values()))
+    relative = [e.relative for e in per_layer.values() if e.mean_sq > 0]
+    return {"agg_error": total, "agg_error_max_layer": max(relative, default=0.0)}

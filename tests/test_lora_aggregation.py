@@ -1,0 +1,200 @@
+"""LoRA-aware aggregation: the aggregation error (rank space vs dense vs hand-computed), FFA-LoRA,
+FLoRA, FedEx-LoRA, FedSA-LoRA, rank padding and bytes, on random tensors and on real peft layers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cllora.aggregate.error import aggregation_error, layer_errors
+from cllora.aggregate.lora import (add_deltas, base_weight_name, fedex_lora, fedsa_client_state,
+                                   fedsa_lora, ffa_lora, flora, layer_factors, mean_update, own_factors,
+                                   pad_rank, residual_bytes, transfer_bytes)
+
+A_KEY, B_KEY = "m.layers.{}.q_proj.lora_A.default.weight", "m.layers.{}.q_proj.lora_B.default.weight"
+
+
+def make_state(gen: torch.Generator, layers=((6, 5, 3), (4, 7, 3))) -> dict:
+    """A random adapter: per layer (d, k, r), A r×k and B d×r (B nonzero, as after training)."""
+    state = {}
+    for i, (d, k, r) in enumerate(layers):
+        state[A_KEY.format(i)] = torch.randn(r, k, generator=gen)
+        state[B_KEY.format(i)] = torch.randn(d, r, generator=gen)
+    return state
+
+
+def scalar_state(a: float, b: float) -> dict:
+    return {A_KEY.format(0): torch.tensor([[a]]), B_KEY.format(0): torch.tensor([[b]])}
+
+
+def dense_mean(states, weights, scaling, layer):
+    """Σ p_k s B_k A_k by an explicit loop over clients (the definition, not the stacked product)."""
+    total = float(sum(weights))
+    return sum((w / total) * scaling * (s[B_KEY.format(layer)].double() @ s[A_KEY.format(layer)].double())
+               for s, w in zip(states, weights))
+
+
+# ---------------------------------------------------------------- the aggregation error
+
+def test_error_by_hand_on_scalars():
+    # p = (1/2, 1/2), B = (1, 3), A = (2, 4): M = (2 + 12)/2 = 7, B̄Ā = 2·3 = 6, E = 1
+    err = aggregation_error([scalar_state(2, 1), scalar_state(4, 3)], [5, 5])
+    assert err["agg_error"] == pytest.approx(1 / 7)
+    assert err["agg_error_max_layer"] == pytest.approx(1 / 7)
+    # weights 3:1: M = (3·2 + 12)/4 = 4.5; B̄ = 1.5, Ā = 2.5 → E = 4.5 − 3.75 = 0.75
+    assert aggregation_error([scalar_state(2, 1), scalar_state(4, 3)], [3, 1])["agg_error"] == \
+        pytest.approx(0.75 / 4.5)
+
+
+def test_rank_space_equals_dense():
+    gen = torch.Generator().manual_seed(0)
+    states = [make_state(gen) for _ in range(4)]
+    weights = [10, 3, 7, 1]
+    fast, dense = layer_errors(states, weights), layer_errors(states, weights, dense=True)
+    for layer in dense:
+        assert fast[layer].error_sq == pytest.approx(dense[layer].error_sq, rel=1e-10)
+        assert fast[layer].mean_sq == pytest.approx(dense[layer].mean_sq, rel=1e-10)
+    total = aggregation_error(states, weights)
+    expected = math.sqrt(sum(e.error_sq for e in dense.values()) / sum(e.mean_sq for e in dense.values()))
+    assert total["agg_error"] == pytest.approx(expected, rel=1e-10)
+    assert total["agg_error_max_layer"] == pytest.approx(max(e.relative for e in dense.values()), rel=1e-10)
+    assert 0 < total["agg_error"] <= total["agg_error_max_layer"]
+
+
+def test_error_is_zero_for_one_identical_or_ffa_clients():
+    gen = torch.Generator().manual_seed(1)
+    one = make_state(gen)
+    assert aggregation_error([one], [4]) == {"agg_error": 0.0, "agg_error_max_layer": 0.0}
+    assert aggregation_error([one, one, one], [1, 2, 3])["agg_error"] == pytest.approx(0.0, abs=1e-12)
+    ffa = [{k: (v if "lora_A" in k else torch.randn(v.shape, generator=gen)) for k, v in one.items()}
+           for _ in range(3)]
+    err = aggregation_error(ffa, [1, 2, 3])
+    assert err["agg_error"] == 0.0 and err["agg_error_max_layer"] == 0.0
+
+
+def test_zero_update_is_not_an_error():
+    zero_b = {k: (torch.zeros_like(v) if "lora_B" in k else v) for k, v in make_state(torch.Generator()).items()}
+    assert aggregation_error([zero_b, zero_b], [1, 1]) == {"agg_error": 0.0, "agg_error_max_layer": 0.0}
+
+
+def test_unpaired_layers_and_bad_weights_are_refused():
+    state = scalar_state(1, 1)
+    with pytest.raises(ValueError, match="unpaired"):
+        layer_factors({A_KEY.format(0): state[A_KEY.format(0)]})
+    with pytest.raises(ValueError, match="positive sum"):
+        aggregation_error([state], [0])
+
+
+# ---------------------------------------------------------------- the four methods
+
+def test_flora_and_fedex_deltas_carry_the_exact_mean_update():
+    gen = torch.Generator().manual_seed(2)
+    states, weights, scaling = [make_state(gen) for _ in range(3)], [5, 1, 2], 2.5
+    fresh = {k: torch.zeros_like(v) for k, v in states[0].items()}
+    new_global, deltas = flora(states, weights, scaling, fresh)
+    assert all(torch.equal(new_global[k], fresh[k]) for k in fresh)
+    averaged, residual = fedex_lora(states, weights, scaling)
+    for i, layer in enumerate(layer_factors(states[0])):
+        expected = dense_mean(states, weights, scaling, i)
+        assert torch.allclose(deltas[layer].double(), expected, atol=1e-5)
+        effective = scaling * averaged[B_KEY.format(i)].double() @ averaged[A_KEY.format(i)].double() \
+            + residual[layer].double()
+        assert torch.allclose(effective, expected, atol=1e-5)
+        assert residual[layer].abs().max() > 1e-3  # FedAvg alone would be wrong here
+    assert torch.allclose(averaged[A_KEY.format(0)], sum(w * s[A_KEY.format(0)] for w, s in zip(weights, states)) / 8)
+
+
+def test_add_deltas_sums_rounds():
+    d1, d2 = {"l": torch.ones(2, 2)}, {"l": torch.full((2, 2), 2.0)}
+    total = add_deltas(add_deltas(None, d1), d2)
+    assert torch.equal(total["l"], torch.full((2, 2), 3.0)) and torch.equal(d1["l"], torch.ones(2, 2))
+
+
+def test_ffa_lora_keeps_a_and_averages_b():
+    gen = torch.Generator().manual_seed(3)
+    base = make_state(gen)
+    states = [{k: (v.clone() if "lora_A" in k else torch.randn(v.shape, generator=gen)) for k, v in base.items()}
+              for _ in range(2)]
+    out = ffa_lora(states, [1, 3])
+    assert torch.equal(out[A_KEY.format(1)], base[A_KEY.format(1)])
+    assert torch.allclose(out[B_KEY.format(1)], 0.25 * states[0][B_KEY.format(1)] + 0.75 * states[1][B_KEY.format(1)])
+    states[1][A_KEY.format(0)] += 1e-3
+    with pytest.raises(ValueError, match="frozen"):
+        ffa_lora(states, [1, 3])
+
+
+def test_fedsa_shares_a_and_keeps_each_clients_b():
+    gen = torch.Generator().manual_seed(4)
+    states = [make_state(gen) for _ in range(2)]
+    server = fedsa_lora(states, [1, 1])
+    assert torch.allclose(server[A_KEY.format(0)], (states[0][A_KEY.format(0)] + states[1][A_KEY.format(0)]) / 2)
+    own = own_factors(states[1], "B")
+    assert set(own) == {B_KEY.format(0), B_KEY.format(1)}
+    start = fedsa_client_state(server, own)
+    assert torch.equal(start[B_KEY.format(0)], states[1][B_KEY.format(0)])
+    assert torch.equal(start[A_KEY.format(0)], server[A_KEY.format(0)])
+    assert fedsa_client_state(server, None) == server
+
+
+def test_pad_rank_keeps_the_update():
+    state = make_state(torch.Generator().manual_seed(5))
+    padded = pad_rank(state, 5)
+    assert padded[A_KEY.format(0)].shape == (5, 5) and padded[B_KEY.format(0)].shape == (6, 5)
+    assert torch.allclose(mean_update([padded], [1], 1.0)["m.layers.0.q_proj"],
+                          state[B_KEY.format(0)] @ state[A_KEY.format(0)], atol=1e-6)
+
+
+def test_bytes_per_method():
+    # two square layers d = k = 64, r = 4: A and B hold 256 parameters each → 4 × 256 × 4 = 4096 B
+    state = {}
+    for i in range(2):
+        state[A_KEY.format(i)], state[B_KEY.format(i)] = torch.zeros(4, 64), torch.zeros(64, 4)
+    assert transfer_bytes("fedavg", state) == (4096, 4096)
+    assert transfer_bytes("ffa-lora", state) == (2048, 2048)  # half of FedAvg at the same rank
+    assert transfer_bytes("fedsa-lora", state) == (2048, 2048)
+    assert residual_bytes(state) == 2 * 64 * 64 * 4
+    assert transfer_bytes("fedex-lora", state) == (4096, 4096 + 32768)
+    assert transfer_bytes("flora", state, stacked=[state, state, state]) == (4096, 3 * 4096)
+    assert transfer_bytes("flora", state) == (4096, 0)
+
+
+# ---------------------------------------------------------------- on the tiny model's real peft layers
+
+def _peft_layers(model):
+    from peft.tuners.lora import Linear
+
+    return {n: m for n, m in model.named_modules() if isinstance(m, Linear)}
+
+
+@pytest.mark.parametrize("method", ["flora", "fedex-lora"])
+def test_merged_base_plus_adapter_is_the_exact_mean_on_peft_layers(tiny_model, method):
+    from cllora.model import attach_lora, get_adapter_state, load_model, set_adapter_state
+
+    torch.manual_seed(0)
+    model = attach_lora(load_model(tiny_model), rank=4, alpha=16.0)
+    fresh = get_adapter_state(model)
+    gen = torch.Generator().manual_seed(6)
+    states = [{k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in fresh.items()} for _ in range(3)]
+    weights, layers = [2, 5, 3], _peft_layers(model)
+    scaling = next(iter(layers.values())).scaling["default"]
+    assert scaling == 4.0  # α / r = 16 / 4
+    originals = {n: m.base_layer.weight.detach().clone() for n, m in layers.items()}
+    if method == "flora":
+        new_state, deltas = flora(states, weights, scaling, fresh)
+    else:
+        new_state, deltas = fedex_lora(states, weights, scaling)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for layer, delta in deltas.items():
+            params[base_weight_name(layer)] += delta
+    set_adapter_state(model, new_state)
+    x = torch.randn(3, 64, generator=gen)
+    for name, module in layers.items():
+        a = [s[f"{name}.lora_A.default.weight"].double() for s in states]
+        b = [s[f"{name}.lora_B.default.weight"].double() for s in states]
+        update = sum(w / 10 * scaling * (bk @ ak) for w, ak, bk in zip(weights, a, b))
+        expected = x.double() @ (originals[name].double() + update).T + module.base_layer.bias.double()
+        with torch.no_grad():
+            assert torch.allclose(module(x).double(), expected, atol=1e-4)
