@@ -74,6 +74,18 @@ class RunConfig:
     lr: float = _setting(5e-4, "local learning rate")
     optimizer: str = _setting("adamw", "local optimizer (fresh each round)", choices=OPTIMIZERS)
     strategy: str = _setting("fedavg", "server aggregation", choices=strategy_names)
+    # strategy options (cllora.aggregate: each strategy lists the ones it reads)
+    prox_mu: float = _setting(0.01, "fedprox: weight mu of the proximal term (mu/2)||theta - "
+                              "theta_global||^2; 0 = FedAvg (0.01: OpenFedLLM's default)", metavar="MU")
+    server_lr: float | None = _setting(None, "server learning rate eta of fedavgm/fedadam/fedyogi/"
+                                       "fedadagrad; none = 1 - server_momentum for fedavgm, 0.01 for "
+                                       "the adaptive ones", metavar="ETA")
+    server_momentum: float = _setting(0.9, "fedavgm: server momentum beta (Hsu et al. 2019)", metavar="B")
+    beta1: float = _setting(0.9, "fedadam/fedyogi/fedadagrad: first-moment decay (Reddi et al. 2021)",
+                            metavar="B1")
+    beta2: float = _setting(0.99, "fedadam/fedyogi: second-moment decay (Reddi et al. 2021)", metavar="B2")
+    tau: float = _setting(1e-3, "fedadam/fedyogi/fedadagrad: adaptivity tau added to sqrt(v) (Reddi et "
+                          "al. 2021)", metavar="TAU")
     eval_every: int = _setting(1, "evaluate every this many rounds (and always the last)")
     # LoRA
     rank: int = _setting(8, "LoRA rank r", metavar="R")
@@ -102,6 +114,7 @@ class RunConfig:
         _choice("length_measure", self.length_measure, LENGTH_MEASURES)
         _choice("engine", self.engine, ENGINES)
         _choice("strategy", self.strategy, strategy_names())
+        _check_strategy_options(self)
         _positive("alpha", self.alpha)
         _positive("lr", self.lr)
         _positive("lora_alpha", self.lora_alpha)
@@ -153,6 +166,33 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise UserError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def _check_strategy_options(cfg: "RunConfig") -> None:
+    """Bounds of the strategy options, and none set away from its default for a strategy that
+    does not read it (it would silently do nothing)."""
+    from cllora.aggregate import STRATEGIES, unused_options
+
+    _at_least_zero("prox_mu", cfg.prox_mu)
+    if cfg.server_lr is not None:
+        _positive("server_lr", cfg.server_lr)
+    for name in ("server_momentum", "beta1", "beta2"):
+        value = getattr(cfg, name)
+        _at_least_zero(name, value)
+        if not value < 1:
+            raise UserError(f"{name} must be in [0, 1), got {value!r}")
+    _positive("tau", cfg.tau)
+    unused = unused_options(cfg.strategy, cfg.to_dict(), {f.name: f.default for f in fields(cfg)})
+    if unused:
+        users = [s.name for s in STRATEGIES.values() if unused[0] in s.options]
+        raise UserError(f"{unused[0]} = {getattr(cfg, unused[0])!r} is only used by strategy "
+                        f"{'/'.join(users)}, not by {cfg.strategy!r}")
+
+
+def _at_least_zero(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or value < 0:
+        raise UserError(f"{name} must be a number >= 0, got {value!r}")
+
+
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
             or value <= 0:
@@ -188,7 +228,7 @@ def from_dict(values: dict[str, Any]) -> RunConfig:
     if values.get("class_edges") is not None:
         values["class_edges"] = tuple(float(x) for x in values["class_edges"])
     for key in ("alpha", "lr", "lora_alpha", "test_fraction", "local_test_fraction", "lora_dropout",
-                "round_timeout"):
+                "round_timeout", "prox_mu", "server_lr", "server_momentum", "beta1", "beta2", "tau"):
         if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
             values[key] = float(values[key])
     return RunConfig(**values)

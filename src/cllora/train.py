@@ -107,9 +107,21 @@ class TrainResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class StepHooks:
+    """Additions to every local step, so a federated strategy can change local training without
+    this loop knowing it: `loss_term()` is added to the batch loss before backward (FedProx's
+    proximal term); `grad_hook()` runs after backward, before the optimizer step (SCAFFOLD's
+    gradient correction). The reported training loss stays the plain data loss."""
+
+    loss_term: Callable[[], torch.Tensor] | None = None
+    grad_hook: Callable[[], None] | None = None
+
+
 def train_local(model, params: list[torch.nn.Parameter], batches_per_epoch: Callable[[int], list[Batch]],
                 epochs: int, optimizer: str, lr: float, device: torch.device,
-                on_step: Callable[[float], None] | None = None) -> TrainResult:
+                on_step: Callable[[float], None] | None = None,
+                hooks: StepHooks = StepHooks()) -> TrainResult:
     """E local epochs of plain minibatch training on the given batches; fresh optimizer."""
     opt = make_optimizer(optimizer, params, lr)
     model.train()
@@ -120,7 +132,10 @@ def train_local(model, params: list[torch.nn.Parameter], batches_per_epoch: Call
         for batch in batches_per_epoch(epoch):
             loss, n = batch_loss(model, batch, device)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective = loss if hooks.loss_term is None else loss + hooks.loss_term()
+            objective.backward()
+            if hooks.grad_hook is not None:
+                hooks.grad_hook()
             opt.step()
             value = float(loss.detach())
             loss_sum, loss_tokens = loss_sum + value * n, loss_tokens + n

@@ -1,0 +1,121 @@
+"""Federated strategies (pure: tensors in, tensors out; no I/O): the registry, the interface every
+strategy fills, and the payload checks the server applies to what clients send.
+
+A strategy is a frozen `Strategy` record of plain functions (cllora.aggregate.base), "state in,
+state out"; every state is a flat dict name → tensor, so the engine can checkpoint it as it is.
+One round, in both engines:
+
+    server   server_state = s.init_server(global, opts)            (once, before round 1)
+             downlink     = s.downlink(server_state)               sent beside the global adapter
+    client   view = ClientView(global, downlink, own client_state, opts)
+             plan = s.local(view)   → LocalPlan(start, loss_term, grad_hook, trains)
+                    train from plan.start; loss += plan.loss_term(params) each batch;
+                    plan.grad_hook(params) after backward, before the optimizer step;
+                    only tensors with plan.trains(name) are optimised
+             extra, client_state = s.finish(view, trained_adapter, local_steps)
+                    `extra` travels up beside the adapter; `client_state` stays with the client
+    server   out = s.aggregate(global, server_state, replies, opts) → Aggregated(
+                    global_state, server_state, base_delta)   base_delta: added to frozen base weights
+
+Bytes per client and round: downlink = shared adapter tensors (s.shares) + downlink tensors;
+uplink = shared adapter tensors + extra. `opts` holds the strategy's own options (its RunConfig
+fields, `Strategy.options`, with `defaults` filling unset ones) and every run's "lr" (client
+learning rate) and "clients" (N).
+
+What this lets a strategy do: add to the local loss (FedProx), correct gradients and keep
+per-client state (SCAFFOLD), keep server state (FedAvgM/FedAdam/FedYogi/FedAdagrad), change which
+tensors train (FFA-LoRA: `trains` false for A), share only some tensors (FedSA-LoRA: `shares` A
+only, B in client_state, `start` = global A + own B), merge into the base weights (FLoRA,
+FedEx-LoRA: `base_delta`, with what clients need to replay it in the downlink).
+
+No torch import at module level: config.py validates `strategy` against STRATEGIES and the CLI
+builds its help without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from cllora.aggregate.base import (Aggregated, ClientView, LocalPlan, Options, Reply, State,
+                                   Strategy)
+from cllora.aggregate.drift import DRIFT_COLUMNS, client_drift
+from cllora.aggregate.fedavg import FEDAVG, fedavg
+from cllora.aggregate.prox import FEDPROX
+from cllora.aggregate.scaffold import SCAFFOLD
+from cllora.aggregate.server_opt import FEDADAGRAD, FEDADAM, FEDAVGM, FEDYOGI
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (FEDAVG, FEDPROX, SCAFFOLD, FEDAVGM, FEDADAM,
+                                                      FEDYOGI, FEDADAGRAD)}
+RUN_OPTIONS = ("lr", "clients")  # run facts every strategy may read
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
+    return STRATEGIES[name]
+
+
+def strategy_option_names() -> tuple[str, ...]:
+    """Every config field some strategy reads (in registry order, no repeats)."""
+    return tuple(dict.fromkeys(o for s in STRATEGIES.values() for o in s.options))
+
+
+def unused_options(name: str, values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """The strategy options set to a non-default value although strategy `name` does not read them."""
+    used = set(get_strategy(name).options)
+    return [o for o in strategy_option_names()
+            if o not in used and o in values and values[o] != defaults.get(o)]
+
+
+def strategy_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options strategy `name` runs with: its config values (unset ones from its `defaults`,
+    which may be functions of the other options) plus the run facts lr and clients."""
+    strategy = get_strategy(name)
+    opts = {o: values[o] for o in strategy.options + RUN_OPTIONS}
+    for key, default in strategy.defaults.items():
+        if opts.get(key) is None:
+            opts[key] = default(opts) if callable(default) else default
+    return opts
+
+
+def aggregate(strategy: str, states: Sequence[State], weights: Sequence[float]) -> State:
+    """The next global adapter for a strategy whose server step is FedAvg (fedavg, fedprox)."""
+    chosen = get_strategy(strategy)
+    if chosen.aggregate is not FEDAVG.aggregate:
+        raise ValueError(f"strategy {strategy!r} keeps server state; step it with its Strategy record")
+    return fedavg(states, weights)
+
+
+def check_update(state: State | None, reference: State) -> str | None:
+    """Why a client's update cannot join the average (None when it can): it must hold exactly the
+    reference's tensor names, with the same shapes and dtypes, and only finite values."""
+    import torch
+
+    if state is None:
+        return "no adapter in the reply"
+    if state.keys() != reference.keys():
+        extra = sorted(state.keys() - reference.keys())
+        missing = sorted(reference.keys() - state.keys())
+        return (f"unexpected tensor names (extra: {', '.join(extra[:2]) or 'none'}; "
+                f"missing: {', '.join(missing[:2]) or 'none'})")
+    for key, ref in reference.items():
+        tensor = state[key]
+        if not isinstance(tensor, torch.Tensor):
+            return f"{key} is a {type(tensor).__name__}, not a tensor"
+        if tuple(tensor.shape) != tuple(ref.shape):
+            return f"{key} has shape {tuple(tensor.shape)}, expected {tuple(ref.shape)}"
+        if tensor.dtype != ref.dtype:
+            return f"{key} has dtype {tensor.dtype}, expected {ref.dtype}"
+        if not bool(torch.isfinite(tensor).all()):
+            return f"{key} holds NaN or Inf"
+    return None
+
+
+def state_nbytes(state: State, bytes_per_param: int = 4) -> int:
+    """Bytes one transfer of this state costs (fp32 by default, as the study counts)."""
+    return sum(t.numel() for t in state.values()) * bytes_per_param
+
+
+__all__ = ["Aggregated", "ClientView", "DRIFT_COLUMNS", "LocalPlan", "Options", "Reply", "STRATEGIES",
+           "State", "Strategy", "aggregate", "check_update", "client_drift", "fedavg", "get_strategy",
+           "state_nbytes", "strategy_option_names", "strategy_options", "unused_options"]

@@ -1,0 +1,106 @@
+"""The strategy interface: the `Strategy` record and the small types its functions exchange.
+
+No torch import here (config.py reads the registry to validate `strategy`, and the CLI builds its
+help without torch): tensors are handled through their methods only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    import torch
+
+State = dict  # tensor name → tensor (adapter states, server state, client state, extra payloads)
+Options = Mapping[str, Any]  # the strategy's hyperparameters by config name, plus "lr" and "clients"
+Params = Mapping[str, "torch.nn.Parameter"]  # the trainable adapter tensors by name, on the device
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server receives from one client whose update passed the payload checks."""
+
+    state: State  # the client's adapter after local training
+    weight: float  # its number of local training examples
+    extra: State = field(default_factory=dict)  # strategy uplink beside the adapter (SCAFFOLD: Δc_i)
+    client_id: int = -1
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    """The server's step: the next global adapter, the next server state, and (for strategies that
+    fold updates into the frozen model, e.g. FLoRA / FedEx-LoRA) deltas to add to base weights."""
+
+    global_state: State
+    server_state: State = field(default_factory=dict)
+    base_delta: State = field(default_factory=dict)  # base-weight name → tensor to add (empty: none)
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """What one client knows in a round: the global adapter and the strategy's downlink (both
+    from the server), its own saved state (empty before its first round) and the options."""
+
+    global_state: State
+    downlink: State
+    client_state: State
+    options: Options
+
+
+def every_tensor(name: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """How a client trains this round. `loss_term(params)` is added to each batch's loss (None:
+    nothing added); `grad_hook(params)` runs after backward, before the optimizer step;
+    `trains(name)` says which adapter tensors the optimizer updates (the others stay fixed)."""
+
+    start: State  # the adapter the client starts from (usually the global one)
+    loss_term: Callable[[Params], Any] | None = None
+    grad_hook: Callable[[Params], None] | None = None
+    trains: Callable[[str], bool] = every_tensor
+
+    def bind(self, params: Params) -> tuple[Callable[[], Any] | None, Callable[[], None] | None]:
+        """(loss_term, grad_hook) as argument-free callables over these parameters (None where the
+        plan has none): what `cllora.train.StepHooks` takes."""
+        loss = None if self.loss_term is None else (lambda: self.loss_term(params))
+        hook = None if self.grad_hook is None else (lambda: self.grad_hook(params))
+        return loss, hook
+
+
+def plain_local(view: ClientView) -> LocalPlan:
+    """FedAvg's client: start from the global adapter, train every adapter tensor, nothing added."""
+    return LocalPlan(view.global_state)
+
+
+def no_client_state(view: ClientView, trained: State, steps: int) -> tuple[State, State]:
+    """A client that sends nothing beyond its adapter and keeps no state between rounds."""
+    return {}, {}
+
+
+def no_server_state(global_state: State, options: Options) -> State:
+    return {}
+
+
+def no_downlink(server_state: State) -> State:
+    return {}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One federated algorithm as plain functions, state in → state out (see the package docstring
+    for the round protocol). Only `name`, `paper` and `aggregate` are required."""
+
+    name: str
+    paper: str  # citation and formula, one line (shown in docs and help)
+    aggregate: Callable[[State, State, Sequence[Reply], Options], Aggregated]
+    options: tuple[str, ...] = ()  # the RunConfig fields it reads
+    defaults: Mapping[str, float] = field(default_factory=dict)  # for options whose config value is None
+    init_server: Callable[[State, Options], State] = no_server_state
+    downlink: Callable[[State], State] = no_downlink  # server state → extra tensors sent to each client
+    local: Callable[[ClientView], LocalPlan] = plain_local
+    finish: Callable[[ClientView, State, int], tuple[State, State]] = no_client_state
+    shares: Callable[[str], bool] = every_tensor  # which adapter tensors travel (both directions)
