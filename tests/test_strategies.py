@@ -300,3 +300,30 @@ def test_registry_imports_without_torch():
     code = ("import sys, cllora.aggregate, cllora.config; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_run_state_packs_into_one_flat_dict_and_back():
+    from cllora.aggregate.run_state import pack_state, unpack_state
+
+    g = {"layer.lora_A.default.weight": torch.ones(2)}
+    server = {"m/layer.lora_A.default.weight": torch.zeros(2)}
+    own = {3: {"c/layer.lora_A.default.weight": torch.full((2,), 3.0)}, 11: {"c/x": torch.ones(1)}}
+    flat = pack_state(g, server, own)
+    assert set(flat) == {"layer.lora_A.default.weight", "server::m/layer.lora_A.default.weight",
+                         "client::3::c/layer.lora_A.default.weight", "client::11::c/x"}
+    back = unpack_state(flat)
+    assert back[0].keys() == g.keys() and back[1].keys() == server.keys()
+    assert sorted(back[2]) == [3, 11] and torch.equal(back[2][3]["c/layer.lora_A.default.weight"],
+                                                      own[3]["c/layer.lora_A.default.weight"])
+    assert unpack_state(g) == (g, {}, {})  # a FedAvg checkpoint is just the adapter
+
+
+def test_scaffold_uplink_reference_matches_what_a_client_sends():
+    from cllora.aggregate import check_update
+
+    strategy = get_strategy("scaffold")
+    x = {"w": torch.zeros(2)}
+    view = ClientView(x, strategy.downlink(strategy.init_server(x, OPTS)), {}, OPTS)
+    extra, _ = strategy.finish(view, {"w": torch.ones(2)}, 3)
+    assert check_update(extra, strategy.uplink(x)) is None
+    assert get_strategy("fedavg").uplink(x) == {}

@@ -13,7 +13,8 @@ One round, in both engines:
                     plan.grad_hook(params) after backward, before the optimizer step;
                     only tensors with plan.trains(name) are optimised
              extra, client_state = s.finish(view, trained_adapter, local_steps)
-                    `extra` travels up beside the adapter; `client_state` stays with the client
+                    `extra` travels up beside the adapter (checked against s.uplink(global): names,
+                    shapes, dtypes, finite); `client_state` stays with the client
     server   out = s.aggregate(global, server_state, replies, opts) → Aggregated(
                     global_state, server_state, base_delta)   base_delta: added to frozen base weights
 
@@ -29,7 +30,7 @@ only, B in client_state, `start` = global A + own B), merge into the base weight
 FedEx-LoRA: `base_delta`, with what clients need to replay it in the downlink).
 
 No torch import at module level: config.py validates `strategy` against STRATEGIES and the CLI
-builds its help without torch.
+builds its help without torch. A run's states go into one checkpoint via `run_state.pack_state`.
 """
 
 from __future__ import annotations

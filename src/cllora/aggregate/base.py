@@ -85,7 +85,7 @@ def no_server_state(global_state: State, options: Options) -> State:
     return {}
 
 
-def no_downlink(server_state: State) -> State:
+def no_downlink(state: State) -> State:
     return {}
 
 
@@ -104,3 +104,5 @@ class Strategy:
     local: Callable[[ClientView], LocalPlan] = plain_local
     finish: Callable[[ClientView, State, int], tuple[State, State]] = no_client_state
     shares: Callable[[str], bool] = every_tensor  # which adapter tensors travel (both directions)
+    uplink: Callable[[State], State] = no_downlink  # global adapter → the `extra` a client must send
+    # (zeros of the right names, shapes, dtypes: the server checks every reply's extra against it)

@@ -27,6 +27,11 @@ def scaffold_init(global_state: State, options: Options) -> State:
     return {f"c/{k}": x.new_zeros(x.shape) for k, x in global_state.items()}
 
 
+def scaffold_uplink(global_state: State) -> State:
+    """The extra a client sends: Δc_i, one tensor per adapter tensor."""
+    return {f"dc/{k}": x.new_zeros(x.shape) for k, x in global_state.items()}
+
+
 def scaffold_downlink(server_state: State) -> State:
     return dict(server_state)  # the server control variate c, for every sampled client
 
@@ -81,4 +86,4 @@ def scaffold_aggregate(global_state: State, server_state: State, replies: Sequen
 SCAFFOLD = Strategy("scaffold", "Karimireddy et al. 2020 (option II): g ← g + c − c_i; "
                     "c_i ← c_i − c + (x − y_i)/(Kη); c ← c + (|S|/N) mean Δc_i", scaffold_aggregate,
                     init_server=scaffold_init, downlink=scaffold_downlink, local=scaffold_local,
-                    finish=scaffold_finish)
+                    finish=scaffold_finish, uplink=scaffold_uplink)
