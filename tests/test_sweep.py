@@ -1,97 +1,31 @@
-"""Sweeps: grid expansion (iid ignores alpha, per-model settings, --quick, overrides), bad grids,
-and a real tiny sweep: one model load per sweep, index, skip finished cells, resume unfinished ones."""
+"""Sweeps on disk: presets, the command, the one "run complete" rule, and a real tiny sweep (one
+model load per sweep, index, skip finished cells, resume unfinished ones); cells run on their engine.
+Grid parsing and expansion without disk: test_grid.py."""
 
 from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import pytest
+import torch
 
-from cllora import records, sweep
+from cllora import grid, records, sweep, sweep_index
 from cllora.cli import main
 from cllora.errors import RunFailed, UserError
 from cllora.engine import run_experiment
 
 
-def spec(grid: dict, run: dict | None = None, **tables) -> sweep.GridSpec:
-    return sweep.parse_spec({"run": run or {}, "grid": grid, **tables}, "test grid", "t")
+def spec(axes: dict, run: dict | None = None, **tables) -> grid.GridSpec:
+    return grid.parse_spec({"run": run or {}, "grid": axes, **tables}, "test grid", "t")
 
 
 def names(cells):
     return [c.name for c in cells]
 
 
-# ---------------------------------------------------------------- expansion
-
-def test_iid_collapses_alpha_into_one_cell_per_seed():
-    cells = sweep.expand(spec({"scheme": ["length", "iid"], "alpha": [0.1, 1, 100], "seed": [0, 1]}))
-    assert names(cells) == [
-        "smollm2-135m/length-a0.1-s0", "smollm2-135m/length-a0.1-s1",
-        "smollm2-135m/length-a1-s0", "smollm2-135m/length-a1-s1",
-        "smollm2-135m/length-a100-s0", "smollm2-135m/length-a100-s1",
-        "smollm2-135m/iid-s0", "smollm2-135m/iid-s1"]
-    assert [c.config.alpha for c in cells[:6:2]] == [0.1, 1.0, 100.0]
-    iid = cells[-1]
-    assert iid.config.scheme == "iid" and "alpha" not in iid.axes and iid.config.seed == 1
-
-
-def test_per_model_settings_model_major_order_and_slugs():
-    s = spec({"model": ["facebook/opt-125m", "smollm2-135m"], "scheme": ["quantity"], "alpha": [0.5]},
-             run={"local_epochs": 2, "rounds": 4},
-             per_model={"facebook/opt-125m": {"local_epochs": 5}, "unused-model": {"lr": 0.1}})
-    cells = sweep.expand(s)
-    assert names(cells) == ["opt-125m/quantity-a0.5-s0", "smollm2-135m/quantity-a0.5-s0"]
-    assert [c.config.local_epochs for c in cells] == [5, 2]
-    assert all(c.config.rounds == 4 and c.config.lr == 5e-4 for c in cells)
-
-
-def test_other_varying_axes_appear_in_names_and_values_are_typed():
-    cells = sweep.expand(spec({"lr": [1e-3, 5e-4], "local_epochs": [1]}, run={"scheme": "iid"}))
-    assert names(cells) == ["smollm2-135m/iid-lr0.001-s0", "smollm2-135m/iid-lr0.0005-s0"]
-    assert cells[0].config.local_epochs == 1
-
-
-def test_quick_patch_and_overrides():
-    data = {"sweep": {"name": "demo"}, "run": {"rounds": 10, "max_train_examples": 2000},
-            "grid": {"scheme": ["length", "iid"], "alpha": [0.1, 1]},
-            "per_model": {"smollm2-135m": {"local_epochs": 5}},
-            "quick": {"run": {"rounds": 2}, "grid": {"alpha": [0.1]},
-                      "per_model": {"smollm2-135m": {"local_epochs": 1}}}}
-    full = sweep.parse_spec(data, "demo.toml", "demo")
-    quick = sweep.parse_spec(data, "demo.toml", "demo", quick=True)
-    assert full.name == "demo" and quick.name == "demo-quick"
-    assert len(sweep.expand(full)) == 3
-    q = sweep.expand(quick)
-    assert names(q) == ["smollm2-135m/length-a0.1-s0", "smollm2-135m/iid-s0"]
-    assert {(c.config.rounds, c.config.local_epochs, c.config.max_train_examples) for c in q} == {(2, 1, 2000)}
-    # a command-line value of a grid key fixes that axis; --grid adds or replaces one
-    fixed = sweep.expand(full, overrides={"scheme": "length", "rounds": 3},
-                         grid_overrides={"seed": [0, 1]})
-    assert names(fixed) == ["smollm2-135m/length-a0.1-s0", "smollm2-135m/length-a0.1-s1",
-                            "smollm2-135m/length-a1-s0", "smollm2-135m/length-a1-s1"]
-    assert all(c.config.rounds == 3 for c in fixed)
-    assert sweep.parse_grid_flag("model=a,b") == ("model", ["a", "b"])
-    assert sweep.parse_grid_flag("alpha=0.1,1") == ("alpha", [0.1, 1])
-
-
-@pytest.mark.parametrize("data, message", [
-    ({"grid": {"alfa": [0.1]}}, "[grid] key 'alfa' is not a run setting (did you mean 'alpha'?)"),
-    ({"grid": {"alpha": 0.1}}, "[grid] alpha must be a non-empty list of values, e.g. alpha = [0.1]"),
-    ({"grid": {"seed": []}}, "[grid] seed must be a non-empty list"),
-    ({"grid": {"alpha": [0.1, -1], "scheme": ["length"]}}, "the cell with alpha=-1, scheme=length is not "
-                                                          "a valid run: alpha must be a number > 0"),
-    ({"run": {"alpha": 1}, "grid": {"alpha": [0.1]}}, "alpha is set in both [run] and [grid]"),
-    ({"alpha": 0.1}, "unknown table or key 'alpha' (run settings go in [run]"),
-    ({"runs": {}}, "unknown table or key 'runs' (did you mean 'run'?)"),
-    ({"grid": {"model": ["a"]}, "per_model": {"a": {"model": "b"}}}, "per-model settings may only set"),
-    ({"run": {"clients": 2}, "grid": {"clients_per_round": [1, 3]}}, "clients_per_round must be <= clients"),
-])
-def test_bad_grids_are_one_clear_sentence(data, message):
-    with pytest.raises(UserError) as info:
-        sweep.expand(sweep.parse_spec(data, "g.toml", "g"))
-    assert message in str(info.value)
-
+# ---------------------------------------------------------------- grid files, presets, the command
 
 def test_cli_bad_grid_exits_2_and_dry_run_lists_cells(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
@@ -115,7 +49,7 @@ def test_presets_mirror_the_study():
     for name, (clients, k, scheme, ncells) in expect.items():
         for quick in (False, True):
             s = sweep.load_spec(preset=name, quick=quick)
-            cells = sweep.expand(s)
+            cells = grid.expand(s)
             assert len(cells) == ncells, name
             assert all(c.config.clients == clients and c.config.clients_per_round == k for c in cells)
             assert all(c.config.max_length == 128 and c.config.rank == 2 for c in cells)
@@ -125,14 +59,14 @@ def test_presets_mirror_the_study():
         # the study's models are configured (more local epochs for smaller models)
         per_model = sweep.load_spec(preset=name).per_model
         assert per_model["facebook/opt-125m"]["local_epochs"] >= per_model["facebook/opt-1.3b"]["local_epochs"]
-    local = sweep.expand(sweep.load_spec(preset="study-local"))
+    local = grid.expand(sweep.load_spec(preset="study-local"))
     assert {(c.config.scheme, c.config.alpha) for c in local if c.config.scheme != "iid"} == \
         {("length", 0.1), ("quantity", 0.1)}
 
 
 # ---------------------------------------------------------------- running
 
-def tiny_grid(tmp_path, model: str, **run) -> sweep.GridSpec:
+def tiny_grid(tmp_path, model: str, **run) -> grid.GridSpec:
     settings = dict(model=model, dataset="sotu", max_train_examples=120, max_test_examples=16,
                     clients=4, clients_per_round=2, rounds=1, batch_size=8, max_length=48, rank=2,
                     lr=5e-3, precision="fp32", device="cpu", seed=3)
@@ -162,8 +96,8 @@ def metric_rows(path):
 def test_tiny_sweep_loads_model_once_skips_done_and_resumes(tiny_model, tmp_path, count_loads):
     root = tmp_path / "sweep"
     s = tiny_grid(tmp_path, tiny_model)
-    cells = sweep.expand(s)
-    slug = sweep.model_slug(tiny_model)
+    cells = grid.expand(s)
+    slug = grid.model_slug(tiny_model)
     assert names(cells) == [f"{slug}/length-a0.1-s3", f"{slug}/iid-s3"]
 
     outcome = sweep.run_sweep(s, cells, root, progress=False)
@@ -185,8 +119,8 @@ def test_tiny_sweep_loads_model_once_skips_done_and_resumes(tiny_model, tmp_path
     assert (again.ran, again.skipped, count_loads) == (0, 2, [])
 
     # more rounds: every cell is resumed from its checkpoint, still one model load
-    longer = sweep.expand(tiny_grid(tmp_path, tiny_model, rounds=2))
-    assert [sweep.cell_status(root / c.name, c.config)[0] for c in longer] == ["partial"] * 2
+    longer = grid.expand(tiny_grid(tmp_path, tiny_model, rounds=2))
+    assert [sweep_index.cell_status(root, c)[0] for c in longer] == ["partial"] * 2
     outcome = sweep.run_sweep(s, longer, root, progress=False)
     assert count_loads == [tiny_model] and outcome.ran == 2
     assert [r["round"] for r in records.read_csv(root / longer[0].name / "rounds.csv")] == [0, 1, 2]
@@ -195,9 +129,19 @@ def test_tiny_sweep_loads_model_once_skips_done_and_resumes(tiny_model, tmp_path
     assert metric_rows(root / longer[-1].name / "rounds.csv") == metric_rows(tmp_path / "alone" / "rounds.csv")
 
     # a cell directory holding a run with other settings is refused before anything runs
-    other = sweep.expand(tiny_grid(tmp_path, tiny_model, rounds=2, lr=1e-3))
+    other = grid.expand(tiny_grid(tmp_path, tiny_model, rounds=2, lr=1e-3))
     with pytest.raises(UserError, match="was run with lr=0.005, not 0.001"):
         sweep.run_sweep(s, other, root, progress=False)
+
+
+def finished_run(config, out, rounds: int | None = None) -> dict:
+    """What a finished run leaves that the sweep reads: config.json and summary.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    records.write_config(out, config, {})
+    records.write_json(out / "summary.json", {"rounds_completed": rounds or config.rounds,
+                                              "initial_test_loss": 2.0, "final_test_loss": 1.0,
+                                              "best_test_loss": 1.0, "best_round": 1})
+    return {}
 
 
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
@@ -212,17 +156,102 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
         ran.append(config.scheme)
         if config.scheme == "length" and config.alpha == 0.1:
             raise RunFailed("round 1: every sampled client failed")
-        out.mkdir(parents=True, exist_ok=True)
-        records.write_json(out / "summary.json", {"rounds_completed": config.rounds, "initial_test_loss": 2.0,
-                                                  "final_test_loss": 1.0, "best_test_loss": 1.0, "best_round": 1})
-        return {}
+        return finished_run(config, out)
 
     monkeypatch.setattr(cllora.engine, "run_experiment", fake_run)
     s = spec({"scheme": ["length", "iid"], "alpha": [0.1, 100]}, run={"device": "cpu", "precision": "fp32"})
-    cells = sweep.expand(s)
+    cells = grid.expand(s)
     with pytest.raises(RunFailed, match="1 of 3 cells failed .*length-a0.1-s0: round 1"):
         sweep.run_sweep(s, cells, tmp_path, progress=False)
     assert ran == ["length", "length", "iid"]
     status = {c["name"]: (c["status"], c["error"]) for c in json.loads((tmp_path / "index.json").read_text())["cells"]}
     assert status["smollm2-135m/length-a0.1-s0"] == ("failed", "round 1: every sampled client failed")
     assert status["smollm2-135m/iid-s0"] == ("done", None)
+
+
+def test_a_model_that_cannot_be_loaded_fails_its_cells_only(tmp_path, monkeypatch):
+    import cllora.engine
+    import cllora.model
+
+    def load_model(name, *a, **k):
+        if name == "broken":
+            raise OSError("no weights for broken")
+
+    monkeypatch.setattr(cllora.model, "load_tokenizer", lambda name, log=print: object())
+    monkeypatch.setattr(cllora.model, "load_model", load_model)
+    monkeypatch.setattr(cllora.engine, "run_experiment", lambda config, out, **k: finished_run(config, out))
+    s = spec({"model": ["broken", "fine"], "seed": [0, 1]}, run={"scheme": "iid", "device": "cpu",
+                                                                 "precision": "fp32"})
+    with pytest.raises(RunFailed, match="2 of 4 cells failed .*broken/iid-s0: no weights for broken"):
+        sweep.run_sweep(s, grid.expand(s), tmp_path, progress=False)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [(c["name"], c["status"]) for c in index["cells"]] == [
+        ("broken/iid-s0", "failed"), ("broken/iid-s1", "failed"), ("fine/iid-s0", "done"), ("fine/iid-s1", "done")]
+    assert index["counts"] == {"done": 2, "partial": 0, "pending": 0, "running": 0, "failed": 2}
+
+
+# ---------------------------------------------------------------- engines
+
+def test_flower_sim_cells_run_through_flower_and_in_process_cells_do_not(tmp_path, monkeypatch):
+    """Bug: sweeps ran every cell in-process, whatever its engine."""
+    import cllora.engine
+    import cllora.flower
+    import cllora.model
+
+    calls, loads = [], []
+
+    def recorder(engine):
+        def run(config, out, **kwargs):
+            calls.append((engine, config.engine, out.relative_to(tmp_path).as_posix(), kwargs["resume"],
+                          "base_model" in kwargs))
+            return finished_run(config, out)
+        return run
+
+    monkeypatch.setattr(cllora.flower, "run_flower_simulation", recorder("flower"))
+    monkeypatch.setattr(cllora.engine, "run_experiment", recorder("inprocess"))
+    monkeypatch.setattr(cllora.model, "load_tokenizer", lambda name, log=print: object())
+    monkeypatch.setattr(cllora.model, "load_model", lambda name, *a, **k: loads.append(name))
+    s = spec({"engine": ["flower-sim", "inprocess"]}, run={"scheme": "iid", "device": "cpu", "precision": "fp32"})
+    outcome = sweep.run_sweep(s, grid.expand(s), tmp_path, progress=False)
+    assert calls == [("flower", "flower-sim", "smollm2-135m/iid-engineflower-sim-s0", False, False),
+                     ("inprocess", "inprocess", "smollm2-135m/iid-engineinprocess-s0", False, True)]
+    assert loads == ["smollm2-135m"] and (outcome.ran, outcome.model_loads) == (2, 1)
+
+
+def test_flower_sim_without_flower_installed_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cllora.flower", None)  # `import cllora.flower` raises ImportError
+    s = spec({"seed": [0, 1]}, run={"engine": "flower-sim", "scheme": "iid"})
+    with pytest.raises(UserError, match="cell smollm2-135m/iid-s0 has engine = \"flower-sim\", which needs "
+                                        "Flower: pip install 'cllora\\[flower\\]'"):
+        sweep.run_sweep(s, grid.expand(s), tmp_path / "sweep", progress=False)
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.flower
+def test_a_real_flower_sim_cell_on_the_tiny_model(tiny_model, tmp_path):
+    s = tiny_grid(tmp_path, tiny_model, engine="flower-sim")
+    cells = [c for c in grid.expand(s) if c.config.scheme == "iid"]
+    outcome = sweep.run_sweep(s, cells, tmp_path / "sweep", progress=False)
+    assert (outcome.ran, outcome.model_loads) == (1, 0)
+    out = tmp_path / "sweep" / cells[0].name
+    assert records.saved_config(out).engine == "flower-sim"
+    assert [r["round"] for r in records.read_csv(out / "rounds.csv")] == [0, 1]
+    assert records.run_status(out) == ("done", 1)
+
+
+# ---------------------------------------------------------------- the one "run complete" rule
+
+def test_run_status_done_partial_pending(tmp_path):
+    from cllora.config import RunConfig
+
+    config = RunConfig(rounds=3)
+    assert records.run_status(tmp_path / "nothing") == ("pending", -1)
+    records.write_config(tmp_path, config, {})
+    assert records.run_status(tmp_path) == ("partial", -1)  # started, no round completed
+    records.save_checkpoint(tmp_path, 2, {"w": torch.zeros(1)}, {})
+    assert records.run_status(tmp_path) == ("partial", 2)
+    finished_run(config, tmp_path, rounds=3)
+    assert records.run_status(tmp_path) == ("done", 3)
+    assert records.run_status(tmp_path, rounds=5) == ("partial", 2)  # asked to go further
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"damaged")
+    assert records.run_status(tmp_path, rounds=5) == ("partial", -1)

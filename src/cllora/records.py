@@ -162,10 +162,52 @@ def read_csv(path: Path) -> list[dict]:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (a run still being written)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 # ---------------------------------------------------------------- the run directory
 
 def is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
+
+
+def checkpoint_round(out: Path) -> int:
+    """The last completed round the checkpoint records, -1 without one (or with a damaged one:
+    the engine says so when it resumes)."""
+    from safetensors import safe_open
+
+    path = Path(out) / "checkpoint.safetensors"
+    if not path.is_file():
+        return -1
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return int(fh.metadata()["round"])
+    except Exception:
+        return -1
+
+
+def run_status(out: Path, rounds: int | None = None) -> tuple[str, int]:
+    """The one "run complete" rule: ("done" | "partial" | "pending", last completed round or -1).
+
+    Done once summary.json counts `rounds` completed rounds (default: the rounds of the saved
+    config, so a run asked to go further is partial again); partial for any other run directory;
+    pending where no run has started.
+    """
+    out = Path(out)
+    if not is_run_dir(out):
+        return "pending", -1
+    summary = read_json(out / "summary.json") or {}
+    if rounds is None:
+        rounds = ((read_json(out / "config.json") or {}).get("config") or {}).get("rounds")
+    completed = summary.get("rounds_completed")
+    if completed is not None and rounds is not None and completed >= rounds:
+        return "done", int(completed)
+    return "partial", checkpoint_round(out)
 
 
 def saved_config(path: Path) -> RunConfig:

@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "values, [per_model.<model>] settings per model, [quick] a faster variant) or of a "
                     "built-in preset: one run directory per cell plus index.json/index.csv. Finished "
                     "cells are skipped and interrupted ones resumed, so rerunning the same command "
-                    "continues a sweep. Each base model is loaded once per sweep. A report "
-                    "(report.html and figures/) is written at the end.",
+                    "continues a sweep. Each cell runs on its engine (engine = \"flower-sim\" goes "
+                    "through Flower's simulation engine); in-process cells load each base model once "
+                    "per sweep. A report (report.html and figures/) is written at the end.",
         epilog="Examples:\n"
                "  cllora sweep --preset study-length --quick          # ~20 min on 2 CPU cores\n"
                "  cllora sweep --preset study-length --dry-run        # list the cells\n"
@@ -45,20 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora import sweep
+    from cllora import grid, sweep, sweep_index
     from cllora.errors import RunFailed
 
     if args.list_presets:
-        for name in sweep.preset_names():
-            print(f"{name:16s} {sweep.preset_description(name).splitlines()[0] if sweep.preset_description(name) else ''}")
+        names = sweep.preset_names()
+        for name in names:
+            first_line = (sweep.preset_description(name).splitlines() or [""])[0]
+            print(f"{name:{max(map(len, names))}s}  {first_line}")
         return 0
     spec = sweep.load_spec(args.config, args.preset, args.quick)
-    grid_overrides = dict(sweep.parse_grid_flag(g) for g in args.grid)
-    cells = sweep.expand(spec, config_overrides(args), grid_overrides)
+    grid_overrides = dict(grid.parse_grid_flag(g) for g in args.grid)
+    cells = grid.expand(spec, config_overrides(args), grid_overrides)
     root = Path(args.out) if args.out else Path("sweeps") / spec.name
     if args.dry_run:
         print(f"sweep {spec.name} ({spec.source}): {len(cells)} cells in {root}")
-        print(sweep.format_table(sweep.describe_cells(cells, root)))
+        print(sweep_index.format_table(sweep_index.describe_cells(cells, root)))
         return 0
     from rich.console import Console
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = sweep.run_sweep(spec, cells, root, progress=not args.quiet, console=console, log=say)
         say(f"sweep {spec.name}: {outcome.ran} cell(s) run, {outcome.skipped} already done, "
-            f"in {sweep._duration(outcome.seconds)}; index: {root / 'index.csv'}")
+            f"in {sweep.duration(outcome.seconds)}; index: {root / 'index.csv'}")
     except RunFailed as exc:
         failed = exc
     if not args.no_report:
