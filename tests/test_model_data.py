@@ -61,7 +61,11 @@ def test_directory_without_config_is_refused(tmp_path, capsys):
 def test_lora_state_round_trip_only_moves_lora_tensors(tiny_model):
     model = attach_lora(load_model(tiny_model), rank=4, alpha=8, targets=("q_proj", "v_proj"))
     state = get_adapter_state(model)
-    assert state and all("lora_" in k for k in state)
+    expected = {f"base_model.model.model.decoder.layers.{layer}.self_attn.{proj}.lora_{ab}.default.weight"
+                for layer in (0, 1) for proj in ("q_proj", "v_proj") for ab in "AB"}
+    assert set(state) == expected  # exactly the 8 LoRA matrices: no base weight, none missing
+    assert {tuple(t.shape) for k, t in state.items() if "lora_A" in k} == {(4, 64)}
+    assert {tuple(t.shape) for k, t in state.items() if "lora_B" in k} == {(64, 4)}
     assert sum(t.numel() for t in state.values()) == 2 * 2 * 4 * (64 + 64)  # 2 layers, q and v
     zeros = {k: torch.zeros_like(v) for k, v in state.items()}
     set_adapter_state(model, zeros)

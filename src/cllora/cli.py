@@ -8,7 +8,7 @@ import os
 import sys
 
 from cllora import __version__
-from cllora.errors import RunFailed
+from cllora.errors import RunFailed, UserError
 
 # Each module exposes register(subparsers) and sets `func` on its parser. Heavy imports
 # (torch, transformers) happen inside the command functions so `--help` stays fast.
@@ -25,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cllora {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"cllora.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cllora.commands.{name}":
-                raise
-            continue  # a command not built yet
-        module.register(sub)
+        importlib.import_module(f"cllora.commands.{name}").register(sub)
     return parser
 
 
@@ -40,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:  # UserError and the core's ValueErrors: one sentence, exit 2
+    except UserError as exc:  # a user mistake: one sentence, exit 2 (any other error is a bug: traceback)
         if os.environ.get("CLLORA_DEBUG"):
             raise
         print(f"cllora: error: {exc}", file=sys.stderr)

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from cllora.errors import UserError
 
-SCHEMES = ("iid", "length", "quantity")
+SCHEMES = ("iid", "length", "quantity", "natural")
+SMALL_GROUPS = ("drop", "merge")  # natural: what happens to the groups beyond the N largest
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -65,8 +66,16 @@ class RunConfig:
     length_measure: str = _setting("tokens", "what a text's length is", choices=LENGTH_MEASURES)
     client_size: int | None = _setting(None, "examples per client for iid/length (default: as many as "
                                        "the data allow)")
-    min_client_size: int | None = _setting(None, "smallest client for quantity skew (default: one batch)")
+    min_client_size: int | None = _setting(None, "smallest client for quantity skew, smallest group that "
+                                           "can be a natural client (default: one batch)")
     local_test_fraction: float = _setting(0.1, "share of each client's texts kept as its local test split")
+    client_key: str | None = _setting(None, "natural: one client per value of this column (sotu: president, "
+                                      "party, decade, century, sotu_type); the N = clients largest groups "
+                                      "(the global test set stays a seeded split of all texts)",
+                                      metavar="KEY")
+    small_groups: str = _setting("drop", "natural: the groups beyond the N largest are left out of "
+                                 "training (drop) or merged into one more client, \"(other)\" (merge)",
+                                 choices=SMALL_GROUPS)
     # federated training
     rounds: int = _setting(10, "communication rounds")
     local_epochs: int = _setting(1, "local epochs E per round")
@@ -113,6 +122,10 @@ class RunConfig:
         _choice("device", self.device, DEVICES)
         _choice("length_measure", self.length_measure, LENGTH_MEASURES)
         _choice("engine", self.engine, ENGINES)
+        _choice("small_groups", self.small_groups, SMALL_GROUPS)
+        if self.scheme == "natural" and not self.client_key:
+            raise UserError("scheme natural needs client_key, the column whose values are the clients "
+                            "(e.g. --client-key president)")
         _choice("strategy", self.strategy, strategy_names())
         _check_strategy_options(self)
         _positive("alpha", self.alpha)

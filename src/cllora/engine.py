@@ -83,25 +83,26 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     back unchanged (LoRA layers removed) when the run ends. `clients` builds the clients from the
     prepared experiment (default: simulated in this process).
     """
-    from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
+    from cllora.runtime import build_runtime
 
     out = Path(out)
     records.check_run_dir(out, config, resume=resume, overwrite=overwrite)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    tokenizer = tokenizer or load_tokenizer(config.model, log=log)
-    data = prepare_data(config, tokenizer, log)
+    runtime = build_runtime(config, base_model=base_model, tokenizer=tokenizer, load_model=False, log=log)
+    if resume:
+        records.check_resume_runtime(out, config, str(runtime.device), runtime.precision)
+    data = prepare_data(config, runtime.tokenizer, log)
     truncation = data.truncation(config.max_length)
     _report_data(data, truncation, config, log)
-    if base_model is None:
-        base_model = load_model(config.model, device, precision, log=log)
-    exp = prepare_experiment(config, base_model, tokenizer, device, precision, data, log)
+    exp = prepare_experiment(config, runtime.load_base(config, log), runtime.tokenizer, runtime.device,
+                             runtime.precision, data, log)
     progress = progress or RunProgress(enabled=False)
     try:
         records.init_run_dir(out, resume=resume, overwrite=overwrite)  # only now: bad input leaves nothing
         adapter_bytes = state_nbytes(exp.initial_state)
-        records.write_config(out, config, {"precision": precision, "device": str(device),
-                                           "adapter_bytes": adapter_bytes})
+        trainable, total = exp.model.get_nb_trainable_parameters()
+        records.write_config(out, config, {"precision": runtime.precision, "device": str(runtime.device),
+                                           "adapter_bytes": adapter_bytes, "trainable_params": trainable,
+                                           "total_params": total}, resume=resume)
         partition = data.partition_dict(config)
         records.write_json(out / "partition.json", partition)
         _save_partition_plot(out / "partition.png", partition)
@@ -117,7 +118,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
 
 
 def _save_partition_plot(path: Path, partition: dict) -> None:
-    from cllora.plots import plot_partition
+    from cllora.report.figures import plot_partition
 
     records.save_figure(plot_partition(partition).figure, path)
 
@@ -142,11 +143,9 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
         return RunState(saved, last, meta.get("bytes_cumulative", 0), rounds, clients_rows)
     state = RunState(exp.initial_state, last_round=0)
     start = time.perf_counter()
-    test_loss = evaluate_test(exp, state.global_state, progress.eval_tick)
-    client_losses = clients.test_losses(state.global_state)
-    state.rounds.append(records.round_row(0, test_loss, client_losses, [], {}, 0, 0, 0.0,
-                                   time.perf_counter() - start, 0.0))
-    state.clients.extend(records.client_rows(0, exp.config.clients, [], {}, client_losses))
+    scores = _score_round(exp, clients, state.global_state, [], progress)
+    state.rounds.append(records.round_row(0, scores, [], 0, 0, 0.0, time.perf_counter() - start, 0.0))
+    state.clients.extend(records.client_rows(0, exp.config.clients, [], scores))
     _save(out, state)
     progress.round_done(state.rounds[-1])
     return state
@@ -169,14 +168,34 @@ def rejection(update: ClientUpdate, reference: dict) -> str | None:
 
 def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: int,
                adapter_bytes: int, out: Path, progress: RunProgress, log) -> None:
+    """One round: sample, train, screen, aggregate; evaluate when due; record; checkpoint.
+    Every round is recorded (who was sampled, who failed and why, training loss, bytes); only
+    the evaluation columns stay empty in a round that is not evaluated."""
     cfg = exp.config
     round_start = time.perf_counter()
-    sampled = sample_clients(cfg, round_num)
     evaluate_now = round_num % cfg.eval_every == 0 or round_num == cfg.rounds
-    updates = clients.fit(state.global_state, sampled, round_num, evaluate_now)
+    updates = clients.fit(state.global_state, sample_clients(cfg, round_num), round_num, evaluate_now)
     train_s = time.perf_counter() - round_start
+    good = _screen(updates, exp.initial_state, round_num, out, log)
+    state.global_state = aggregate(cfg.strategy, [u.state for u in good],
+                                   [u.num_train_examples for u in good])
+    state.last_round = round_num
+    state.bytes_cumulative += adapter_bytes * (len(updates) + records.uploaded(updates))
+    eval_start = time.perf_counter()
+    scores = _score_round(exp, clients, state.global_state, good, progress) if evaluate_now else None
+    eval_s = time.perf_counter() - eval_start
+    overhead = time.perf_counter() - round_start - train_s - eval_s
+    state.rounds.append(records.round_row(round_num, scores, updates, adapter_bytes,
+                                          state.bytes_cumulative, train_s, eval_s, overhead))
+    state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores))
+    _save(out, state)
+    progress.round_done(state.rounds[-1])
+
+
+def _screen(updates: list[ClientUpdate], reference: dict, round_num: int, out: Path, log) -> list:
+    """Mark the updates that may not join the average (with the reason); the good ones, or stop."""
     for update in updates:
-        update.error = rejection(update, exp.initial_state)
+        update.error = rejection(update, reference)
         if update.error:
             log(f"round {round_num}: client {update.client_id} excluded: {update.error}")
     good = [u for u in updates if not u.failed]
@@ -184,24 +203,16 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
         reasons = "; ".join(f"{u.client_id}: {u.error}" for u in updates)
         raise RunFailed(f"round {round_num}: every sampled client failed ({reasons}); "
                         f"results up to round {round_num - 1} are in {out}")
-    state.global_state = aggregate(cfg.strategy, [u.state for u in good],
-                                   [u.num_train_examples for u in good])
-    state.last_round = round_num
-    state.bytes_cumulative += adapter_bytes * (len(updates) + records.uploaded(updates))
-    if evaluate_now:
-        start = time.perf_counter()
-        local_scores = {u.client_id: (evaluate_test(exp, u.state, progress.eval_tick), u.own_test_loss)
-                        for u in good}
-        test_loss = evaluate_test(exp, state.global_state, progress.eval_tick)
-        client_losses = clients.test_losses(state.global_state)
-        eval_s = time.perf_counter() - start
-        overhead = time.perf_counter() - round_start - train_s - eval_s
-        state.rounds.append(records.round_row(round_num, test_loss, client_losses, updates, local_scores,
-                                       adapter_bytes, state.bytes_cumulative, train_s, eval_s, overhead))
-        state.clients.extend(records.client_rows(round_num, cfg.clients, updates, local_scores, client_losses))
-    _save(out, state)
-    if evaluate_now:
-        progress.round_done(state.rounds[-1])
+    return good
+
+
+def _score_round(exp: Experiment, clients: Clients, global_state: dict, good: list[ClientUpdate],
+                 progress: RunProgress) -> records.RoundScores:
+    """The evaluations of a round: each local model on the global test set (and its own split,
+    scored by the client), the new global model on the global test set and every client's split."""
+    local = {u.client_id: (evaluate_test(exp, u.state, progress.eval_tick), u.own_test_loss) for u in good}
+    return records.RoundScores(evaluate_test(exp, global_state, progress.eval_tick),
+                               clients.test_losses(global_state), local)
 
 
 def _finish(exp: Experiment, state: RunState, out: Path, truncation: dict, adapter_bytes: int) -> dict:
@@ -214,7 +225,7 @@ def _finish(exp: Experiment, state: RunState, out: Path, truncation: dict, adapt
         "alpha": exp.config.alpha, "precision": exp.precision, "device": str(exp.device),
         "adapter_bytes": adapter_bytes, "truncation": truncation, "out": str(out)})
     records.write_json(out / "summary.json", summary)
-    from cllora.run_plots import save_run_plots
+    from cllora.report.figures import save_run_plots
 
     save_run_plots(out, state.rounds, state.clients)
     return summary

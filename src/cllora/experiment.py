@@ -22,11 +22,10 @@ import torch
 from cllora import partition as part
 from cllora.config import RunConfig
 from cllora.errors import UserError
+from cllora.seeds import stream, torch_seed
 from cllora.metrics import token_weighted_loss
 from cllora.train import Batch, TrainResult, length_grouped_batches, train_local, evaluate
 
-# purposes in the seed sequence: default_rng([seed, PURPOSE, ...])
-_SPLIT, _SAMPLE, _BATCHES, _TORCH = 1, 2, 3, 4
 
 
 @dataclass
@@ -46,10 +45,12 @@ class Data:
     notes: tuple[str, ...] = ()
 
     def partition_dict(self, config: RunConfig) -> dict:
-        out = part.partition_to_dict(self.partition, self.labels, scheme=config.scheme,
-                                     alpha=config.alpha, seed=config.seed,
-                                     num_classes=config.num_classes, class_edges=self.class_edges,
-                                     length_measure=config.length_measure)
+        from cllora.partition_stats import partition_to_dict
+
+        out = partition_to_dict(self.partition, self.labels, scheme=config.scheme,
+                                alpha=config.alpha, seed=config.seed,
+                                num_classes=config.num_classes, class_edges=self.class_edges,
+                                length_measure=config.length_measure, client_key=config.client_key)
         for client, train_rows, test_rows in zip(out["clients"], self.client_train, self.client_test):
             client["local_train_indices"] = train_rows.tolist()
             client["local_test_indices"] = test_rows.tolist()
@@ -59,15 +60,28 @@ class Data:
         """Share of training texts longer than max_length, overall and per length class."""
         cut = self.lengths > max_length
         per_class = [float(cut[self.labels == c].mean()) if np.any(self.labels == c) else 0.0
-                     for c in range(int(self.labels.max()) + 1)]
+                     for c in range(len(self.class_edges) + 1)]  # every class, even an empty top one
         return {"max_length": max_length, "overall": float(cut.mean()), "per_class": per_class}
+
+
+@contextlib.contextmanager
+def user_values():
+    """The pure core checks its arguments with ValueError; where those arguments are the user's
+    config values (alpha, client sizes, class edges), the error is the user's: say it as one."""
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def prepare_data(config: RunConfig, tokenizer, log: Callable[[str], None] = print) -> Data:
     from cllora.data import load_corpus, tokenize_texts
 
-    corpus = load_corpus(config.dataset, config.text_column, config.test_fraction, config.seed,
-                         config.max_train_examples, config.max_test_examples)
+    corpus = load_corpus(config.dataset, config.text_column, config.test_fraction,
+                         stream(config.seed, "corpus"), config.max_train_examples, config.max_test_examples,
+                         group_key=config.client_key if config.scheme == "natural" else None)
     train_ids = tokenize_texts(corpus.train, tokenizer)
     test_ids = tokenize_texts(corpus.test, tokenizer)
     lengths = np.array([len(x) for x in train_ids], dtype=np.int64)
@@ -75,12 +89,15 @@ def prepare_data(config: RunConfig, tokenizer, log: Callable[[str], None] = prin
     if config.clients > len(corpus.train):
         raise UserError(f"clients ({config.clients}) is more than the {len(corpus.train)} training "
                         f"texts of {config.dataset!r}")
-    labels, edges = part.length_classes(measure, config.num_classes, config.class_edges)
-    partition = part.make_partition(config.scheme, labels, config.clients,
-                                    np.random.default_rng(config.seed), alpha=config.alpha,
-                                    client_size=config.client_size,
-                                    min_client_size=config.min_client_size)
-    split_rng = np.random.default_rng([config.seed, _SPLIT])
+    with user_values():
+        labels, edges = part.length_classes(measure, config.num_classes, config.class_edges)
+        partition = part.make_partition(config.scheme, labels, config.clients,
+                                        stream(config.seed, "partition"), alpha=config.alpha,
+                                        num_classes=config.num_classes, client_size=config.client_size,
+                                        min_client_size=config.min_client_size,
+                                        groups=corpus.train_groups, key=f"client key {config.client_key!r}",
+                                        merge_small=config.small_groups == "merge")
+    split_rng = stream(config.seed, "local_split")
     splits = [part.split_local(rows, config.local_test_fraction, split_rng) for rows in partition.clients]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return Data(train_ids, test_ids, lengths, labels, np.asarray(edges), partition,
@@ -93,7 +110,8 @@ def prepare_own_data(config: RunConfig, tokenizer, path: str) -> Data:
     split into local train / local test by config.local_test_fraction (seeded)."""
     from cllora.data import load_corpus, tokenize_texts
 
-    corpus = load_corpus(path, config.text_column, config.local_test_fraction, config.seed)
+    corpus = load_corpus(path, config.text_column, config.local_test_fraction,
+                         stream(config.seed, "local_split"))
     ids = tokenize_texts(corpus.train + corpus.test, tokenizer)
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     rows = np.arange(len(ids))
@@ -114,7 +132,7 @@ class Experiment:
     global_test_batches: list[Batch] = field(default_factory=list)
     local_test_batches: list[Batch] = field(default_factory=list)  # union of all clients' splits
     row_client: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    fp32_base: dict[str, torch.Tensor] | None = None  # master weights for --eval-fp32
+    fp32_base: dict[str, torch.Tensor] | None = None  # master weights for --eval-fp32, on the device
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -129,7 +147,7 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
     from cllora.model import attach_lora, get_adapter_state
 
     data = data or prepare_data(config, tokenizer, log)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(torch_seed(config.seed, "lora_init"))
     model = attach_lora(base_model, config.rank, config.lora_alpha, config.lora_dropout, config.targets)
     eval_size = max(config.batch_size, 8)
     union = np.concatenate(data.client_test) if data.client_test else np.zeros(0, np.int64)
@@ -142,7 +160,8 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
 
         reference = attach_lora(load_model(config.model, "cpu", "fp32", log=log), config.rank,
                                 config.lora_alpha, config.lora_dropout, config.targets)
-        fp32_base = {n: p.detach() for n, p in reference.named_parameters() if not is_lora_name(n)}
+        fp32_base = {n: p.detach().to(device) for n, p in reference.named_parameters()  # once
+                     if not is_lora_name(n)}
     return Experiment(
         config, data, model, device, precision, get_adapter_state(model),
         length_grouped_batches(data.test_ids, np.arange(len(data.test_ids)), eval_size,
@@ -158,7 +177,7 @@ def release(exp: Experiment):
 
 def sample_clients(config: RunConfig, round_num: int) -> list[int]:
     """The k clients of a round: seeded by (seed, round), so every engine and a resume agree."""
-    rng = np.random.default_rng([config.seed, _SAMPLE, round_num])
+    rng = stream(config.seed, "sample", round_num)
     return sorted(int(c) for c in rng.choice(config.clients, size=config.clients_per_round, replace=False))
 
 
@@ -190,13 +209,13 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
     from cllora.model import get_adapter_state, set_adapter_state
 
     cfg, data = exp.config, exp.data
-    stream = client_id if stream_id is None else stream_id
+    stream_key = client_id if stream_id is None else stream_id
     set_adapter_state(exp.model, global_state)
-    torch.manual_seed(int(np.random.default_rng([cfg.seed, _TORCH, round_num, stream]).integers(2**62)))
+    torch.manual_seed(torch_seed(cfg.seed, "train", round_num, stream_key))
     rows = data.client_train[client_id]
 
     def batches(epoch: int) -> list[Batch]:
-        rng = np.random.default_rng([cfg.seed, _BATCHES, round_num, stream, epoch])
+        rng = stream(cfg.seed, "batches", round_num, stream_key, epoch)
         return length_grouped_batches(data.train_ids, rows, cfg.batch_size, cfg.max_length,
                                       data.pad_id, rng)
 
@@ -217,7 +236,7 @@ def eval_precision(exp: Experiment):
     params = dict(exp.model.named_parameters())
     low = {n: params[n].data for n in exp.fp32_base}
     for n, w in exp.fp32_base.items():
-        params[n].data = w.to(exp.device)
+        params[n].data = w  # already on the device (moved once in prepare_experiment)
     try:
         yield
     finally:

@@ -55,14 +55,20 @@ class RunProgress:
         pass  # evaluation is short next to training; the round line reports its time
 
     def round_done(self, row: dict) -> None:
+        """One line per round: the evaluation when the round was evaluated, else training only."""
+        evaluated = row.get("global_test_loss") is not None
         if self._progress is not None and row["round"] > 0:
-            self._progress.update(self._rounds, completed=row["round"],
-                                  info=f"test loss {row['global_test_loss']:.4f}")
-        if self.enabled:
+            info = f"test loss {row['global_test_loss']:.4f}" if evaluated else ""
+            self._progress.update(self._rounds, completed=row["round"], info=info)
+        if not self.enabled:
+            return
+        if evaluated:
             local = row.get("local_models_test_loss_mean")
             extra = f"  local models {local:.4f}" if local is not None else ""
-            self.console.print(
-                f"{self.label}round {row['round']:>3}  test loss {row['global_test_loss']:.4f}  "
-                f"ppl {row['global_test_ppl']:.2f}  fairness var {row['fairness_var']:.5f}{extra}  "
-                f"({row['train_seconds']:.0f}s train, {row['eval_seconds']:.0f}s eval)",
-                highlight=False, soft_wrap=True)
+            text = (f"test loss {row['global_test_loss']:.4f}  ppl {row['global_test_ppl']:.2f}  "
+                    f"fairness var {row['fairness_var']:.5f}{extra}")
+        else:
+            train = row.get("train_loss_mean")
+            text = "not evaluated" + (f"  train loss {train:.4f}" if train is not None else "")
+        self.console.print(f"{self.label}round {row['round']:>3}  {text}  ({row['train_seconds']:.0f}s "
+                           f"train, {row['eval_seconds']:.0f}s eval)", highlight=False, soft_wrap=True)

@@ -13,15 +13,18 @@ import io
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import torch
 
 from cllora.config import RunConfig, from_dict
 from cllora.errors import UserError
 from cllora.metrics import fairness, perplexity
+
+if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
+    import torch
 
 ROUND_COLUMNS = (
     "round", "global_test_loss", "global_test_ppl",
@@ -42,39 +45,57 @@ def uploaded(updates: list) -> int:
     return sum(u.state is not None for u in updates)
 
 
-def round_row(round_num: int, test_loss: float, client_losses: np.ndarray, updates: list,
-              local_scores: dict, adapter_bytes: int, bytes_cumulative: int, train_s: float,
-              eval_s: float, overhead_s: float) -> dict:
-    fair = fairness(client_losses)
+@dataclass
+class RoundScores:
+    """A round's evaluations: the global model on the global test set and on every client's split,
+    and each participating client's local model: {client: (global test loss, own split loss)}."""
+
+    test_loss: float
+    client_losses: np.ndarray
+    local: dict[int, tuple[float, float | None]] = field(default_factory=dict)
+
+
+def round_row(round_num: int, scores: RoundScores | None, updates: list, adapter_bytes: int,
+              bytes_cumulative: int, train_s: float, eval_s: float, overhead_s: float) -> dict:
+    """One rounds.csv row; `scores` is None in a round that was not evaluated (empty columns)."""
     good = [u for u in updates if not u.failed]
     train_losses = [u.result.train_loss for u in good]
-    local_own = [own for _, own in local_scores.values() if own is not None]
-    local_global = [glob for glob, _ in local_scores.values()]
-    bytes_down = adapter_bytes * len(updates)
-    bytes_up = adapter_bytes * uploaded(updates)
     return {
-        "round": round_num, "global_test_loss": test_loss, "global_test_ppl": perplexity(test_loss),
-        "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
-        "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
-        "local_models_test_loss_mean": float(np.mean(local_own)) if local_own else None,
-        "local_models_var": float(np.var(local_own)) if local_own else None,
-        "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
+        "round": round_num, **_evaluation_columns(scores),
         "num_participants": len(updates), "num_failed": len(updates) - len(good),
         "train_loss_mean": float(np.mean(train_losses)) if train_losses else None,
-        "bytes_up": bytes_up, "bytes_down": bytes_down,
+        "bytes_up": adapter_bytes * uploaded(updates), "bytes_down": adapter_bytes * len(updates),
         "bytes_cumulative": bytes_cumulative,
         "train_seconds": train_s, "eval_seconds": eval_s, "overhead_seconds": overhead_s,
         "round_seconds": train_s + eval_s + overhead_s,
     }
 
 
-def client_rows(round_num: int, num_clients: int, updates: list, local_scores: dict,
-                client_losses: np.ndarray) -> list[dict]:
+def _evaluation_columns(scores: RoundScores | None) -> dict:
+    if scores is None:
+        return {}
+    fair = fairness(scores.client_losses)
+    local_own = [own for _, own in scores.local.values() if own is not None]
+    local_global = [glob for glob, _ in scores.local.values()]
+    return {
+        "global_test_loss": scores.test_loss, "global_test_ppl": perplexity(scores.test_loss),
+        "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
+        "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
+        "local_models_test_loss_mean": float(np.mean(local_own)) if local_own else None,
+        "local_models_var": float(np.var(local_own)) if local_own else None,
+        "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
+    }
+
+
+def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundScores | None) -> list[dict]:
+    """One clients.csv row per client per round: participation, failure and its reason, training;
+    the evaluation columns only in an evaluated round."""
     by_id = {u.client_id: u for u in updates}
+    local = scores.local if scores is not None else {}
     rows = []
     for cid in range(num_clients):
         u = by_id.get(cid)
-        global_test, own_test = local_scores.get(cid, (None, None))
+        global_test, own_test = local.get(cid, (None, None))
         rows.append({
             "round": round_num, "client_id": cid, "participated": int(u is not None),
             "failed": int(u is not None and u.failed),
@@ -82,7 +103,7 @@ def client_rows(round_num: int, num_clients: int, updates: list, local_scores: d
             "train_loss": None if u is None else u.result.train_loss,
             "train_seconds": None if u is None else u.result.seconds,
             "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
-            "global_model_local_test_loss": float(client_losses[cid]),
+            "global_model_local_test_loss": None if scores is None else float(scores.client_losses[cid]),
             "error": None if u is None else u.error,
         })
     return rows
@@ -104,16 +125,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_figure(fig, path: Path, dpi: int = 110) -> None:
-    """Save a matplotlib figure atomically (temporary file, then rename) and close it."""
+def save_figure(fig, path: Path, *more: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure atomically (temporary file, then rename) to `path` and to each of
+    `more` (other formats, picked by suffix; an SVG carries no date, so it is reproducible), then close it."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=dpi)
+        for target in (path, *more):
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+            fig.savefig(tmp, dpi=dpi, metadata={"Date": None} if target.suffix == ".svg" else None)
+            os.replace(tmp, target)
     finally:
         plt.close(fig)
-    os.replace(tmp, path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -243,24 +266,53 @@ def init_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def config_differences(saved: RunConfig, new: RunConfig) -> list[str]:
-    """Settings that differ between two configs, `rounds` aside (a run may always go further)."""
+RESUME_MAY_CHANGE = ("rounds", "precision", "device")  # a run may go further; see check_resume_runtime
+
+
+def config_differences(saved: RunConfig, new: RunConfig, allowed: tuple[str, ...] = ("rounds",)) -> list[str]:
+    """Settings that differ between two configs, `allowed` ones aside (by default `rounds`: a run
+    may always go further)."""
     a, b = saved.to_dict(), new.to_dict()
-    return [k for k in a if k != "rounds" and a[k] != b[k]]
+    return [k for k in a if k not in allowed and a[k] != b[k]]
 
 
 def check_compatible(saved: RunConfig, new: RunConfig, out: Path) -> None:
-    """A resumed run may only change `rounds` (to go further); anything else changes the results."""
+    """A resumed run may only change `rounds` (to go further) and, explicitly, precision or device
+    (checked against what the run resolved to by check_resume_runtime); anything else changes the
+    results."""
     a, b = saved.to_dict(), new.to_dict()
-    diff = config_differences(saved, new)
+    diff = config_differences(saved, new, RESUME_MAY_CHANGE)
     if diff:
         k = diff[0]
         raise UserError(f"--resume {str(out)!r}: the run was made with {k}={a[k]!r}, not {b[k]!r}; "
                         f"a resumed run may only change rounds (differs: {', '.join(diff)})")
 
 
-def write_config(out: Path, config: RunConfig, extra: dict) -> None:
-    write_json(out / "config.json", {"config": config.to_dict(), **extra})
+def check_resume_runtime(out: Path, config: RunConfig, device: str, precision: str) -> None:
+    """A resume must compute as the run did: where its precision or device was "auto" and now
+    resolves differently (another machine), refuse, naming both, unless the user set it explicitly."""
+    recorded = read_json(out / "config.json") or {}
+    for key, now in (("precision", precision), ("device", device)):
+        before = recorded.get(key)
+        if before is not None and before != now and getattr(config, key) == "auto":
+            raise UserError(f"--resume {str(out)!r}: the run computed in {key} {before}, but {key}=auto "
+                            f"resolves to {now} here; pass --{key} {before} to continue as it was, or "
+                            f"--{key} {now} to continue in {now} (recorded in config.json)")
+
+
+def write_config(out: Path, config: RunConfig, extra: dict, *, resume: bool = False) -> None:
+    """config.json: the resolved config and what it resolved to. A resume keeps what the run was
+    started with (its precision and device among them), updates `rounds`, and appends what this
+    session resolved to under "resumes"."""
+    if not resume:
+        write_json(out / "config.json", {"config": config.to_dict(), **extra})
+        return
+    recorded = read_json(out / "config.json") or {"config": config.to_dict(), **extra}
+    recorded["config"]["rounds"] = config.rounds
+    session = {"precision": extra.get("precision"), "device": extra.get("device"),
+               "from_round": load_checkpoint(out)[0] if (out / "checkpoint.safetensors").is_file() else 0}
+    recorded.setdefault("resumes", []).append(session)
+    write_json(out / "config.json", recorded)
 
 
 # ---------------------------------------------------------------- checkpoint

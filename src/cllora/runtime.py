@@ -46,12 +46,28 @@ def build_runtime(config: RunConfig, *, base_model=None, tokenizer=None, load_mo
     from cllora.model import load_tokenizer
 
     device, precision = resolve(config)
+    if device.type == "cuda":
+        make_cuda_deterministic()
     runtime = Runtime(device, precision, tokenizer or load_tokenizer(config.model, log=log), base_model)
     if base_model is not None:
         check_base_model(base_model, precision)
     elif load_model:
         runtime.load_base(config, log)
     return runtime
+
+
+def make_cuda_deterministic() -> None:
+    """"Same config + seed → same results" on a GPU too: deterministic cuBLAS workspaces and
+    kernels (an op with no deterministic kernel warns rather than fails). Limit: results are
+    reproducible on the same GPU model, driver and library versions, not across them."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def check_base_model(model, precision: str) -> None:

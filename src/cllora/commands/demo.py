@@ -33,25 +33,24 @@ def run(args: argparse.Namespace) -> int:
 
     from cllora.commands.run import print_summary
     from cllora.config import RunConfig
-    from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
-    from cllora.progress import RunProgress
     from cllora.engine import run_experiment
+    from cllora.progress import RunProgress
+    from cllora.runtime import build_runtime, resolve
 
     out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("demo-%Y%m%d-%H%M%S")
     configs = {name: RunConfig().replace(**{**DEMO_SETTINGS, "rounds": args.rounds, "model": args.model,
                                             **cell}) for name, cell in DEMO_CELLS}
     console = Console(stderr=True)
     first = next(iter(configs.values()))
-    device = resolve_device(first.device)
-    precision = resolve_precision(first.precision, device)
+    device, precision = resolve(first)
     console.print(f"cllora demo: {args.model} on sotu, {first.clients} clients, "
                   f"{first.clients_per_round} per round, {first.rounds} rounds, {precision} on {device}")
-    tokenizer = load_tokenizer(first.model, log=console.print)
-    base = load_model(first.model, device, precision, log=console.print)
+    runtime = build_runtime(first, log=console.print)
     summaries = {}
     for name, config in configs.items():
         progress = RunProgress(enabled=not args.quiet, console=console, label=f"[{name}] ")
-        summaries[name] = run_experiment(config, out / name, base_model=base, tokenizer=tokenizer,
+        summaries[name] = run_experiment(config, out / name, base_model=runtime.model,
+                                         tokenizer=runtime.tokenizer,
                                          progress=progress, log=progress.log)
         print_summary(summaries[name])
     figure = save_comparison(out, list(configs))
@@ -64,8 +63,8 @@ def save_comparison(out: Path, names: list[str]) -> Path:
     """One figure: global test loss and fairness per round of each demo run, side by side."""
     import matplotlib.pyplot as plt
 
-    from cllora.records import read_csv
-    from cllora.run_plots import plot_fairness, plot_global_loss
+    from cllora.records import read_csv, save_figure
+    from cllora.report.figures import plot_fairness, plot_global_loss
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
@@ -78,6 +77,5 @@ def save_comparison(out: Path, names: list[str]) -> Path:
         ax.legend()
     fig.tight_layout()
     path = out / "demo.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path
