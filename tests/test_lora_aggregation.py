@@ -117,12 +117,11 @@ def test_ffa_lora_keeps_a_and_averages_b():
     base = make_state(gen)
     states = [{k: (v.clone() if "lora_A" in k else torch.randn(v.shape, generator=gen)) for k, v in base.items()}
               for _ in range(2)]
-    out = ffa_lora(states, [1, 3])
+    states[1][A_KEY.format(0)] += 1.0  # even a client that moved A cannot move the global A
+    out = ffa_lora(states, [1, 3], frozen=base)
+    assert torch.equal(out[A_KEY.format(0)], base[A_KEY.format(0)])
     assert torch.equal(out[A_KEY.format(1)], base[A_KEY.format(1)])
     assert torch.allclose(out[B_KEY.format(1)], 0.25 * states[0][B_KEY.format(1)] + 0.75 * states[1][B_KEY.format(1)])
-    states[1][A_KEY.format(0)] += 1e-3
-    with pytest.raises(ValueError, match="frozen"):
-        ffa_lora(states, [1, 3])
 
 
 def test_fedsa_shares_a_and_keeps_each_clients_b():
@@ -135,7 +134,9 @@ def test_fedsa_shares_a_and_keeps_each_clients_b():
     start = fedsa_client_state(server, own)
     assert torch.equal(start[B_KEY.format(0)], states[1][B_KEY.format(0)])
     assert torch.equal(start[A_KEY.format(0)], server[A_KEY.format(0)])
-    assert fedsa_client_state(server, None) == server
+    first = fedsa_client_state(server, {})  # before its first round: B at its (zero) initialisation
+    assert torch.equal(first[B_KEY.format(1)], torch.zeros(4, 3))
+    assert torch.equal(first[A_KEY.format(1)], server[A_KEY.format(1)])
 
 
 def test_pad_rank_keeps_the_update():
@@ -198,3 +199,40 @@ def test_merged_base_plus_adapter_is_the_exact_mean_on_peft_layers(tiny_model, m
         expected = x.double() @ (originals[name].double() + update).T + module.base_layer.bias.double()
         with torch.no_grad():
             assert torch.allclose(module(x).double(), expected, atol=1e-4)
+
+
+# ---------------------------------------------------------------- the Strategy records
+
+def _replies(states, weights):
+    from cllora.aggregate.base import Reply
+
+    return [Reply(s, w, client_id=i) for i, (s, w) in enumerate(zip(states, weights))]
+
+
+def test_strategy_records_flora_fedex_fedsa_ffa():
+    from cllora.aggregate.base import ClientView
+    from cllora.aggregate.lora import FEDEX_LORA, FEDSA_LORA, FFA_LORA, FLORA
+
+    gen = torch.Generator().manual_seed(7)
+    initial = make_state(gen)
+    states, weights = [make_state(gen) for _ in range(2)], [1, 3]
+    options = {"lora_alpha": 6.0, "rank": 3, "lr": 1e-3, "clients": 5}  # s = 2
+    server = FLORA.init_server(initial, options)
+    out = FLORA.aggregate(initial, server, _replies(states, weights), options)
+    assert all(torch.equal(out.global_state[k], initial[k]) for k in initial)  # fresh adapter
+    expected = dense_mean(states, weights, 2.0, 0)
+    assert torch.allclose(out.base_delta["m.layers.0.q_proj.base_layer.weight"].double(), expected, atol=1e-5)
+    down = FLORA.downlink(out.server_state)  # stacked factors, B scaled by p_k s: replays the merge
+    replay = sum(down[f"stack/{i}/{B_KEY.format(0)}"].double() @ down[f"stack/{i}/{A_KEY.format(0)}"].double()
+                 for i in range(2))
+    assert torch.allclose(replay, expected, atol=1e-5) and len(down) == 2 * len(initial)
+    fedex = FEDEX_LORA.aggregate(initial, {}, _replies(states, weights), options)
+    assert set(FEDEX_LORA.downlink(fedex.server_state)) == {"residual/m.layers.0.q_proj", "residual/m.layers.1.q_proj"}
+    ffa = FFA_LORA.local(ClientView(initial, {}, {}, options))
+    assert ffa.trains(B_KEY.format(0)) and not ffa.trains(A_KEY.format(0))
+    assert FFA_LORA.shares(B_KEY.format(0)) and not FFA_LORA.shares(A_KEY.format(0))
+    extra, keep = FEDSA_LORA.finish(ClientView(initial, {}, {}, options), states[0], 3)
+    assert extra == {} and set(keep) == {B_KEY.format(0), B_KEY.format(1)}
+    start = FEDSA_LORA.local(ClientView(initial, {}, keep, options)).start
+    assert torch.equal(start[B_KEY.format(1)], states[0][B_KEY.format(1)])
+    assert torch.equal(start[A_KEY.format(1)], initial[A_KEY.format(1)])

@@ -58,13 +58,13 @@ def _stacked_norm_sq(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor]) ->
 
 
 def layer_error(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
-                p: torch.Tensor) -> LayerError:
-    """E and M of one layer in rank space; `p` are normalized float64 client weights."""
+                p: Sequence[float]) -> LayerError:
+    """E and M of one layer in rank space; `p` are the normalized client weights."""
     a = [x.to(torch.float64) for x in a_list]
     b = [x.to(torch.float64) for x in b_list]
     a_bar = sum(w * x for w, x in zip(p, a))
     b_bar = sum(w * x for w, x in zip(p, b))
-    root = torch.sqrt(p)
+    root = [math.sqrt(w) for w in p]
     mean_sq = _stacked_norm_sq([w * x for w, x in zip(root, b)], [w * x for w, x in zip(root, a)])
     error_sq = _stacked_norm_sq([w * (x - b_bar) for w, x in zip(root, b)],
                                 [w * (x - a_bar) for w, x in zip(root, a)])
@@ -72,7 +72,7 @@ def layer_error(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
 
 
 def layer_error_dense(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
-                      p: torch.Tensor) -> LayerError:
+                      p: Sequence[float]) -> LayerError:
     """The same quantities from the materialised d×k products (for tests and small layers)."""
     a = [x.to(torch.float64) for x in a_list]
     b = [x.to(torch.float64) for x in b_list]

@@ -22,19 +22,30 @@ Deltas (what gets merged into a base weight) are returned per layer name, in fp3
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+from cllora.aggregate.base import Aggregated, ClientView, LocalPlan, Options, Reply, Strategy
 
-State = dict[str, torch.Tensor]
-Deltas = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+State = dict  # name → tensor (no torch import at module level: the registry is imported by config)
+Deltas = dict  # layer name → d×k fp32 tensor to add to that layer's base weight
 _A, _B = ".lora_A.", ".lora_B."
+
+
+def is_a(name: str) -> bool:
+    return _A in name
+
+
+def is_b(name: str) -> bool:
+    return _B in name
 
 
 def layer_factors(state: State) -> dict[str, tuple[str, str]]:
     """Each adapted layer's name → (key of its A, key of its B), in the state's order."""
-    a_keys = {k.split(_A)[0]: k for k in state if _A in k}
-    b_keys = {k.split(_B)[0]: k for k in state if _B in k}
+    a_keys = {k.split(_A)[0]: k for k in state if is_a(k)}
+    b_keys = {k.split(_B)[0]: k for k in state if is_b(k)}
     if a_keys.keys() != b_keys.keys():
         odd = sorted(a_keys.keys() ^ b_keys.keys())
         raise ValueError(f"LoRA layers need both lora_A and lora_B; unpaired: {', '.join(odd[:3])}")
@@ -48,22 +59,23 @@ def base_weight_name(layer: str) -> str:
 
 def factor_keys(state: State, factor: str) -> list[str]:
     """Keys of every A (factor 'A') or every B (factor 'B') of a state."""
-    marker = {"A": _A, "B": _B}[factor]
-    return [k for k in state if marker in k]
+    return [k for k in state if (is_a if factor == "A" else is_b)(k)]
 
 
-def normalized_weights(weights: Sequence[float]) -> torch.Tensor:
-    """p_k = w_k / Σ w as float64; weights must be non-negative with a positive sum."""
+def normalized_weights(weights: Sequence[float]) -> list[float]:
+    """p_k = w_k / Σ w; weights must be non-negative with a positive sum."""
     if len(weights) == 0:
         raise ValueError("aggregation needs at least one client, got none")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"client weights must be >= 0 with a positive sum, got {list(weights)}")
-    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
-    return w / w.sum()
+    total = float(sum(weights))
+    return [float(w) / total for w in weights]
 
 
-def _mean(tensors: Sequence[torch.Tensor], p: torch.Tensor) -> torch.Tensor:
-    acc = sum(w * t.to(torch.float64) for w, t in zip(p, tensors))
+def _mean(tensors: Sequence["torch.Tensor"], p: Sequence[float]) -> "torch.Tensor":
+    acc = tensors[0].double() * p[0]
+    for w, t in zip(p[1:], tensors[1:]):
+        acc += t.double() * w
     return acc.to(tensors[0].dtype)
 
 
@@ -88,15 +100,16 @@ def _scales(scaling: float | Sequence[float], count: int) -> list[float]:
 
 def mean_update(states: Sequence[State], weights: Sequence[float],
                 scaling: float | Sequence[float]) -> Deltas:
-    """Σ p_k s_k B_k A_k of every layer as one stacked product [p_k s_k B_k …] @ [A_k; …] (fp32)."""
+    """Σ p_k s_k B_k A_k of every layer (float64 sums, fp32 result): the exact mean update."""
     _check_states(states, weights)
-    p = normalized_weights(weights)
-    s = _scales(scaling, len(states))
+    coefficients = [w * s for w, s in zip(normalized_weights(weights), _scales(scaling, len(states)))]
     out = {}
     for layer, (a_key, b_key) in layer_factors(states[0]).items():
-        b = torch.cat([w * sk * st[b_key].to(torch.float64) for w, sk, st in zip(p, s, states)], dim=1)
-        a = torch.cat([st[a_key].to(torch.float64) for st in states], dim=0)
-        out[layer] = (b @ a).to(torch.float32)
+        total = None
+        for c, st in zip(coefficients, states):
+            term = (st[b_key].double() * c) @ st[a_key].double()
+            total = term if total is None else total + term
+        out[layer] = total.float()
     return out
 
 
@@ -106,14 +119,11 @@ def fedavg_factors(states: Sequence[State], weights: Sequence[float]) -> State:
     return average_keys(states, weights, list(states[0]))
 
 
-def ffa_lora(states: Sequence[State], weights: Sequence[float]) -> State:
-    """FFA-LoRA: B averaged, A kept (every client must still hold the same, frozen A)."""
+def ffa_lora(states: Sequence[State], weights: Sequence[float], frozen: State) -> State:
+    """FFA-LoRA: B averaged over the clients; every A taken from `frozen` (the seeded initial A)."""
     _check_states(states, weights)
-    for key in factor_keys(states[0], "A"):
-        if not all(torch.equal(s[key], states[0][key]) for s in states[1:]):
-            raise ValueError(f"FFA-LoRA needs every client to keep A frozen; clients differ in {key}")
-    out = average_keys(states, weights, factor_keys(states[0], "B"))
-    return {k: out[k] if k in out else states[0][k] for k in states[0]}
+    averaged = average_keys(states, weights, factor_keys(frozen, "B"))
+    return {k: averaged[k] if is_b(k) else v for k, v in frozen.items()}
 
 
 def flora(states: Sequence[State], weights: Sequence[float], scaling: float | Sequence[float],
@@ -129,8 +139,8 @@ def fedex_lora(states: Sequence[State], weights: Sequence[float],
     exact = mean_update(states, weights, scaling)
     residual = {}
     for layer, (a_key, b_key) in layer_factors(averaged).items():
-        product = averaged[b_key].to(torch.float64) @ averaged[a_key].to(torch.float64)
-        residual[layer] = (exact[layer].to(torch.float64) - scaling * product).to(torch.float32)
+        product = averaged[b_key].double() @ averaged[a_key].double()
+        residual[layer] = (exact[layer].double() - scaling * product).float()
     return averaged, residual
 
 
@@ -140,12 +150,11 @@ def fedsa_lora(states: Sequence[State], weights: Sequence[float]) -> State:
 
 
 def fedsa_client_state(global_state: State, own: State | None) -> State:
-    """What a FedSA-LoRA client trains from: the shared A with its own B (the global B before it
-    has one of its own, i.e. the initial zero B in a client's first round)."""
-    if own is None:
-        return dict(global_state)
-    b_keys = set(factor_keys(global_state, "B"))
-    return {k: own[k] if k in b_keys else v for k, v in global_state.items()}
+    """What a FedSA-LoRA client trains from: the shared A with its own B; before it has one, B at
+    its initialisation (peft initialises B to zero), never the others' B."""
+    own = own or {}
+    return {k: (own[k] if k in own else v.new_zeros(v.shape)) if is_b(k) else v
+            for k, v in global_state.items()}
 
 
 def own_factors(state: State, factor: str) -> State:
@@ -164,10 +173,12 @@ def pad_rank(state: State, rank: int) -> State:
     """Zero-pad every A (r×k → rank×k) and B (d×r → d×rank): s·B A is unchanged (heterogeneous ranks)."""
     out = {}
     for k, t in state.items():
-        if _A in k:
-            out[k] = torch.nn.functional.pad(t, (0, 0, 0, rank - t.shape[0]))
-        elif _B in k:
-            out[k] = torch.nn.functional.pad(t, (0, rank - t.shape[1]))
+        if is_a(k):
+            out[k] = t.new_zeros((rank, t.shape[1]))
+            out[k][: t.shape[0]] = t
+        elif is_b(k):
+            out[k] = t.new_zeros((t.shape[0], rank))
+            out[k][:, : t.shape[1]] = t
         else:
             out[k] = t
     return out
@@ -204,3 +215,93 @@ def transfer_bytes(method: str, state: State, stacked: Sequence[State] = (),
     if method == "fedex-lora":
         return a + b, a + b + residual_bytes(state, bytes_per_param)
     return a + b, a + b
+
+
+# ---------------------------------------------------------------- the four methods as strategies
+
+def _scaling(options: Options) -> float:
+    """peft's LoRA scaling s = α / r (the run's lora_alpha and rank)."""
+    return float(options["lora_alpha"]) / float(options["rank"])
+
+
+def _unzip(replies: Sequence[Reply]) -> tuple[list[State], list[float]]:
+    return [r.state for r in replies], [r.weight for r in replies]
+
+
+def _base_delta(deltas: Deltas) -> State:
+    return {base_weight_name(layer): d for layer, d in deltas.items()}
+
+
+def ffa_local(view: ClientView) -> LocalPlan:
+    """Start from the global adapter; only the B tensors train (A stays at its seeded value)."""
+    return LocalPlan(view.global_state, trains=is_b)
+
+
+def ffa_aggregate(global_state: State, server_state: State, replies: Sequence[Reply],
+                  options: Options) -> Aggregated:
+    return Aggregated(ffa_lora(*_unzip(replies), frozen=global_state), server_state)
+
+
+def flora_init(global_state: State, options: Options) -> State:
+    """Keep the fresh (seeded initial) adapter every round starts from."""
+    return {f"fresh/{k}": v.clone() for k, v in global_state.items()}
+
+
+def flora_aggregate(global_state: State, server_state: State, replies: Sequence[Reply],
+                    options: Options) -> Aggregated:
+    """Merge Σ p_k s B_k A_k into the base; restart from the fresh adapter; keep the stacked
+    factors (B pre-scaled by p_k s) as the next downlink, from which a client replays the merge."""
+    states, weights = _unzip(replies)
+    scaling = _scaling(options)
+    fresh = {k[len("fresh/"):]: v for k, v in server_state.items() if k.startswith("fresh/")}
+    new_global, deltas = flora(states, weights, scaling, fresh)
+    stack = {}
+    for i, (p, state) in enumerate(zip(normalized_weights(weights), states)):
+        for a_key, b_key in layer_factors(state).values():
+            stack[f"stack/{i}/{a_key}"] = state[a_key].clone()
+            stack[f"stack/{i}/{b_key}"] = (state[b_key].double() * (p * scaling)).float()
+    kept = {k: v for k, v in server_state.items() if k.startswith("fresh/")}
+    return Aggregated(new_global, {**kept, **stack}, _base_delta(deltas))
+
+
+def flora_downlink(server_state: State) -> State:
+    return {k: v for k, v in server_state.items() if k.startswith("stack/")}
+
+
+def fedex_aggregate(global_state: State, server_state: State, replies: Sequence[Reply],
+                    options: Options) -> Aggregated:
+    """FedAvg of A and B; the residual goes into the base and, next round, down to the clients."""
+    averaged, residual = fedex_lora(*_unzip(replies), scaling=_scaling(options))
+    return Aggregated(averaged, {f"residual/{layer}": r for layer, r in residual.items()},
+                      _base_delta(residual))
+
+
+def fedex_downlink(server_state: State) -> State:
+    return dict(server_state)
+
+
+def fedsa_local(view: ClientView) -> LocalPlan:
+    """Start from the shared A and the client's own B (zero before its first round)."""
+    return LocalPlan(fedsa_client_state(view.global_state, view.client_state))
+
+
+def fedsa_finish(view: ClientView, trained: State, steps: int) -> tuple[State, State]:
+    """Nothing extra goes up; the client keeps its trained B."""
+    return {}, own_factors(trained, "B")
+
+
+def fedsa_aggregate(global_state: State, server_state: State, replies: Sequence[Reply],
+                    options: Options) -> Aggregated:
+    return Aggregated(fedsa_lora(*_unzip(replies)), server_state)
+
+
+FFA_LORA = Strategy("ffa-lora", "Sun et al. 2024: A frozen at its seeded init, only B trained and sent; "
+                    "B ← Σ p_k B_k (exact: Σ p_k B_k A = B̄ A)", ffa_aggregate, local=ffa_local, shares=is_b)
+FLORA = Strategy("flora", "Wang et al. 2024: W ← W + Σ p_k (α/r) B_k A_k (stacked), fresh adapters each "
+                 "round; downlink: the stacked factors (rank Σ r_k)", flora_aggregate,
+                 init_server=flora_init, downlink=flora_downlink)
+FEDEX_LORA = Strategy("fedex-lora", "Singhal et al. 2025: A ← Ā, B ← B̄, W ← W + (α/r)(Σ p_k B_k A_k − B̄Ā); "
+                      "downlink: the d×k residual per layer", fedex_aggregate, downlink=fedex_downlink)
+FEDSA_LORA = Strategy("fedsa-lora", "Guo et al. 2025: A ← Σ p_k A_k shared, each client keeps its own B "
+                      "(the global model uses B̄)", fedsa_aggregate, local=fedsa_local,
+                      finish=fedsa_finish, shares=is_a)
