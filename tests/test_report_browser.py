@@ -11,7 +11,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from cllora import report, records
+from cllora import records
+from cllora.report import write_report
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian chromium on PATH")
@@ -29,7 +30,7 @@ window.addEventListener('load', () => {
 
 
 def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5):
-    """A run directory written by hand: the files report.py reads, with plausible numbers."""
+    """A run directory written by hand: the files the report reads, with plausible numbers."""
     rng = np.random.default_rng([seed, int(10 * (alpha or 0))])
     config = {"model": "facebook/opt-125m", "dataset": "sotu", "scheme": scheme, "alpha": alpha or 1.0,
               "seed": seed, "rounds": num_rounds, "clients": clients, "clients_per_round": clients,
@@ -38,7 +39,8 @@ def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5):
               "lr": 1e-3, "num_classes": 5, "length_measure": "tokens", "precision": "auto"}
     path.mkdir(parents=True)
     records.write_json(path / "config.json", {"config": config, "precision": "bf16", "device": "cpu",
-                                              "adapter_bytes": 24576})
+                                              "adapter_bytes": 24576, "trainable_params": 73_728,
+                                              "total_params": 125_313_024})
     rounds, clients_rows = [], []
     for r in range(num_rounds + 1):
         own = 3.0 - 0.1 * r + 0.05 * rng.standard_normal(clients)
@@ -69,7 +71,7 @@ def page(tmp_path_factory):
         for scheme, alpha in (("quantity", 0.1), ("quantity", 100.0), ("iid", None)):
             name = f"opt-125m/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"
             fake_run(root / name, scheme, alpha, seed)
-    return report.write_report(root, log=lambda m: None)
+    return write_report(root, log=lambda m: None)
 
 
 def load_in_chromium(html_path, tmp_path):

@@ -26,6 +26,9 @@ from cllora.metrics import fairness, perplexity
 if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
     import torch
 
+if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
+    import torch
+
 ROUND_COLUMNS = (
     "round", "global_test_loss", "global_test_ppl",
     "fairness_var", "fairness_std", "fairness_min", "fairness_max", "fairness_worst10", "fairness_mean",
@@ -183,6 +186,14 @@ def read_csv(path: Path) -> list[dict]:
 
     with open(path, newline="") as fh:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (a run still being written)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def read_json(path: Path) -> Any:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(part) + "\n")
         print(f"wrote {path}")
     if args.plot:
-        from cllora.plots import plot_partition
+        from cllora.report.figures import plot_partition
 
         _save_figure(plot_partition(part).figure, args.plot)
     return 0
@@ -169,7 +169,7 @@ def dirichlet_demo(args: argparse.Namespace) -> int:
         t.add_row(f"{a:g}", f"{s.max(axis=1).mean():.3f}", f"{(s.max(axis=1) > 0.9).mean():.1%}")
     Console().print(t)
     if args.plot:
-        from cllora.plots import plot_dirichlet_simplex
+        from cllora.report.figures import plot_dirichlet_simplex
 
         _save_figure(plot_dirichlet_simplex(samples)[0].figure, args.plot)
     else:

@@ -1,0 +1,371 @@
+"""Every figure cllora draws, drawing only (statistics come from cllora.report.stats):
+a partition's classes per client, Dirichlet samples on the simplex, one run's curves
+(save_run_plots, called by the engine after a run) and the report's comparison figures
+(draw_figures). `plot_x(data, ax=None) -> Axes`; every save goes through cllora.records.save_figure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cllora.records import save_figure  # noqa: E402
+from cllora.report.runs import RunRecord  # noqa: E402
+from cllora.report.stats import client_curves, curve, local_comparison, local_key  # noqa: E402
+
+SCHEME_TITLES = {"iid": "IID", "length": "length skew", "quantity": "quantity skew"}
+# Fixed colours for the study's conditions, so every figure reads the same way.
+ALPHA_COLORS = {0.1: "#d62728", 1.0: "#ff7f0e", 100.0: "#1f77b4"}
+IID_STYLE = {"color": "#222222", "ls": "--", "marker": "s"}
+
+
+def _round_axes(ax, ylabel: str):
+    """Rounds on x (whole numbers only), the quantity on y, a light grid."""
+    ax.set_xlabel("communication round")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _wrap(text: str, inches: float) -> str:
+    """Break a title into lines that fit `inches` of width (about 13 characters an inch at 10 pt)."""
+    return textwrap.fill(text, width=max(24, int(inches * 13)), break_long_words=False)
+
+
+# ---------------------------------------------------------------- partitions
+
+def _class_labels(edges: list[float] | None, num_classes: int, unit: str) -> list[str]:
+    """Legend text of each length class: class c holds lengths in (edges[c-1], edges[c]]."""
+    if not edges:
+        return [f"class {c}" for c in range(num_classes)]
+    unit = f" {unit}" if unit else ""
+    first = [f"0: \u2264 {edges[0]:g}{unit}"]
+    middle = [f"{c}: {edges[c - 1]:g}\u2013{edges[c]:g}{unit}" for c in range(1, len(edges))]
+    return first + middle + [f"{len(edges)}: > {edges[-1]:g}{unit}"]
+
+
+def plot_partition(partition: dict, ax=None):
+    """Stacked bars of each client's examples per length class (the study's Fig. 4 for iid/length,
+    Fig. 5 for quantity skew, where the bar heights are the client sizes). `partition` is the dict of
+    `cllora.partition.partition_to_dict` (partition.json); an optional "length_measure" key names
+    the unit of the class edges."""
+    counts = np.array([c["class_counts"] for c in partition["clients"]], dtype=float)
+    num_clients, num_classes = counts.shape
+    ax = ax or plt.figure(figsize=(min(4 + 0.3 * num_clients, 14), 4)).gca()
+    colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, num_classes))
+    labels = _class_labels(partition.get("class_edges"), num_classes, partition.get("length_measure", ""))
+    x = np.arange(num_clients)
+    bottom = np.zeros(num_clients)
+    width = 0.8 if num_clients <= 100 else 1.0
+    for c in range(num_classes):
+        ax.bar(x, counts[:, c], width, bottom=bottom, color=colors[c], label=labels[c], linewidth=0)
+        bottom += counts[:, c]
+    if partition["scheme"] == "quantity" and num_clients <= 30:
+        for xi, total in zip(x, bottom):
+            ax.annotate(f"{total:.0f}", (xi, total), ha="center", va="bottom", fontsize=7)
+    if num_clients <= 30:
+        ax.set_xticks(x)
+    scheme = SCHEME_TITLES.get(partition["scheme"], partition["scheme"])
+    alpha = partition.get("alpha")
+    skew = "" if alpha is None or partition["scheme"] == "iid" else f", \u03b1 = {alpha:g}"
+    ax.set_title(f"{scheme}{skew}: {num_clients} clients")
+    ax.set_xlabel("client")
+    ax.set_ylabel("examples" if partition["scheme"] == "quantity" else "examples per length class")
+    ax.set_xlim(-0.6, num_clients - 0.4)
+    ax.legend(title="length class", fontsize=7, title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return ax
+
+
+def partition_figure(partition: dict):
+    """The partition plot of one run, sized to its number of clients."""
+    n = len(partition.get("clients", []))
+    fig, ax = plt.subplots(figsize=(min(4.5 + 0.28 * n, 13), 3.6))
+    plot_partition(partition, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
+
+
+def plot_dirichlet_simplex(samples_by_alpha: dict[float, np.ndarray], axes=None):
+    """Dirichlet samples on the 3-class simplex (2-D triangle projection), one panel per alpha, side
+    by side (the study's Fig. 3). Each array holds samples as rows of 3 shares summing to 1; points
+    are coloured by their largest share. Returns the list of Axes."""
+    if axes is None:
+        fig = plt.figure(figsize=(3.2 * len(samples_by_alpha), 3.4))
+        axes = fig.subplots(1, len(samples_by_alpha), squeeze=False)[0]
+    axes = list(np.ravel(axes))
+    colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, 3))
+    for ax, (alpha, samples) in zip(axes, samples_by_alpha.items()):
+        samples = np.asarray(samples, dtype=float)
+        if samples.ndim != 2 or samples.shape[1] != 3:
+            raise ValueError(f"samples for alpha={alpha:g} must have shape (n, 3), got {samples.shape}")
+        points = samples @ _CORNERS
+        ax.fill(*_CORNERS.T, facecolor="0.96", edgecolor="0.4", linewidth=0.8)
+        ax.scatter(points[:, 0], points[:, 1], s=5, alpha=0.5, linewidths=0,
+                   c=colors[np.argmax(samples, axis=1)])
+        for k, (cx, cy) in enumerate(_CORNERS):
+            ax.annotate(f"class {k}", (cx, cy), ha="center", fontsize=7,
+                        xytext=(0, 4 if k == 2 else -10), textcoords="offset points")
+        ax.set_title(f"\u03b1 = {alpha:g}")
+        ax.set_aspect("equal")
+        ax.set_xlim(-0.08, 1.08)
+        ax.set_ylim(-0.1, 0.95)
+        ax.axis("off")
+    return axes
+
+
+# ---------------------------------------------------------------- one run
+
+def _plot_rounds(rounds: list[dict], key: str, ylabel: str, ax, label: str | None, **style):
+    ax = ax or plt.figure(figsize=(6, 4)).gca()
+    points = curve(rounds, key)
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=label, **style)
+    _round_axes(ax, ylabel)
+    return ax
+
+
+def plot_global_loss(rounds: list[dict], ax=None, label: str | None = None, **style):
+    """Global test loss per round (round 0 = before training)."""
+    return _plot_rounds(rounds, "global_test_loss", "global test loss (nats/token)", ax, label, **style)
+
+
+def plot_fairness(rounds: list[dict], ax=None, label: str | None = None, **style):
+    """Variance of the global model's test loss across all clients, per round (lower is fairer)."""
+    return _plot_rounds(rounds, "fairness_var", "fairness: variance of client test loss", ax, label, **style)
+
+
+def plot_client_losses(clients: list[dict], key: str = "local_model_test_loss", ax=None,
+                       max_clients: int = 20):
+    """One curve per client: its local model's (or the global model's) loss on its own test split."""
+    ax = ax or plt.figure(figsize=(6, 4)).gca()
+    curves = client_curves(clients, key)
+    for cid, (x, y) in list(curves.items())[:max_clients]:
+        ax.plot(x, y, marker="o", ms=2, lw=1, label=f"client {cid}")
+    _round_axes(ax, "test loss on the client's own split")
+    if 0 < len(curves) <= 10:
+        ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def save_run_plots(out: Path, rounds: list[dict], clients: list[dict]) -> list[Path]:
+    """global_loss.png, client_loss.png and fairness.png of one run directory."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_global_loss(rounds, ax)
+    ax.set_title("Global model on the global test set")
+    figures = [(fig, out / "global_loss.png")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    plot_client_losses(clients, "local_model_test_loss", axes[0])
+    axes[0].set_title("Local models after local training")
+    plot_client_losses(clients, "global_model_local_test_loss", axes[1])
+    axes[1].set_title("Global model on each client's test split")
+    figures.append((fig, out / "client_loss.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_fairness(rounds, ax)
+    ax.set_title("Fairness across clients")
+    figures.append((fig, out / "fairness.png"))
+    for fig, path in figures:
+        fig.tight_layout()
+        save_figure(fig, path, dpi=120)
+    return [path for _, path in figures]
+
+
+# ---------------------------------------------------------------- comparisons (sweeps)
+
+def condition_style(scheme: str, alpha: float | None, index: int = 0) -> dict:
+    """Line style of a condition: IID dashed black, α = 0.1 / 1 / 100 red / orange / blue."""
+    if scheme == "iid":
+        return dict(IID_STYLE)
+    color = ALPHA_COLORS.get(float(alpha)) if alpha is not None else None
+    if color is None:
+        color = plt.get_cmap("tab10")((index + 4) % 10)
+    return {"color": color, "ls": "-", "marker": "o"}
+
+
+def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global test loss (nats/token)",
+                          log_y: bool | str = False):
+    """One curve per condition: dict(label, scheme, alpha, x, mean, std[, n]); a mean ± std band
+    where std > 0 (several seeds). log_y="auto": logarithmic when the values span over 20×."""
+    ax = ax or plt.figure(figsize=(6, 4)).gca()
+    for i, c in enumerate(curves):
+        style = condition_style(c["scheme"], c.get("alpha"), i)
+        x, mean, std = (list(c[k]) for k in ("x", "mean", "std"))
+        if not x:
+            continue
+        ax.plot(x, mean, label=c["label"], lw=1.6, ms=3.5, color=style["color"], ls=style["ls"],
+                marker=style["marker"])
+        if any(s > 0 for s in std):
+            ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=style["color"], alpha=0.15, lw=0)
+    values = [v for c in curves for v in c["mean"] if v is not None and math.isfinite(v)]
+    if log_y == "auto":
+        log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 20
+    if log_y:
+        ax.set_yscale("log")
+    _round_axes(ax, ylabel)
+    return ax
+
+
+def comparison_figure(panels: list[dict], title: str, ylabel: str, log_y: bool | str = False):
+    """Side-by-side panels (one per model/setting): dict(title, curves) each; one shared legend."""
+    n = max(1, len(panels))
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 0.6, 3.6 * rows + 0.7), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        plot_condition_curves(panel["curves"], ax, ylabel, log_y)
+        ax.set_title(_wrap(panel["title"], 4.6), fontsize=10)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    handles: dict = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
+                   frameon=False, fontsize=9)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=11)
+    fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
+    return fig
+
+
+def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss (nats/token)"):
+    """Per-client curves side by side (e.g. α = 0.1 vs IID) on one shared y axis, so the panels
+    compare directly; dict(title, clients={id: (rounds, values)}) each."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("tab10" if max((len(p["clients"]) for p in panels), default=0) <= 10 else "tab20")
+    for ax, panel in zip(axes[0], panels):
+        for j, (cid, (x, y)) in enumerate(panel["clients"].items()):
+            ax.plot(x, y, marker="o", ms=3, lw=1.2, color=cmap(j % cmap.N), label=f"client {cid}")
+        ax.set_title(_wrap(panel["title"], 5.2), fontsize=10)
+        _round_axes(ax, ylabel if ax is axes[0][0] else "")  # the y axis is shared
+        if 0 < len(panel["clients"]) <= 10:
+            ax.legend(fontsize=7, ncol=2 if len(panel["clients"]) > 5 else 1)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- the report's figures
+
+@dataclass
+class Figure:
+    """One saved figure of the report: its section anchor key, title, caption and files."""
+
+    key: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: dict[str, str],
+                 log: Callable[[str], None] = print) -> dict[str, list[Figure]]:
+    """Every figure of the report, saved as PNG and SVG in root/figures; grouped by section."""
+    fig_dir = root / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    out: dict[str, list[Figure]] = {"global": [], "fairness": [], "local": [], "partition": []}
+
+    def save(section: str, key: str, fig, title: str, caption: str) -> None:
+        png, svg = fig_dir / f"{key}.png", fig_dir / f"{key}.svg"
+        save_figure(fig, png, svg, dpi=130)
+        out[section].append(Figure(key, title, caption, png, svg))
+
+    _draw_global(conds, labels, save)
+    _draw_local(runs, labels, save)
+    for rec in runs:
+        if rec.partition is None:
+            continue
+        try:
+            fig = partition_figure(rec.partition)
+        except Exception as exc:  # a figure must not stop the report
+            log(f"partition plot of {rec.name} failed: {exc}")
+            continue
+        save("partition", f"partition_{_slug(rec.name)}", fig, f"Partition: {rec.name}",
+             _partition_caption(rec.partition))
+    return out
+
+
+def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
+    """Global loss and fairness per round: a figure per skew scheme, a panel per setting."""
+    settings = list(dict.fromkeys(c["setting"] for c in conds))
+    schemes = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in conds)] or ["iid"]
+    band = " Bands: mean ± std over seeds." if max((c["n_seeds"] for c in conds), default=1) > 1 else ""
+    for scheme in schemes:
+        panels = _panels(conds, settings, labels, scheme, "curve")
+        if not panels:
+            continue
+        what = {"length": "length skew (the study's Fig. 6)",
+                "quantity": "quantity skew (the study's Fig. 7)", "iid": "IID"}[scheme]
+        save("global", f"global_loss_{scheme}",
+             comparison_figure(panels, f"Global test loss per round, {what}", "global test loss (nats/token)"),
+             f"Global test loss, {what}",
+             f"Test loss of the aggregated model on the held-out test set after each round "
+             f"(round 0 = before training); one panel per model, one curve per α and IID.{band}")
+        short = what.split(" (")[0]
+        save("fairness", f"fairness_{scheme}",
+             comparison_figure(_panels(conds, settings, labels, scheme, "fairness_curve"),
+                               f"Fairness per round, {short}", "variance of client test loss", log_y="auto"),
+             f"Fairness, {short}",
+             "Variance across all clients of the global model's test loss on each client's own "
+             "test split (lower is fairer).")
+
+
+def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:
+    """Per-client curves, the smallest α next to IID (the study's Figs. 8 and 9)."""
+    for pair in local_comparison(runs):
+        key = local_key(pair["skewed"].config)
+        fig_no = {"length": "Fig. 8", "quantity": "Fig. 9"}[pair["scheme"]]
+        scheme_name = SCHEME_TITLES[pair["scheme"]]
+        panels = [{"title": f"{scheme_name}, α = {pair['alpha']:g}",
+                   "clients": client_curves(pair["skewed"].clients, key)}]
+        if pair["iid"] is not None:
+            panels.append({"title": "IID", "clients": client_curves(pair["iid"].clients, key)})
+        what = ("local models after local training, on their own test split" if key == "local_model_test_loss"
+                else "global model on each client's own test split")
+        label = labels[pair["setting"]]
+        save("local", f"local_{pair['scheme']}_{_slug(label)}",
+             client_pair_figure(panels, f"{label}: per-client test loss ({what})"),
+             f"Per-client test loss, {label}, {scheme_name} α = {pair['alpha']:g} vs IID (the study's {fig_no})",
+             f"One curve per client: {what}. Panels share the y axis. Seed "
+             f"{pair['skewed'].config.get('seed', 0)}.")
+
+
+def _panels(conds: list[dict], settings: list[str], labels: dict[str, str], scheme: str,
+            curve_key: str) -> list[dict]:
+    """One panel per setting that ran `scheme`: its conditions' curves (IID included)."""
+    panels = []
+    for setting in settings:
+        rows = [c for c in conds if c["setting"] == setting and c["scheme"] in (scheme, "iid")]
+        if scheme != "iid" and not any(c["scheme"] == scheme for c in rows):
+            continue
+        curves = [{"label": c["label"] + (f" (n={c['n_seeds']})" if c["n_seeds"] > 1 else ""),
+                   "scheme": c["scheme"], "alpha": c["alpha"], **c[curve_key]} for c in rows]
+        panels.append({"title": labels[setting], "curves": curves})
+    return panels
+
+
+def _partition_caption(part: dict) -> str:
+    stats = part.get("stats") or {}
+    bits = [f"{part.get('num_clients')} clients"]
+    if stats.get("size_min") is not None:
+        bits.append(f"sizes {stats['size_min']}–{stats['size_max']}")
+    if stats.get("mean_tv") is not None:
+        bits.append(f"mean total-variation distance to the global length mix {stats['mean_tv']:.2f}")
+    return "; ".join(bits)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"

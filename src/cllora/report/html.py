@@ -1,0 +1,212 @@
+"""The report page: its CSS and the HTML of each section (settings, claims, communication cost,
+figures, summary tables, runs). One self-contained file: figures embedded as base64 PNG, no
+script, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+from pathlib import Path
+from typing import Any
+
+from cllora import __version__, records
+from cllora.report.figures import Figure
+from cllora.report.runs import RunRecord
+from cllora.report.stats import (
+    finite, fmt, fmt_count, fmt_g, fmt_mb, fmt_pm, model_label, overfit_note, short,
+)
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d232a;
+background:#fafbfc;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.25em;margin-top:2.2em;border-bottom:1px solid #d8dee4;
+padding-bottom:.25em}h3{font-size:1.05em;margin:1.4em 0 .4em}
+p.lead{color:#57606a;margin-top:0}
+table{border-collapse:collapse;margin:.6em 0 1em;font-size:.9em;background:#fff}
+th,td{border:1px solid #d8dee4;padding:4px 9px;text-align:left;vertical-align:top}
+th{background:#f0f3f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85em;font-weight:600;
+white-space:nowrap}
+.supported{background:#dafbe1;color:#116329}.not-supported{background:#ffebe9;color:#a40e26}
+.not-testable{background:#eaeef2;color:#57606a}
+figure{margin:1em 0 1.6em;background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:10px}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figcaption{font-size:.88em;color:#57606a;margin-top:6px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:12px}
+.grid figure{margin:0}
+.small{font-size:.85em;color:#57606a}code{background:#eff1f3;padding:0 4px;border-radius:3px}
+ul.evidence{margin:0;padding-left:1.1em}
+nav a{margin-right:14px;color:#0969da;text-decoration:none}
+"""
+
+NAV = ("<nav><a href=\"#claims\">Claims</a><a href=\"#cost\">Communication cost</a>"
+       "<a href=\"#global\">Global loss</a><a href=\"#tables\">Tables</a>"
+       "<a href=\"#fairness\">Fairness</a><a href=\"#local\">Local training</a>"
+       "<a href=\"#partitions\">Partitions</a><a href=\"#runs\">Runs</a></nav>")
+# The study's Table 1 (OPT, LoRA r = 2 on q_proj and v_proj): model, trainable, all parameters.
+# `cllora params` recomputes these counts from the models' configs (tests/test_model_data.py).
+STUDY_TABLE1 = (("facebook/opt-125m", 73_728, 125_313_024), ("facebook/opt-350m", 196_608, 331_393_024),
+                ("facebook/opt-1.3b", 393_216, 1_316_151_296))
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _table_html(head: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = []
+    for row in rows:
+        tds = "".join(f"<td class=\"num\">{_e(v)}</td>" if i in numeric else f"<td>{v}</td>"
+                      for i, v in enumerate(row))
+        body.append(f"<tr>{tds}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(fig: Figure) -> str:
+    data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
+    files = (f"<a href=\"figures/{_e(fig.png.name)}\">PNG</a> · "
+             f"<a href=\"figures/{_e(fig.svg.name)}\">SVG</a>")
+    return (f"<figure id=\"fig-{_e(fig.key)}\"><img alt=\"{_e(fig.title)}\" "
+            f"src=\"data:image/png;base64,{data}\"><figcaption><b>{_e(fig.title)}.</b> "
+            f"{_e(fig.caption)} <span class=\"small\">({files})</span></figcaption></figure>")
+
+
+def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list[dict],
+                labels: dict[str, str], costs: list[dict], claims: list[dict],
+                figures: dict[str, list[Figure]]) -> str:
+    """The whole page; `index.json` of a sweep at `root` (if any) names it and adds pending cells."""
+    index = records.read_json(root / "index.json") or {}
+    sweep = index.get("sweep", {})
+    title = sweep.get("name") or (runs[0].name if len(runs) == 1 and runs[0].name != "." else root.name)
+    parts = [f"<h1>cllora report: {_e(title)}</h1>",
+             f"<p class=\"lead\">{_e(sweep.get('description', ''))}</p>" if sweep.get("description") else "",
+             f"<p class=\"small\">{len(runs)} run(s), {sum(r['complete'] for r in rows)} complete · generated "
+             f"{dt.datetime.now():%Y-%m-%d %H:%M} by cllora {__version__} from <code>{_e(root.resolve())}</code></p>",
+             NAV, _settings_html(runs), _claims_html(claims), _cost_html(costs),
+             "<h2 id=\"global\">Global model: test loss per round</h2>",
+             *(_img(f) for f in figures["global"]),
+             "<h2 id=\"tables\">Final and best loss per model and scheme</h2>",
+             _summary_tables(conds, labels),
+             "<h2 id=\"fairness\">Fairness across clients</h2>",
+             *(_img(f) for f in figures["fairness"]),
+             "<h2 id=\"local\">Local training: per-client test loss, α vs IID</h2>",
+             *(_img(f) for f in figures["local"]),
+             "" if figures["local"] else "<p>No skewed run to compare.</p>",
+             "<h2 id=\"partitions\">Partitions</h2><div class=\"grid\">",
+             *(_img(f) for f in figures["partition"]), "</div>",
+             "<h2 id=\"runs\">Runs</h2>", _runs_html(rows, index)]
+    body = "\n".join(p for p in parts if p)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>cllora report: {_e(title)}</title><style>{CSS}</style></head>"
+            f"<body><main>\n{body}\n</main></body></html>\n")
+
+
+def _settings_html(runs: list[RunRecord]) -> str:
+    """The settings shared by every run, and per model the ones that differ."""
+    keys = ("dataset", "max_train_examples", "max_test_examples", "max_length", "clients",
+            "clients_per_round", "rounds", "local_epochs", "batch_size", "lr", "rank", "lora_alpha",
+            "targets", "num_classes", "length_measure", "precision")
+    rows = []
+    for k in keys:
+        values = list(dict.fromkeys(short(r.config.get(k)) for r in runs))
+        if len(values) == 1:
+            rows.append([_e(k), _e(values[0])])
+        else:
+            per = dict.fromkeys(f"{model_label(r.config['model'])}/{r.config['scheme']}: "
+                                f"{short(r.config.get(k))}" for r in runs)
+            rows.append([_e(k), _e("; ".join(per))])
+    precisions = sorted({str(r.meta.get("precision")) for r in runs})
+    devices = sorted({str(r.meta.get("device")) for r in runs})
+    rows.append(["resolved precision, device", _e(f"{', '.join(precisions)}; {', '.join(devices)}")])
+    return "<h3>Settings</h3>" + _table_html(["setting", "value"], rows)
+
+
+def _claims_html(claims: list[dict]) -> str:
+    table = _table_html(["Claim (study)", "Verdict", "Evidence", "How it is tested"], [
+        [f"{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span>",
+         f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
+         "<ul class=\"evidence\">" + "".join(f"<li>{_e(x)}</li>" for x in c["evidence"]) + "</ul>",
+         f"<span class=\"small\">{_e(c['test'])}</span>"] for c in claims])
+    return ("<h2 id=\"claims\">The study's claims, tested on these runs</h2>\n" + table + "\n"
+            "<p class=\"small\">Verdicts compare means over seeds; with one seed or a quick "
+            "preset, differences may be within run-to-run noise (see the ± std of the tables when "
+            "several seeds ran).</p>")
+
+
+def _ratio(trainable: int | None, total: int | None) -> str:
+    return f"{100 * trainable / total:.4f} %" if finite(trainable) and finite(total) and total else "—"
+
+
+def _cost_html(costs: list[dict]) -> str:
+    rows = [[_e(model_label(c["model"])), _e(c["rank"]), _e(",".join(c["targets"])),
+             fmt_count(c["trainable_params"]), fmt_count(c["total_params"]),
+             _ratio(c["trainable_params"], c["total_params"]),
+             fmt_mb(c["bytes_per_transfer"]) if c["bytes_per_transfer"] else "—",
+             fmt_mb(c.get("adapter_bytes")), fmt_mb(c.get("traffic_per_run"))] for c in costs]
+    study = [[_e(model_label(name)), f"{trainable:,}", f"{total:,}", _ratio(trainable, total),
+              fmt_mb(4 * trainable)] for name, trainable, total in STUDY_TABLE1]
+    return "\n".join([
+        "<h2 id=\"cost\">Communication cost</h2>",
+        "<p>What travels between clients and server: only the LoRA matrices (the study's Table 1). "
+        "Bytes per transfer are fp32; a round moves one transfer down and one up per sampled client. "
+        "Parameter counts are recorded by the run (— for runs recorded before they were).</p>",
+        _table_html(["Model", "r", "targets", "Trainable", "All parameters", "Ratio",
+                     "MB per transfer", "MB measured", "MB per run (total)"], rows,
+                    numeric={1, 3, 4, 5, 6, 7, 8}),
+        "<h3>The study's Table 1 (OPT, r = 2 on q_proj, v_proj)</h3>",
+        _table_html(["Model", "Trainable", "All parameters", "Ratio", "MB per transfer"], study,
+                    numeric={1, 2, 3, 4}),
+        "<p class=\"small\"><code>cllora params facebook/opt-125m facebook/opt-350m facebook/opt-1.3b "
+        "--rank 2</code> recomputes these counts from the models' configurations.</p>"])
+
+
+def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
+    out = []
+    for setting in dict.fromkeys(c["setting"] for c in conds):
+        rows = [c for c in conds if c["setting"] == setting]
+        skews = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in rows)] or ["iid"]
+        for scheme in skews:
+            sel = [c for c in rows if c["scheme"] in (scheme, "iid")]
+            name = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[scheme]
+            out.append(f"<h3>{_e(labels[setting])} · {name}</h3>")
+            out.append(_table_html(
+                ["Condition", "Seeds", "Round-0 loss", "Final loss", "Best loss", "Best round",
+                 "Overfitting", "Final fairness var", "Local models' loss", "Local spread (var)"],
+                [[_e(c["label"] + ("" if c["complete"] else " (incomplete)")), c["n_seeds"],
+                  fmt(c["initial_loss"]), fmt_pm(c), fmt(c["best_loss"]), c["best_round"],
+                  overfit_note(c), fmt_g(c["final_fairness_var"]), fmt(c["local_loss"]),
+                  fmt_g(c["local_spread"])] for c in sel], numeric={1, 2, 3, 4, 5, 7, 8, 9}))
+    out.append("<p class=\"small\">Final/best loss: global test loss (nats/token) at the last round / "
+               "lowest over rounds of the seed-mean curve; overfitting: the curve's minimum comes before "
+               "the last round and the last is over 0.2 % higher. Fairness var: variance across all "
+               "clients of the global model's loss on their own test split. Local models' loss / spread: "
+               "mean over rounds of the trained clients' local-model loss on their own split, and its "
+               "variance across those clients.</p>")
+    return "\n".join(out)
+
+
+def _runs_html(rows: list[dict], index: dict) -> str:
+    """Every run with its status; a sweep's cells with no results yet as well."""
+    status = {c["name"]: c for c in index.get("cells", [])}
+    table = []
+    for r in rows:
+        entry = status.get(r["name"], {})
+        state = entry.get("status") or ("done" if r["complete"] else "partial")
+        err = entry.get("error")
+        table.append([f"<code>{_e(r['name'])}</code>", _e(state + (f": {err}" if err else "")),
+                      f"{r['rounds_completed']}/{r['rounds_planned']}", fmt(r["initial_loss"]),
+                      fmt(r["final_loss"]), fmt(r["best_loss"]), r["best_round"], fmt_g(r["final_fairness_var"]),
+                      fmt_mb(r["total_bytes"]), f"{r['seconds'] / 60:.1f}"])
+    shown = {r["name"] for r in rows}
+    for name, entry in status.items():
+        if name not in shown:
+            err = entry.get("error")
+            table.append([f"<code>{_e(name)}</code>", _e(entry.get("status", "pending") + (f": {err}" if err else "")),
+                          f"0/{entry.get('rounds', '?')}", "", "", "", "", "", "", ""])
+    return _table_html(["Run", "Status", "Rounds", "Round-0 loss", "Final loss", "Best loss", "Best round",
+                        "Final fairness var", "MB sent", "Minutes"], table, numeric={3, 4, 5, 6, 7, 8, 9})

@@ -1,0 +1,85 @@
+"""Run records on disk: find the run directories at or under a folder and read each one's files.
+
+A run directory holds config.json and rounds.csv (written by cllora.records); clients.csv,
+partition.json and summary.json are read when present. Nothing here imports torch or model code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cllora import records
+from cllora.errors import UserError
+
+
+@dataclass
+class RunRecord:
+    """One run directory as read from disk."""
+
+    name: str  # path relative to the report root ("." for a single run)
+    path: Path
+    config: dict
+    meta: dict  # every top-level key of config.json but "config": precision, device, adapter_bytes, ...
+    rounds: list[dict]
+    clients: list[dict]
+    partition: dict | None
+    summary: dict | None
+
+    @property
+    def complete(self) -> bool:
+        """Finished: its summary.json says it reached the planned rounds."""
+        done = (self.summary or {}).get("rounds_completed") or 0
+        return self.summary is not None and done >= self.config["rounds"]
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """The run directories at or under `root` (a run has config.json and rounds.csv), in natural
+    order (a2 before a10)."""
+    root = Path(root)
+    if (root / "config.json").is_file():
+        return [root]
+    found = [p.parent for p in root.rglob("config.json")
+             if (p.parent / "rounds.csv").is_file() and "figures" not in p.parent.relative_to(root).parts]
+    return sorted(found, key=lambda p: _natural_key(str(p.relative_to(root))))
+
+
+def _natural_key(text: str) -> list:
+    return [float(t) if re.fullmatch(r"\d+(\.\d+)?", t) else t
+            for t in re.split(r"(\d+(?:\.\d+)?)", text)]
+
+
+def load_run(path: Path, root: Path) -> RunRecord:
+    """Read one run directory; `root` names it (its path relative to the report's folder)."""
+    raw = records.read_json(path / "config.json")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path / 'config.json'} is missing or not valid JSON")
+    clients_csv = path / "clients.csv"
+    return RunRecord(
+        name=path.relative_to(root).as_posix() if path != root else ".", path=path,
+        config=raw["config"], meta={k: v for k, v in raw.items() if k != "config"},
+        rounds=records.read_csv(path / "rounds.csv"),
+        clients=records.read_csv(clients_csv) if clients_csv.is_file() else [],
+        partition=records.read_json(path / "partition.json"),
+        summary=records.read_json(path / "summary.json"))
+
+
+def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]:
+    """Every readable run at or under `root`; an unreadable one is logged and skipped."""
+    if not root.is_dir():
+        raise UserError(f"{str(root)!r} is not a directory")
+    dirs = find_run_dirs(root)
+    if not dirs:
+        raise UserError(f"{str(root)!r} holds no cllora runs (no run directory with config.json and "
+                        "rounds.csv at or under it)")
+    runs = []
+    for d in dirs:
+        try:
+            runs.append(load_run(d, root))
+        except (OSError, KeyError, ValueError) as exc:
+            log(f"skipping {d}: unreadable run ({exc})")
+    if not runs:
+        raise UserError(f"no readable run under {str(root)!r}")
+    return runs
