@@ -18,7 +18,7 @@ from cllora.errors import UserError
     ({"num_classes": 1}, "num_classes must be an integer >= 2"),
     ({"class_edges": (5.0, 3.0, 9.0, 10.0)}, "strictly increasing"),
     ({"class_edges": (1.0, 2.0)}, "must hold num_classes - 1 = 4 values"),
-    ({"scheme": "label"}, "scheme must be one of iid, length, quantity; got 'label'"),
+    ({"scheme": "label"}, "scheme must be one of iid, length, quantity, natural; got 'label'"),
     ({"optimizer": "adam"}, "optimizer must be one of adamw, sgd"),
     ({"test_fraction": 1.0}, "test_fraction must be between 0 and 1"),
 ])
@@ -28,7 +28,7 @@ def test_bad_values_name_themselves(changes, message):
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(UserError, match="unknown config key.*colour"):
+    with pytest.raises(UserError, match="config key 'colour' is not a run setting"):
         from_dict({"colour": "red"})
 
 

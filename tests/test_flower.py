@@ -48,7 +48,7 @@ def test_run_config_gives_file_settings_overrides_and_paths(tmp_path):
         ("length", 0.1, 4, 3, 2)
     assert config.class_edges == (20.0, 40.0, 80.0, 160.0)
     assert (out, resume, overwrite) == (tmp_path / "o", True, False)
-    with pytest.raises(UserError, match="unknown run-config key.*num_server_rounds"):
+    with pytest.raises(UserError, match="run-config .* key 'num_server_rounds' is not a run setting"):
         settings_from_run_config({"num-server-rounds": 3})
     with pytest.raises(UserError, match="does not exist"):
         settings_from_run_config({"config-file": str(tmp_path / "missing.toml")})

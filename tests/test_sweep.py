@@ -221,7 +221,7 @@ def test_flower_sim_cells_run_through_flower_and_in_process_cells_do_not(tmp_pat
 def test_flower_sim_without_flower_installed_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "cllora.flower", None)  # `import cllora.flower` raises ImportError
     s = spec({"seed": [0, 1]}, run={"engine": "flower-sim", "scheme": "iid"})
-    with pytest.raises(UserError, match="cell smollm2-135m/iid-s0 has engine = \"flower-sim\", which needs "
+    with pytest.raises(UserError, match="cell smollm2-135m/iid-s0: engine flower-sim needs "
                                         "Flower: pip install 'cllora\\[flower\\]'"):
         sweep.run_sweep(s, grid.expand(s), tmp_path / "sweep", progress=False)
     assert not (tmp_path / "sweep").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import tomllib
@@ -228,11 +229,24 @@ def parse_class_edges(text: str, label: str = "class_edges") -> list[float]:
         raise UserError(f"{label} must be comma-separated numbers, got {text!r}") from None
 
 
+def did_you_mean(word: str, choices) -> str:
+    """" (did you mean 'seed'?)" for a near miss among `choices`, else ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(keys, where: str) -> None:
+    """The one unknown-key check, for config files, grid tables and Flower's run config alike:
+    every key must be a run setting; the first that is not is named with its nearest setting."""
+    for key in keys:
+        if key not in FIELD_NAMES:
+            raise UserError(f"{where} key {key!r} is not a run setting{did_you_mean(key, FIELD_NAMES)}; "
+                            f"allowed: {', '.join(FIELD_NAMES)}")
+
+
 def from_dict(values: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from plain values (TOML, JSON, CLI), naming any unknown key."""
-    unknown = sorted(set(values) - set(FIELD_NAMES))
-    if unknown:
-        raise UserError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(FIELD_NAMES)}")
+    check_keys(values, "config")
     values = dict(values)
     if isinstance(values.get("targets"), str):
         values["targets"] = tuple(t.strip() for t in values["targets"].split(",") if t.strip())

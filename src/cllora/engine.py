@@ -21,7 +21,7 @@ import numpy as np
 from cllora import records
 from cllora.aggregate import aggregate, check_update, state_nbytes
 from cllora.config import RunConfig
-from cllora.errors import RunFailed
+from cllora.errors import RunFailed, UserError
 from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_clients,
                                evaluate_test, prepare_data, prepare_experiment, release,
                                sample_clients)
@@ -115,6 +115,18 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     finally:
         release(exp)
     return summary
+
+
+def runner(engine: str) -> Callable[..., dict]:
+    """The function that runs a config on `engine`: `run_experiment` in-process, Flower's
+    simulation for "flower-sim" (a UserError saying how to install Flower where it is missing)."""
+    if engine != "flower-sim":
+        return run_experiment
+    try:
+        from cllora.flower import run_flower_simulation
+    except ImportError as exc:
+        raise UserError(f"engine flower-sim needs Flower: pip install 'cllora[flower]' ({exc})") from None
+    return run_flower_simulation
 
 
 def _save_partition_plot(path: Path, partition: dict) -> None:

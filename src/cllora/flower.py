@@ -31,7 +31,7 @@ from flwr.app import (ArrayRecord, ConfigRecord, Context, Message, MessageType, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from cllora.config import FIELD_NAMES, RunConfig, from_dict, load_config, load_toml, parse_class_edges
+from cllora.config import RunConfig, check_keys, from_dict, load_config, load_toml, parse_class_edges
 from cllora.errors import RunFailed, UserError
 from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_own, prepare_data,
                                prepare_experiment, prepare_own_data)
@@ -248,10 +248,7 @@ def settings_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Pat
     config_file = values.pop("config_file", "") or None
     out = Path(values.pop("out", "") or "runs/flower")
     resume, overwrite = bool(values.pop("resume", False)), bool(values.pop("overwrite", False))
-    unknown = sorted(set(values) - set(FIELD_NAMES))
-    if unknown:
-        raise UserError(f"unknown run-config key(s) {', '.join(unknown)}; allowed: config-file, out, "
-                        f"resume, overwrite and the run settings {', '.join(FIELD_NAMES)}")
+    check_keys(values, "run-config (besides config-file, out, resume, overwrite)")
     if isinstance(values.get("class_edges"), str):  # run configs hold no lists: "10,20,40,80"
         values["class_edges"] = parse_class_edges(values["class_edges"], "run-config class-edges")
     return load_config(config_file, **values), out, resume, overwrite

@@ -14,7 +14,6 @@ command-line overrides (a command-line value of a grid key replaces that axis).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -22,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cllora.config import FIELD_NAMES, RunConfig, from_dict
+from cllora.config import FIELD_NAMES, RunConfig, check_keys, did_you_mean, from_dict
 from cllora.errors import UserError
 
 TABLES = ("sweep", "run", "grid", "per_model", "quick")
@@ -115,7 +114,7 @@ def _check_tables(data: dict, where: str, allow_quick: bool = True) -> None:
     unknown = [k for k in data if k not in allowed]
     if unknown:
         k = unknown[0]
-        hint = _did_you_mean(k, allowed)
+        hint = did_you_mean(k, allowed)
         if k in FIELD_NAMES:
             hint = " (run settings go in [run], lists of values in [grid])"
         raise UserError(f"{where}: unknown table or key {k!r}{hint}; allowed tables: "
@@ -130,15 +129,7 @@ def _table(data: dict, name: str, where: str) -> dict:
 
 
 def _check_keys(table: dict, label: str, where: str) -> None:
-    for key in table:
-        if key not in FIELD_NAMES:
-            raise UserError(f"{where}: {label} key {key!r} is not a run setting"
-                            f"{_did_you_mean(key, FIELD_NAMES)}; allowed: {', '.join(FIELD_NAMES)}")
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    check_keys(table, f"{where}: {label}")
 
 
 def _apply_patch(data: dict, patch: dict) -> dict:
@@ -176,7 +167,7 @@ def parse_grid_flag(text: str) -> tuple[str, list]:
     if not sep or not key or not raw.strip():
         raise UserError(f"--grid expects KEY=VALUE1,VALUE2 (e.g. --grid seed=0,1,2), got {text!r}")
     if key not in FIELD_NAMES:
-        raise UserError(f"--grid {text!r}: {key!r} is not a run setting{_did_you_mean(key, FIELD_NAMES)}")
+        raise UserError(f"--grid {text!r}: {key!r} is not a run setting{did_you_mean(key, FIELD_NAMES)}")
     return key, [_scalar(v.strip()) for v in raw.split(",") if v.strip()]
 
 

@@ -123,14 +123,15 @@ def run_sweep(spec: GridSpec, cells: list[Cell], root: Path, *, progress: bool =
 
 
 def _check_engines(todo: list[Cell]) -> None:
-    """A flower-sim cell needs Flower installed: say so before the sweep starts."""
-    flower = [c for c in todo if c.config.engine == "flower-sim"]
-    if flower:
+    """Every engine the cells name must be installed: say so before the sweep starts."""
+    from cllora.engine import runner
+
+    for engine in sorted({c.config.engine for c in todo}):
         try:
-            import cllora.flower  # noqa: F401
-        except ImportError as exc:
-            raise UserError(f"cell {flower[0].name} has engine = \"flower-sim\", which needs Flower: "
-                            f"pip install 'cllora[flower]' ({exc})") from None
+            runner(engine)
+        except UserError as exc:
+            first = next(c for c in todo if c.config.engine == engine)
+            raise UserError(f"cell {first.name}: {exc}") from None
 
 
 def _announce(sweep: _Sweep, todo: list[Cell]) -> None:
@@ -202,9 +203,9 @@ def _in_process(runtime) -> Callable:
 
 
 def _run_flower(config: RunConfig, out: Path, **kwargs) -> dict:
-    from cllora.flower import run_flower_simulation
+    from cllora.engine import runner
 
-    return run_flower_simulation(config, out, **kwargs)
+    return runner("flower-sim")(config, out, **kwargs)
 
 
 def _run_cell(sweep: _Sweep, cell: Cell, run: Callable) -> None:

@@ -50,23 +50,13 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora.errors import UserError
+    from cllora.engine import runner
     from cllora.progress import RunProgress
 
     config, out, resume = resolve(args)
     progress = RunProgress(enabled=not args.quiet)
-    if config.engine == "flower-sim":
-        try:
-            from cllora.flower import run_flower_simulation
-        except ImportError as exc:
-            raise UserError(f"--engine flower-sim needs Flower: pip install 'cllora[flower]' ({exc})") from None
-        summary = run_flower_simulation(config, out, resume=resume, overwrite=args.overwrite,
-                                        progress=progress, log=progress.log)
-    else:
-        from cllora.engine import run_experiment
-
-        summary = run_experiment(config, out, resume=resume, overwrite=args.overwrite,
-                                 progress=progress, log=progress.log)
+    summary = runner(config.engine)(config, out, resume=resume, overwrite=args.overwrite,
+                                    progress=progress, log=progress.log)
     print_summary(summary)
     return 0
 
