@@ -23,6 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from cllora import partition as part  # noqa: E402
 from cllora.partition_flwr import flwr_partition  # noqa: E402
+from cllora.partition_stats import heterogeneity_stats  # noqa: E402
 
 
 def timed(fn, repeat: int):
@@ -55,12 +56,12 @@ def main() -> None:
         for scheme, backend in runs:
             if backend == "core":
                 fn = lambda: part.make_partition(scheme, labels, num_clients, np.random.default_rng(0),  # noqa: E731
-                                                 alpha=args.alpha)
+                                                 alpha=args.alpha, num_classes=5)
             else:
-                fn = lambda: flwr_partition(scheme, labels, num_clients, 0, args.alpha)  # noqa: E731
+                fn = lambda: flwr_partition(scheme, labels, num_clients, 0, args.alpha, num_classes=5)  # noqa: E731
             repeat = 1 if (scheme, backend) == ("length", "flwr") else args.repeat
             seconds, p = timed(fn, repeat)
-            share = part.heterogeneity_stats(p.clients, labels, 5)["mean_dominant_share"]
+            share = heterogeneity_stats(p.clients, labels, 5)["mean_dominant_share"]
             print(f"{n:>8} {num_clients:>7} {scheme:>8} {backend:>7} {seconds:>9.3f} {share:>9.3f}",
                   flush=True)
 

@@ -12,15 +12,22 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from cllora import partition as part
+from cllora import partition_stats as pstats
 from cllora.partition_flwr import flwr_partition
 
 
-def core_backend(scheme, labels, num_clients, seed, alpha, client_size=None):
+def core_backend(scheme, labels, num_clients, seed, alpha, client_size=None, num_classes=None):
+    """num_classes defaults to every class the labels use (random_labels uses them all)."""
     return part.make_partition(scheme, labels, num_clients, np.random.default_rng(seed), alpha=alpha,
-                               client_size=client_size)
+                               client_size=client_size, num_classes=num_classes or int(labels.max()) + 1)
 
 
-BACKENDS = {"core": core_backend, "flwr": flwr_partition}
+def flwr_backend(scheme, labels, num_clients, seed, alpha, client_size=None):
+    return flwr_partition(scheme, labels, num_clients, seed, alpha, client_size,
+                          num_classes=int(labels.max()) + 1)
+
+
+BACKENDS = {"core": core_backend, "flwr": flwr_backend}
 CASES = [("core", "iid"), ("core", "length"), ("core", "quantity"), ("flwr", "iid"), ("flwr", "length")]
 EQUAL_SIZE = ("iid", "length")
 
@@ -100,7 +107,7 @@ def test_smaller_alpha_gives_more_dominant_length_class(backend):
     labels = random_labels(2000, 5, 7)
 
     def dominant(alpha):
-        shares = [part.heterogeneity_stats(BACKENDS[backend]("length", labels, 20, s, alpha).clients,
+        shares = [pstats.heterogeneity_stats(BACKENDS[backend]("length", labels, 20, s, alpha).clients,
                                            labels, 5)["mean_dominant_share"] for s in range(4)]
         return np.mean(shares)
 
@@ -113,7 +120,7 @@ def test_smaller_alpha_gives_more_unequal_quantity_sizes():
     labels = random_labels(3000, 5, 8)
 
     def size_gini(alpha):
-        return np.mean([part.heterogeneity_stats(core_backend("quantity", labels, 10, s, alpha).clients,
+        return np.mean([pstats.heterogeneity_stats(core_backend("quantity", labels, 10, s, alpha).clients,
                                                  labels, 5)["size_gini"] for s in range(5)])
 
     g = [size_gini(a) for a in (0.1, 1.0, 100.0)]
@@ -125,7 +132,7 @@ def test_iid_ignores_stored_order(backend):
     """A corpus stored sorted by length still gets clients that mirror the global mix."""
     labels = np.sort(random_labels(2000, 5, 9))
     p = BACKENDS[backend]("iid", labels, 10, 0, 1.0)
-    stats = part.heterogeneity_stats(p.clients, labels, 5)
+    stats = pstats.heterogeneity_stats(p.clients, labels, 5)
     assert stats["max_tv"] < 0.15
 
 
@@ -145,18 +152,27 @@ def test_quantity_keeps_each_large_client_near_the_global_mix():
     labels, _ = part.length_classes(lengths, 5)
     for seed in range(3):
         p = core_backend("quantity", labels, 10, seed, 0.1)
-        stats = part.heterogeneity_stats(p.clients, labels, 5)
+        stats = pstats.heterogeneity_stats(p.clients, labels, 5)
         for size, tv in zip(stats["sizes"], stats["tv"]):
-            if size >= 100:
-                assert tv < 5 / size + 0.01  # about one row per class from proportional
-            else:
-                assert tv is not None
+            assert tv < 5 / size + 0.01  # about one row per class from proportional
+
+
+def test_tv_distance_hand_computed():
+    """Client A holds labels 0,0,1 and B 1,1,0,2,2: pooled mix (3,3,2)/8, so
+    TV_A = (|2/3-3/8| + |1/3-3/8| + |0-1/4|) / 2 = 7/24 and TV_B = (|1/5-3/8| + |2/5-3/8| + |2/5-1/4|) / 2 = 7/40."""
+    labels = np.array([0, 0, 1, 1, 1, 0, 2, 2])
+    clients = [np.array([0, 1, 2]), np.array([3, 4, 5, 6, 7])]
+    stats = pstats.heterogeneity_stats(clients, labels, 3)
+    assert stats["tv"] == pytest.approx([7 / 24, 7 / 40])
+    assert stats["mean_tv"] == pytest.approx((7 / 24 + 7 / 40) / 2) and stats["max_tv"] == pytest.approx(7 / 24)
+    assert stats["dominant_share"] == pytest.approx([2 / 3, 2 / 5])
+    assert stats["size_gini"] == pytest.approx(abs(3 - 5) / (2 * 2 * 4))  # mean |xi-xj| / (2 mean)
 
 
 def test_length_alpha_large_is_near_iid_and_notes_run_out():
     labels = random_labels(2000, 5, 3)
     p = core_backend("length", labels, 20, 0, 1e4)
-    assert part.heterogeneity_stats(p.clients, labels, 5)["max_tv"] < 0.08
+    assert pstats.heterogeneity_stats(p.clients, labels, 5)["max_tv"] < 0.08
     skewed = core_backend("length", labels, 20, 0, 0.1)
     assert any("ran out" in note for note in skewed.notes)
 
@@ -167,6 +183,25 @@ def test_empty_class_with_fixed_edges_is_noted():
     p = core_backend("length", labels, 5, 0, 1.0)
     check_disjoint(p.clients, 100)
     assert any(note.startswith("class 1 ran out") for note in p.notes)
+
+
+def test_empty_top_class_keeps_its_dimension():
+    """Fixed edges above every length leave the top class empty. The class count comes from the
+    settings, not the labels: length skew still draws 3-class mixes (mass on class 2 runs out and is
+    noted), quantity skew and the statistics still have a class-2 column, and so does truncation."""
+    from cllora.experiment import Data
+
+    labels, edges = part.length_classes(np.arange(1, 101), 3, edges=[50, 200])
+    assert np.bincount(labels, minlength=3).tolist() == [50, 50, 0]
+    p = part.make_partition("length", labels, 5, np.random.default_rng(0), alpha=1.0, num_classes=3)
+    check_disjoint(p.clients, 100)
+    assert any(note.startswith("class 2 ran out") for note in p.notes)
+    q = part.make_partition("quantity", labels, 5, np.random.default_rng(0), alpha=1.0, num_classes=3)
+    assert len(check_disjoint(q.clients, 100)) == 100
+    assert pstats.heterogeneity_stats(q.clients, labels, 3)["class_sizes"] == [50, 50, 0]
+    data = Data([], [], np.array([10, 60, 70]), np.array([0, 1, 1]), np.array([50.0, 200.0]),
+                part.Partition([np.arange(3)]), [np.arange(3)], [np.zeros(0, np.int64)], 0)
+    assert data.truncation(64)["per_class"] == [0.0, 0.5, 0.0]
 
 
 def test_quantity_lowers_default_min_size_with_a_note():
@@ -181,7 +216,7 @@ def test_scale_100k_texts_1000_clients():
     for scheme in ("iid", "length", "quantity"):
         p = core_backend(scheme, labels, 1000, 0, 0.1)
         check_disjoint(p.clients, len(labels))
-        out = part.partition_to_dict(p, labels, scheme=scheme, alpha=0.1, seed=0, num_classes=5,
+        out = pstats.partition_to_dict(p, labels, scheme=scheme, alpha=0.1, seed=0, num_classes=5,
                                      class_edges=edges)
         assert out["stats"]["num_assigned"] == 100_000
 
@@ -243,7 +278,7 @@ def test_split_local():
 
 def test_heterogeneity_stats_hand_computed():
     labels = np.array([0, 0, 1, 1, 1, 0])
-    stats = part.heterogeneity_stats([np.array([0, 1]), np.array([2, 3])], labels, 2)
+    stats = pstats.heterogeneity_stats([np.array([0, 1]), np.array([2, 3])], labels, 2)
     assert stats["class_counts"] == [[2, 0], [0, 2]]
     assert stats["global_mix"] == [0.5, 0.5]
     assert stats["dominant_share"] == [1.0, 1.0]
@@ -251,15 +286,15 @@ def test_heterogeneity_stats_hand_computed():
     assert stats["hellinger"][0] == pytest.approx(math.sqrt(0.5 * ((1 - math.sqrt(0.5)) ** 2 + 0.5)))
     assert (stats["size_min"], stats["size_max"], stats["size_mean"], stats["size_gini"]) == (2, 2, 2.0, 0.0)
     assert stats["num_examples"] == 6 and stats["num_assigned"] == 4 and stats["class_sizes"] == [3, 3]
-    assert part.gini([0, 0, 0, 4]) == pytest.approx(0.75)
-    empty = part.heterogeneity_stats([np.array([0, 2]), np.zeros(0, np.int64)], labels, 2)
+    assert pstats.gini([0, 0, 0, 4]) == pytest.approx(0.75)
+    empty = pstats.heterogeneity_stats([np.array([0, 2]), np.zeros(0, np.int64)], labels, 2)
     assert empty["tv"] == [0.0, None] and empty["mean_tv"] == 0.0
 
 
 def test_partition_to_dict_schema():
     labels = random_labels(200, 5, 0)
     p = core_backend("length", labels, 4, 0, 0.5)
-    out = part.partition_to_dict(p, labels, scheme="length", alpha=0.5, seed=0, num_classes=5,
+    out = pstats.partition_to_dict(p, labels, scheme="length", alpha=0.5, seed=0, num_classes=5,
                                  class_edges=np.array([1.0, 2.0, 3.0, 4.0]), length_measure="tokens")
     assert {"scheme", "alpha", "num_clients", "seed", "num_classes", "class_edges", "notes", "stats",
             "clients", "length_measure"} <= set(out)
@@ -269,7 +304,7 @@ def test_partition_to_dict_schema():
         assert client["size"] == len(client["indices"])
         assert client["class_counts"] == np.bincount(labels[client["indices"]], minlength=5).tolist()
     json.dumps(out, allow_nan=False)
-    iid = part.partition_to_dict(core_backend("iid", labels, 4, 0, 0.5), labels, scheme="iid", alpha=0.5,
+    iid = pstats.partition_to_dict(core_backend("iid", labels, 4, 0, 0.5), labels, scheme="iid", alpha=0.5,
                                  seed=None, num_classes=5, class_edges=None)
     assert iid["alpha"] is None and iid["class_edges"] is None
 
@@ -283,7 +318,7 @@ LABELS = random_labels(50, 3, 0)
 @pytest.mark.parametrize("scheme", ["length", "quantity"])
 def test_bad_alpha(scheme, alpha):
     with pytest.raises(ValueError, match=r"alpha must be a finite number > 0, got"):
-        part.make_partition(scheme, LABELS, 5, np.random.default_rng(0), alpha=alpha)
+        part.make_partition(scheme, LABELS, 5, np.random.default_rng(0), alpha=alpha, num_classes=3)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -298,15 +333,15 @@ def test_bad_sizes(scheme, kwargs, match):
     kwargs = dict(kwargs)
     num_clients = kwargs.pop("num_clients")
     with pytest.raises(ValueError, match=match):
-        part.make_partition(scheme, LABELS, num_clients, np.random.default_rng(0), **kwargs)
+        part.make_partition(scheme, LABELS, num_clients, np.random.default_rng(0), num_classes=3, **kwargs)
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: part.make_partition("dirichlet", LABELS, 2, np.random.default_rng(0)),
-     r"scheme must be one of iid, length, quantity; got 'dirichlet'"),
-    (lambda: part.make_partition("iid", np.array([0.5, 1.0]), 1, np.random.default_rng(0)),
+    (lambda: part.make_partition("dirichlet", LABELS, 2, np.random.default_rng(0), num_classes=3),
+     r"scheme must be one of iid, length, quantity, natural; got 'dirichlet'"),
+    (lambda: part.make_partition("iid", np.array([0.5, 1.0]), 1, np.random.default_rng(0), num_classes=2),
      r"labels must be a non-empty 1-D array of integers"),
-    (lambda: part.make_partition("iid", np.array([0, -1]), 1, np.random.default_rng(0)), r"labels must be >= 0"),
+    (lambda: part.make_partition("iid", np.array([0, -1]), 1, np.random.default_rng(0), num_classes=2), r"labels must be >= 0"),
     (lambda: part.length_classes([1, 2, 3], 1), r"num_classes must be an integer >= 2, got 1"),
     (lambda: part.length_classes([1, 2, 3], 3, edges=[5, 2]), r"edges must be finite and strictly increasing"),
     (lambda: part.length_classes([1, 2, 3], 3, edges=[2, 2]), r"edges must be finite and strictly increasing"),
@@ -315,13 +350,15 @@ def test_bad_sizes(scheme, kwargs, match):
     (lambda: part.length_classes([1, float("nan")], 2), r"lengths must be a non-empty 1-D array of finite"),
     (lambda: part.length_classes([3, 3, 3], 2), r"num_classes must be <= the number of distinct lengths \(1\)"),
     (lambda: part.split_local(np.arange(4), 0, np.random.default_rng(0)), r"test_fraction must be between 0 and 1"),
-    (lambda: part.heterogeneity_stats([np.arange(3)], np.array([0, 1, 4]), 3),
+    (lambda: pstats.heterogeneity_stats([np.arange(3)], np.array([0, 1, 4]), 3),
      r"num_classes must be > the largest label \(4\), got 3"),
     (lambda: part.sentence_counts("one. two."), r"texts must be a sequence of strings"),
-    (lambda: flwr_partition("quantity", LABELS, 2, 0, 1.0), r"scheme must be one of iid, length for the flwr"),
-    (lambda: flwr_partition("length", np.array([0, 2, 2, 0]), 2, 0, 1.0), r"every class 0\.\.2"),
-    (lambda: flwr_partition("length", LABELS, 2, 0, -1.0), r"alpha must be a finite number > 0, got -1.0"),
-    (lambda: flwr_partition("iid", LABELS, 60, 0, 1.0), r"num_clients must be <= the number of examples"),
+    (lambda: flwr_backend("quantity", LABELS, 2, 0, 1.0), r"scheme must be one of iid, length for the flwr"),
+    (lambda: flwr_backend("length", np.array([0, 2, 2, 0]), 2, 0, 1.0), r"every class 0\.\.2"),
+    (lambda: flwr_backend("length", LABELS, 2, 0, -1.0), r"alpha must be a finite number > 0, got -1.0"),
+    (lambda: flwr_backend("iid", LABELS, 60, 0, 1.0), r"num_clients must be <= the number of examples"),
+    (lambda: part.make_partition("length", LABELS, 2, np.random.default_rng(0), num_classes=2),
+     r"num_classes must be > the largest label \(2\), got 2"),
 ])
 def test_bad_input_raises_a_clear_value_error(call, match):
     with pytest.raises(ValueError, match=match):
@@ -332,14 +369,14 @@ def test_flwr_small_alpha_failure_is_explained_and_core_copes():
     labels = random_labels(200, 5, 1)
     with pytest.raises(ValueError, match=r"InnerDirichletPartitioner failed for alpha=0\.01 .*#4377"):
         for seed in range(20):  # about 70 % of seeds fail at alpha=0.01
-            flwr_partition("length", labels, 20, seed, 0.01)
+            flwr_backend("length", labels, 20, seed, 0.01)
     for seed in range(20):
         check_disjoint(core_backend("length", labels, 20, seed, 0.01).clients, 200)
 
 
 def test_rng_must_be_a_generator():
     with pytest.raises(TypeError, match="rng must be a numpy Generator"):
-        part.partition_iid(LABELS, 2, 0)
+        part.partition_iid(LABELS, 2, 0, num_classes=3)
 
 
 def test_import_is_pure():

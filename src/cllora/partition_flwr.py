@@ -27,22 +27,22 @@ FLWR_SCHEMES = ("iid", "length")
 
 
 def flwr_partition(scheme: str, labels, num_clients: int, seed: int, alpha: float,
-                   client_size: int | None = None) -> Partition:
+                   client_size: int | None = None, *, num_classes: int) -> Partition:
     """Partition rows with flwr-datasets: iid by `IidPartitioner`, length by
-    `InnerDirichletPartitioner` (equal sizes, class mix ~ Dirichlet(alpha))."""
+    `InnerDirichletPartitioner` (equal sizes, class mix ~ Dirichlet(alpha) over num_classes)."""
     if scheme not in FLWR_SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(FLWR_SCHEMES)} for the flwr backend "
                          f"(quantity skew is only in cllora.partition); got {scheme!r}")
-    labels = _check_labels(labels)
+    labels = _check_labels(labels, num_classes)
     size = _equal_size(len(labels), num_clients, client_size, None)
     order = np.random.default_rng(seed).permutation(len(labels))
     if scheme == "iid":
         order = order[:num_clients * size]
     else:
         alpha = _check_alpha(alpha)
-        missing = np.setdiff1d(np.arange(labels.max() + 1), labels)
+        missing = np.setdiff1d(np.arange(num_classes), labels)
         if len(missing):  # InnerDirichletPartitioner assumes classes 0..K-1 all occur
-            raise ValueError(f"labels must use every class 0..{labels.max()} for the flwr backend, "
+            raise ValueError(f"labels must use every class 0..{num_classes - 1} for the flwr backend, "
                              f"got none of class(es) {missing.tolist()}")
     partitioner = _partitioner(scheme, num_clients, size, seed, alpha)
     partitioner.dataset = _dataset(labels[order], order)

@@ -15,7 +15,9 @@ from cllora.config import RunConfig
 PARTITION_FIELDS = ("model", "dataset", "text_column", "test_fraction", "max_train_examples", "scheme",
                     "alpha", "clients", "clients_per_round", "num_classes", "class_edges",
                     "length_measure", "client_size", "min_client_size", "local_test_fraction",
-                    "max_length", "seed")
+                    "client_key", "small_groups", "max_length", "seed")
+# natural-only settings, left out of the command line that reproduces a fitted alpha
+_NATURAL_ONLY = ("scheme", "alpha", "clients", "client_key", "small_groups", "min_client_size")
 DEMO_ALPHAS = (0.1, 1.0, 10.0, 100.0)
 
 
@@ -23,11 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "partition", help="show how texts are split over clients (length classes, skew statistics)",
         description="Divide the training texts into length classes and partition them over clients "
-                    "(iid, length skew or quantity skew), then print each client's class mix, "
-                    "heterogeneity statistics and notes. Uses the same data, split and seed as "
-                    "`cllora run` with the same flags. Loads only the tokenizer, not the model.",
+                    "(iid, length skew, quantity skew, or natural clients: one per value of a column "
+                    "such as the president), then print each client's class mix, heterogeneity "
+                    "statistics and notes. Uses the same data, split and seed as `cllora run` with "
+                    "the same flags (the global test set is a seeded split of all texts, for natural "
+                    "clients too). Loads only the tokenizer, not the model.",
         epilog="Examples:\n  cllora partition --scheme length --alpha 0.1 --clients 20 --plot fig4.png\n"
                "  cllora partition --scheme quantity --alpha 0.1 --clients 10 --json part.json\n"
+               "  cllora partition --scheme natural --client-key president --fit-alpha\n"
                "  cllora partition --dirichlet-demo --plot fig3.png",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of run settings ([run] table or top level)")
@@ -40,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                     "mixes, or with --dirichlet-demo the simplex")
     out.add_argument("--max-rows", type=int, default=30, metavar="N",
                      help="clients shown in the table; all are in --json [30]")
+    out.add_argument("--fit-alpha", action="store_true",
+                     help="with --scheme natural: estimate the Dirichlet α of length skew and of quantity "
+                          "skew whose partitions are as heterogeneous as these natural clients (mean TV "
+                          "distance / Gini of sizes, matched by simulation; 95%% bootstrap interval over "
+                          "clients) and print the command line that draws such a partition")
     out.add_argument("--dirichlet-demo", action="store_true",
                      help="instead: draw Dirichlet(α) samples on the 3-class simplex for "
                           f"α in {', '.join(f'{a:g}' for a in DEMO_ALPHAS)} (the study's Fig. 3) and exit")
@@ -57,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dirichlet_demo:
         return dirichlet_demo(args)
     config = load_config(args.config, **config_overrides(args, PARTITION_FIELDS))
+    if args.fit_alpha and config.scheme != "natural":
+        raise UserError(f"--fit-alpha fits a Dirichlet alpha to natural clients, so it needs --scheme "
+                        f"natural --client-key KEY; got scheme {config.scheme!r}")
     from cllora.experiment import prepare_data
     from cllora.model import load_tokenizer
 
@@ -65,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     part = data.partition_dict(config)
     part["length_measure"] = config.length_measure
     print_partition(part, config, data.truncation(config.max_length), args.max_rows)
+    if args.fit_alpha:
+        part["fitted_alpha"] = fit_and_print(data, config)
     if args.json:
         path = _output_path(args.json)
         path.write_text(json.dumps(part) + "\n")
@@ -72,8 +87,76 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from cllora.report.figures import plot_partition
 
-        _save_figure(plot_partition(part).figure, args.plot)
+        ax = plot_partition(part)
+        _name_clients(ax, part)
+        _save_figure(ax.figure, args.plot)
     return 0
+
+
+def _name_clients(ax, part: dict) -> None:
+    """Natural clients: their names under the bars (the figure numbers them otherwise)."""
+    names = [c.get("name") for c in part["clients"]]
+    if part["scheme"] == "natural" and all(names) and len(names) <= 60:
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        ax.set_xlabel(f"client ({part.get('client_key', 'group')})")
+        ax.set_title(f"natural clients by {part.get('client_key', 'group')}: {len(names)} clients")
+
+
+def fit_and_print(data, config: RunConfig) -> dict:
+    """Fit the alphas of length and quantity skew to the natural partition, print them with the
+    command lines that draw such partitions, and return them for the JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cllora.partition_natural import fit_length_alpha, fit_quantity_alpha, same_size_iid_tv
+    from cllora.seeds import stream
+
+    rng = stream(config.seed, "partition", 1)  # a sub-stream of the partition's own
+    fits = {"length": fit_length_alpha(data.partition, data.labels, config.num_classes, rng),
+            "quantity": fit_quantity_alpha(data.partition, data.labels, config.num_classes, rng,
+                                           min_client_size=config.min_client_size)}
+    t = Table(title=f"Which Dirichlet \u03b1 do these {len(data.partition.clients)} natural clients look like? "
+                    "(matched by simulation; 95% bootstrap interval over clients)")
+    for col in ("skew", "statistic matched", "observed", "fitted \u03b1", "95% interval"):
+        t.add_column(col, justify="right")
+    for scheme, what in (("length", "mean TV distance"), ("quantity", "Gini of client sizes")):
+        f = fits[scheme]
+        t.add_row(scheme, what, f"{f.statistic:.3f}", f"{f.alpha:.3g}", _interval(f))
+    console = Console()
+    console.print(t)
+    noise = same_size_iid_tv(data.partition, data.labels, config.num_classes, rng)
+    console.print(f"for scale: random clients of the same sizes show a mean TV distance of {noise:.3f} "
+                  "(sampling alone)")
+    for scheme, f in fits.items():
+        console.print(f"{scheme} skew as heterogeneous as these clients:\n  {_command(config, scheme, f.alpha)}",
+                      soft_wrap=True)
+    return {s: {"alpha": f.alpha, "low": f.low, "high": f.high, "statistic": f.statistic,
+                "statistic_name": "mean_tv" if s == "length" else "size_gini",
+                "command": _command(config, s, f.alpha)} for s, f in fits.items()} | {"iid_same_sizes_mean_tv": noise}
+
+
+def _interval(fit) -> str:
+    low = f"\u2264 {fit.low:.3g}" if fit.low <= fit.grid[0] else f"{fit.low:.3g}"
+    high = f"\u2265 {fit.high:.3g}" if fit.high >= fit.grid[-1] else f"{fit.high:.3g}"
+    return f"{low} \u2013 {high}"
+
+
+def _command(config: RunConfig, scheme: str, alpha: float) -> str:
+    """`cllora run` with the same data settings, `scheme` at `alpha` over as many clients."""
+    default = RunConfig()
+    flags = [f"--scheme {scheme}", f"--alpha {alpha:.3g}", f"--clients {config.clients}"]
+    if scheme == "quantity" and config.min_client_size is not None:
+        flags.append(f"--min-client-size {config.min_client_size}")
+    for name in PARTITION_FIELDS:
+        value = getattr(config, name)
+        if name in _NATURAL_ONLY or value == getattr(default, name) or name == "clients_per_round":
+            continue
+        shown = ",".join(f"{v:g}" for v in value) if name == "class_edges" else value
+        flags.append(f"--{name.replace('_', '-')} {shown}")
+    if config.clients_per_round != default.clients_per_round:
+        flags.append(f"--clients-per-round {config.clients_per_round}")
+    return "cllora run " + " ".join(flags)
 
 
 def _output_path(name: str) -> Path:
@@ -104,7 +187,8 @@ def print_partition(part: dict, config: RunConfig, truncation: dict, max_rows: i
     from rich.table import Table
 
     console, stats, k = Console(), part["stats"], part["num_classes"]
-    skew = "" if part["scheme"] == "iid" else f" \u03b1={part['alpha']:g}"
+    skew = (f" by {part.get('client_key')}" if part["scheme"] == "natural"
+            else "" if part["scheme"] == "iid" else f" \u03b1={part['alpha']:g}")
     classes = Table(title=f"Length classes ({config.length_measure}; {config.dataset}, "
                           f"{stats['num_examples']:,} training texts)")
     for col in ("class", "range", "texts", "share", f"> {config.max_length} tokens"):
@@ -115,14 +199,16 @@ def print_partition(part: dict, config: RunConfig, truncation: dict, max_rows: i
                         f"{truncation['per_class'][c]:.0%}" if c < len(truncation["per_class"]) else "-")
     console.print(classes)
     clients = Table(title=f"Clients: {part['scheme']}{skew}, {part['num_clients']} clients, seed {part['seed']}")
-    for col in ["client", "size"] + [f"c{c}" for c in range(k)] + ["dominant", "TV"]:
-        clients.add_column(col, justify="right")
+    named = any("name" in c for c in part["clients"])
+    for col in ["client"] + ["name"] * named + ["size"] + [f"c{c}" for c in range(k)] + ["dominant", "TV"]:
+        clients.add_column(col, justify="left" if col == "name" else "right")
     for c in part["clients"][:max_rows]:
         i = c["client_id"]
-        clients.add_row(str(i), f"{c['size']:,}", *[str(x) for x in c["class_counts"]],
-                        _fmt(stats["dominant_share"][i]), _fmt(stats["tv"][i]))
+        clients.add_row(str(i), *[c.get("name", "")] * named, f"{c['size']:,}",
+                        *[str(x) for x in c["class_counts"]], _fmt(stats["dominant_share"][i]),
+                        _fmt(stats["tv"][i]))
     if part["num_clients"] > max_rows:
-        clients.add_row("…", f"{part['num_clients'] - max_rows} more", *[""] * (k + 2))
+        clients.add_row("…", *[""] * named, f"{part['num_clients'] - max_rows} more", *[""] * (k + 2))
     console.print(clients)
     console.print(_stats_table(stats))
     for note in part["notes"]:
