@@ -160,3 +160,14 @@ def test_a_missing_command_module_is_an_error(monkeypatch):
     monkeypatch.setattr(cllora.cli, "COMMAND_MODULES", ("info", "no_such_command"))
     with pytest.raises(ModuleNotFoundError, match="no_such_command"):
         cllora.cli.build_parser()
+
+
+def test_a_reused_base_model_must_match_the_config(tiny_model, tmp_path):
+    from cllora.model import attach_lora, load_model
+
+    with pytest.raises(ValueError, match="base model passed in is torch.bfloat16, but the config resolves to fp32"):
+        run_experiment(tiny_config(tiny_model), tmp_path / "a", base_model=load_model(tiny_model, "cpu", "bf16"))
+    with pytest.raises(ValueError, match="still carries LoRA layers"):
+        run_experiment(tiny_config(tiny_model), tmp_path / "b",
+                       base_model=attach_lora(load_model(tiny_model, "cpu", "fp32"), rank=2))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
