@@ -236,3 +236,14 @@ def test_strategy_records_flora_fedex_fedsa_ffa():
     start = FEDSA_LORA.local(ClientView(initial, {}, keep, options)).start
     assert torch.equal(start[B_KEY.format(1)], states[0][B_KEY.format(1)])
     assert torch.equal(start[A_KEY.format(1)], initial[A_KEY.format(1)])
+
+
+# ---------------------------------------------------------------- the cost table per strategy
+
+def test_params_round_bytes_from_shapes_only():
+    from cllora.commands.params import meta_adapter, strategy_round_bytes
+
+    adapter = meta_adapter("facebook/opt-125m", 2, 16.0, ("q_proj", "v_proj"))
+    assert all(t.device.type == "meta" for t in adapter.values())
+    # the study's Table 1: 73,728 trainable parameters at r = 2 on q/v → 294,912 B in fp32
+    assert strategy_round_bytes("fedavg", adapter, 2, 16.0, 2) == (294_912, 294_912)

@@ -1,4 +1,5 @@
-"""`cllora params`: the study's communication-cost table (trainable LoRA vs all parameters, bytes)."""
+"""`cllora params`: the study's communication-cost table (trainable LoRA vs all parameters, bytes),
+and the bytes one sampled client sends and receives per round under a federated strategy."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated module names to adapt (default q_proj,v_proj)")
     p.add_argument("--transfer-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="dtype for the second bytes column (the first is always fp32, 4 B/param)")
+    p.add_argument("--strategy", metavar="NAME",
+                   help="also show the uplink/downlink bytes per sampled client and round under this "
+                        "federated strategy (fedavg, scaffold, ffa-lora, flora, fedex-lora, ...)")
+    p.add_argument("--clients-per-round", type=int, default=2, metavar="K",
+                   help="clients per round (FLoRA's downlink stacks all of them; default 2)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run)
 
@@ -35,13 +41,63 @@ def run(args: argparse.Namespace) -> int:
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     if not targets:
         raise UserError(f"--targets must name at least one module, got {args.targets!r}")
+    if args.strategy is not None:
+        _check_strategy(args.strategy, args.clients_per_round)
     rows = [cost_row(m, rank=args.rank, alpha=args.alpha, targets=targets,
                      transfer_dtype=args.transfer_dtype) for m in args.models]
+    if args.strategy is not None:
+        for row in rows:
+            adapter = meta_adapter(row["model"], args.rank, args.alpha, targets)
+            up, down = strategy_round_bytes(args.strategy, adapter, args.rank, args.alpha,
+                                            args.clients_per_round)
+            row.update(strategy=args.strategy, bytes_up_per_round=up, bytes_down_per_round=down)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print_cost_table(rows)
     return 0
+
+
+def _check_strategy(name: str, clients_per_round: int) -> None:
+    from cllora.aggregate import STRATEGIES
+    from cllora.errors import UserError
+
+    if name not in STRATEGIES:
+        raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
+    if clients_per_round < 1:
+        raise UserError(f"--clients-per-round must be an integer >= 1, got {clients_per_round}")
+
+
+def meta_adapter(name: str, rank: int, alpha: float, targets: tuple[str, ...]) -> dict:
+    """The model's LoRA tensors on the meta device: names and shapes, no memory."""
+    import warnings
+
+    from cllora.model import attach_lora, lora_parameters, meta_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = attach_lora(meta_model(name), rank=rank, alpha=alpha, targets=targets)
+    return {n: p.detach() for n, p in lora_parameters(model).items()}
+
+
+def strategy_round_bytes(name: str, adapter: dict, rank: int, alpha: float,
+                         clients_per_round: int) -> tuple[int, int]:
+    """(uplink, downlink) fp32 bytes per sampled client in a round after the first, counted as the
+    engine counts them: the shared adapter tensors plus the strategy's extra tensors (its uplink,
+    and its downlink after one server step on `clients_per_round` replies). Shapes only: run on
+    meta tensors, nothing is computed."""
+    from cllora.aggregate import get_strategy, state_nbytes, strategy_options
+    from cllora.aggregate.base import Reply
+    from cllora.config import RunConfig
+
+    strategy = get_strategy(name)
+    options = strategy_options(name, {**RunConfig().to_dict(), "rank": rank, "lora_alpha": alpha})
+    server = strategy.init_server(adapter, options)
+    replies = [Reply(adapter, 1.0, strategy.uplink(adapter), i) for i in range(clients_per_round)]
+    server = strategy.aggregate(adapter, server, replies, options).server_state
+    shared = state_nbytes({n: t for n, t in adapter.items() if strategy.shares(n)})
+    return (shared + state_nbytes(strategy.uplink(adapter)),
+            shared + state_nbytes(strategy.downlink(server)))
 
 
 def print_cost_table(rows: list[dict]) -> None:
@@ -61,4 +117,23 @@ def print_cost_table(rows: list[dict]) -> None:
         if dtype != "fp32":
             cells.append(f"{r['bytes_per_transfer_in_dtype'] / 1e6:.3f}")
         table.add_row(*cells)
+    Console().print(table)
+    if rows and rows[0].get("strategy"):
+        print_round_table(rows)
+
+
+def print_round_table(rows: list[dict]) -> None:
+    """Per sampled client and round under the chosen strategy, beside one FedAvg transfer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Bytes per sampled client per round, strategy {rows[0]['strategy']} (fp32)")
+    table.add_column("Model", no_wrap=True)
+    for col in ("MB up", "MB down", "up vs FedAvg", "down vs FedAvg"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        fedavg = r["bytes_per_transfer"]
+        table.add_row(r["model"], f"{r['bytes_up_per_round'] / 1e6:.3f}",
+                      f"{r['bytes_down_per_round'] / 1e6:.3f}", f"{r['bytes_up_per_round'] / fedavg:.2f}x",
+                      f"{r['bytes_down_per_round'] / fedavg:.2f}x")
     Console().print(table)
