@@ -10,8 +10,8 @@ import torch
 
 from cllora.aggregate.error import aggregation_error, layer_errors
 from cllora.aggregate.lora import (add_deltas, base_weight_name, fedex_lora, fedsa_client_state,
-                                   fedsa_lora, ffa_lora, flora, layer_factors, mean_update, own_factors,
-                                   pad_rank, residual_bytes, transfer_bytes)
+                                   fedsa_lora, ffa_lora, flora, layer_factors, mean_update, merged_base,
+                                   own_factors, pad_rank, residual_bytes, transfer_bytes)
 
 A_KEY, B_KEY = "m.layers.{}.q_proj.lora_A.default.weight", "m.layers.{}.q_proj.lora_B.default.weight"
 
@@ -110,6 +110,15 @@ def test_add_deltas_sums_rounds():
     d1, d2 = {"l": torch.ones(2, 2)}, {"l": torch.full((2, 2), 2.0)}
     total = add_deltas(add_deltas(None, d1), d2)
     assert torch.equal(total["l"], torch.full((2, 2), 3.0)) and torch.equal(d1["l"], torch.ones(2, 2))
+
+
+def test_merged_base_is_original_plus_total_in_the_original_dtype():
+    originals = {"w": torch.tensor([[1.0, 2.0]], dtype=torch.bfloat16)}
+    total = {"w": torch.tensor([[0.5, 0.001]])}
+    merged = merged_base(originals, total)
+    assert merged["w"].dtype == torch.bfloat16
+    assert merged["w"].float().tolist() == [[1.5, 2.0]]  # 2.001 rounds to 2 in bf16 (8-bit mantissa)
+    assert torch.equal(originals["w"], torch.tensor([[1.0, 2.0]], dtype=torch.bfloat16))
 
 
 def test_ffa_lora_keeps_a_and_averages_b():

@@ -169,6 +169,14 @@ def add_deltas(total: Deltas | None, delta: Deltas) -> Deltas:
     return {k: total[k] + delta[k] for k in total}
 
 
+def merged_base(originals: State, total: State) -> State:
+    """Each merged base weight W = W₀ + ΣΔ, summed in fp32 and cast to W₀'s dtype. Always from the
+    original W₀ and the running total (never in place, round after round), so a resumed run that
+    restores the total gets the very same weights; in bf16 the merge is rounded to bf16 once."""
+    return {name: (originals[name].float() + total[name].to(originals[name].device)).to(originals[name].dtype)
+            for name in total}
+
+
 def pad_rank(state: State, rank: int) -> State:
     """Zero-pad every A (r×k → rank×k) and B (d×r → d×rank): s·B A is unchanged (heterogeneous ranks)."""
     out = {}
