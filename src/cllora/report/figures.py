@@ -7,7 +7,6 @@ a partition's classes per client, Dirichlet samples on the simplex, one run's cu
 from __future__ import annotations
 
 import math
-import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cllora.grid import slug  # noqa: E402
 from cllora.records import save_figure  # noqa: E402
 from cllora.report.runs import RunRecord  # noqa: E402
 from cllora.report.stats import client_curves, curve, local_comparison, local_key  # noqa: E402
@@ -293,7 +293,7 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
         except Exception as exc:  # a figure must not stop the report
             log(f"partition plot of {rec.name} failed: {exc}")
             continue
-        save("partition", f"partition_{_slug(rec.name)}", fig, f"Partition: {rec.name}",
+        save("partition", f"partition_{slug(rec.name)}", fig, f"Partition: {rec.name}",
              _partition_caption(rec.partition))
     return out
 
@@ -336,7 +336,7 @@ def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:
         what = ("local models after local training, on their own test split" if key == "local_model_test_loss"
                 else "global model on each client's own test split")
         label = labels[pair["setting"]]
-        save("local", f"local_{pair['scheme']}_{_slug(label)}",
+        save("local", f"local_{pair['scheme']}_{slug(label)}",
              client_pair_figure(panels, f"{label}: per-client test loss ({what})"),
              f"Per-client test loss, {label}, {scheme_name} α = {pair['alpha']:g} vs IID (the study's {fig_no})",
              f"One curve per client: {what}. Panels share the y axis. Seed "
@@ -365,7 +365,3 @@ def _partition_caption(part: dict) -> str:
     if stats.get("mean_tv") is not None:
         bits.append(f"mean total-variation distance to the global length mix {stats['mean_tv']:.2f}")
     return "; ".join(bits)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
