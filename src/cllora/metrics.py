@@ -1,4 +1,6 @@
-"""Evaluation statistics: token-weighted loss, perplexity, fairness across clients (pure numpy)."""
+"""Evaluation statistics (pure numpy): token-weighted loss, perplexity, per-text and per-class
+losses, fairness across clients, and the sampling noise of per-client losses (standard errors,
+noise-corrected variance, Jain, Gini)."""
 
 from __future__ import annotations
 
@@ -38,4 +40,113 @@ def fairness(losses: Sequence[float]) -> dict[str, float]:
         "min": float(values.min()),
         "max": float(values.max()),
         "worst10": float(worst.mean()),
+    }
+
+
+# ---------------------------------------------------------------- per-text losses and noise
+
+def per_text_losses(loss_sums: Sequence[float], token_counts: Sequence[int]) -> np.ndarray:
+    """Token-mean loss of each text (its summed loss / its predicted tokens; NaN for none)."""
+    sums = np.asarray(loss_sums, dtype=np.float64)
+    tokens = np.asarray(token_counts, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tokens > 0, sums / np.where(tokens > 0, tokens, 1.0), np.nan)
+
+
+def class_losses(loss_sums: Sequence[float], token_counts: Sequence[int], classes: Sequence[int],
+                 num_classes: int) -> list[float]:
+    """Token-weighted loss of the texts of each class 0..num_classes-1 (NaN for a class without
+    predicted tokens)."""
+    sums, tokens = np.asarray(loss_sums, np.float64), np.asarray(token_counts, np.float64)
+    classes = np.asarray(classes)
+    out = []
+    for c in range(num_classes):
+        n = tokens[classes == c].sum()
+        out.append(float(sums[classes == c].sum() / n) if n > 0 else float("nan"))
+    return out
+
+
+def client_standard_errors(loss_sums: Sequence[float], token_counts: Sequence[int],
+                           owners: Sequence[int], num_clients: int) -> np.ndarray:
+    """Standard error of each client's token-weighted loss L_k = Σ s_i / Σ n_i over its texts.
+
+    Texts are the sampling units (tokens within a text are correlated). With w_i = n_i / Σ n_i and
+    ℓ_i = s_i / n_i the text's token-mean loss, L_k = Σ w_i ℓ_i. For a client with m >= 2 texts the
+    ratio estimator's linearised (delta-method) variance is used:
+        SE_k² = m / (m - 1) · Σ w_i² (ℓ_i - L_k)².
+    A client with one text cannot estimate its own spread: it gets σ̂² · Σ w_i² with σ̂² the pooled
+    within-client variance of per-text losses (Σ_k Σ_i (ℓ_i - L_k)² / (texts - clients with >= 2
+    texts), over the clients with >= 2 texts). NaN for a client without texts (or nothing to pool).
+    """
+    sums, tokens = np.asarray(loss_sums, np.float64), np.asarray(token_counts, np.float64)
+    owners = np.asarray(owners)
+    keep = tokens > 0
+    sums, tokens, owners = sums[keep], tokens[keep], owners[keep]
+    ell = sums / tokens
+    se2 = np.full(num_clients, np.nan)
+    resid_ss, dof = 0.0, 0
+    single = []
+    for k in range(num_clients):
+        mine = owners == k
+        m = int(mine.sum())
+        if m == 0:
+            continue
+        w = tokens[mine] / tokens[mine].sum()
+        dev = ell[mine] - float(np.sum(w * ell[mine]))
+        if m == 1:
+            single.append((k, float(np.sum(w ** 2))))
+            continue
+        se2[k] = m / (m - 1) * float(np.sum(w ** 2 * dev ** 2))
+        resid_ss, dof = resid_ss + float(np.sum(dev ** 2)), dof + m - 1
+    for k, sum_w2 in single:
+        se2[k] = resid_ss / dof * sum_w2 if dof > 0 else np.nan
+    return np.sqrt(se2)
+
+
+def noise_corrected_variance(losses: Sequence[float], standard_errors: Sequence[float]) -> float:
+    """Variance of the clients' *true* losses: the observed population variance minus what sampling
+    noise adds to it, floored at 0 (method of moments, as τ² in a random-effects meta-analysis).
+
+    With L̂_k = μ_k + e_k, independent e_k of variance SE_k², E[var_pop(L̂)] = var_pop(μ)
+    + (N - 1)/N · mean(SE²); so var_pop(μ) ≈ max(0, var_pop(L̂) - (N - 1)/N · mean(SE²)), over the
+    clients whose loss and standard error are both finite (NaN when none).
+    """
+    loss, se = np.asarray(losses, np.float64), np.asarray(standard_errors, np.float64)
+    ok = np.isfinite(loss) & np.isfinite(se)
+    n = int(ok.sum())
+    if n == 0:
+        return float("nan")
+    noise = (n - 1) / n * float(np.mean(se[ok] ** 2))
+    return max(0.0, float(np.var(loss[ok])) - noise)
+
+
+def jain_index(values: Sequence[float]) -> float:
+    """Jain's fairness index (Σx)² / (N Σx²) of positive values: 1 when all equal, 1/N at worst."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if x.size == 0 or not np.any(x):
+        return float("nan")
+    return float(x.sum() ** 2 / (x.size * np.sum(x ** 2)))
+
+
+def gini(values: Sequence[float]) -> float:
+    """Gini coefficient Σ_i Σ_j |x_i - x_j| / (2 N² mean) of non-negative values: 0 when all equal."""
+    x = np.sort(np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64))
+    if x.size == 0 or x.mean() <= 0:
+        return float("nan")
+    n = x.size
+    ranks = np.arange(1, n + 1)
+    return float(np.sum((2 * ranks - n - 1) * x) / (n * n * x.mean()))
+
+
+def fairness_noise(losses: Sequence[float], standard_errors: Sequence[float]) -> dict[str, float]:
+    """The fairness statistics beside the study's variance: noise-corrected variance, mean standard
+    error, and Jain's index and the Gini coefficient of the clients' perplexities."""
+    loss = np.asarray(losses, np.float64)
+    se = np.asarray(standard_errors, np.float64)
+    ppl = [perplexity(x) for x in loss if math.isfinite(x)]
+    return {
+        "var_corrected": noise_corrected_variance(loss, se),
+        "se_mean": float(np.mean(se[np.isfinite(se)])) if np.isfinite(se).any() else float("nan"),
+        "jain": jain_index(ppl),
+        "gini": gini(ppl),
     }
