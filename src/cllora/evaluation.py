@@ -1,0 +1,145 @@
+"""What an evaluated round measures, in as few passes as it can, and the per-text test losses it keeps.
+
+By default the global model is scored on the global test set and on every client's local test
+split in ONE batched pass over their union (in-process; a Flower engine asks its clients for
+their splits); `fairness_every` thins or turns off the all-client part; `eval_local_models` scores
+the sampled clients' local models on the global test set only every K rounds (their own-split
+loss comes from the clients and is always kept). Global test texts are scored up to
+`eval_length` tokens and classed by full length with the training class edges. The per-text
+losses of round 0, the latest and the best round go to `test_losses.npz` (format below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cllora import records
+from cllora.experiment import Experiment, _score, evaluate_test
+from cllora.metrics import class_losses, client_standard_errors, per_text_losses, token_weighted_loss
+from cllora.train import Batch, length_grouped_batches
+
+
+@dataclass(frozen=True)
+class TestTexts:
+    """Per-text result of the global model on the global test set (texts with >= 1 scored token)."""
+
+    index: np.ndarray  # row in the global test set
+    tokens: np.ndarray  # predicted (scored) tokens of the text
+    loss: np.ndarray  # token-mean loss of the text
+    length_class: np.ndarray  # class by full length, training edges
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """The union pass: batches over the global test texts (entries 0..num_test-1, cut at
+    eval_length) followed by every client's local test texts (cut at max_length)."""
+
+    batches: list[Batch]
+    num_test: int
+    owner: np.ndarray  # client of each union entry (-1 for a global test text)
+
+
+def build_plan(exp: Experiment) -> EvalPlan:
+    """The batches of the union pass, built once per experiment (length-grouped, deterministic)."""
+    cfg, data = exp.config, exp.data
+    split_rows = np.concatenate(data.client_test).astype(np.int64) if data.client_test else np.zeros(0, np.int64)
+    owners = [np.full(len(rows), cid) for cid, rows in enumerate(data.client_test)]
+    owner = np.concatenate([np.full(len(data.test_ids), -1), *owners]).astype(np.int64)
+    ids = [t[:cfg.eval_length] for t in data.test_ids] + [data.train_ids[r][:cfg.max_length] for r in split_rows]
+    batches = length_grouped_batches(ids, np.arange(len(ids)), max(cfg.batch_size, 8),
+                                     max(cfg.eval_length, cfg.max_length), data.pad_id)
+    return EvalPlan(batches, len(data.test_ids), owner)
+
+
+def _plan(exp: Experiment) -> EvalPlan:
+    if exp.eval_plan is None:
+        exp.eval_plan = build_plan(exp)  # once per experiment
+    return exp.eval_plan
+
+
+def is_due(every: int, round_num: int, rounds: int) -> bool:
+    """Rounds that are a multiple of `every`, and the last one; never for every = 0."""
+    return every > 0 and (round_num % every == 0 or round_num == rounds)
+
+
+def score_round(exp: Experiment, clients, global_state: dict, good: list, round_num: int,
+                on_batch: Callable[[], None] | None = None) -> records.RoundScores:
+    """The evaluations of an evaluated round (see the module docstring for what runs when)."""
+    cfg = exp.config
+    fair = is_due(cfg.fairness_every, round_num, cfg.rounds)
+    if getattr(clients, "splits_on_server", False):
+        test, split = _global_pass(exp, global_state, fair, on_batch)
+        losses, se = split if split is not None else (None, None)
+    else:  # the clients score their own splits (Flower): losses only
+        test, _ = _global_pass(exp, global_state, False, on_batch)
+        losses = np.asarray(clients.test_losses(global_state), dtype=np.float64) if fair else None
+        se = None
+    local_due = is_due(cfg.eval_local_models, round_num, cfg.rounds)
+    local = {u.client_id: (evaluate_test(exp, u.state, on_batch) if local_due else None, u.own_test_loss)
+             for u in good}
+    test_loss = token_weighted_loss(test.loss * test.tokens, test.tokens) if test.tokens.sum() else float("nan")
+    return records.RoundScores(
+        test_loss, losses, local, client_se=se,
+        client_texts=np.array([len(rows) for rows in exp.data.client_test], dtype=np.int64),
+        class_losses=class_losses(test.loss * test.tokens, test.tokens, test.length_class, cfg.num_classes),
+        test_texts=test)
+
+
+def _global_pass(exp: Experiment, state: dict, with_splits: bool, on_batch):
+    """The global model on the global test set, and with_splits also on every client's split in
+    the same batched pass: (TestTexts, (client losses, standard errors) or None)."""
+    if not with_splits:
+        rows, sums, tokens = _score(exp, state, exp.global_test_batches, on_batch)
+        return _test_texts(exp, rows, sums, tokens), None
+    plan = _plan(exp)
+    entries, sums, tokens = _score(exp, state, plan.batches, on_batch)
+    is_test = entries < plan.num_test
+    test = _test_texts(exp, entries[is_test], sums[is_test], tokens[is_test])
+    owner, sums, tokens = plan.owner[entries[~is_test]], sums[~is_test], tokens[~is_test]
+    num_clients = len(exp.data.client_test)
+    losses = np.array([sums[owner == c].sum() / tokens[owner == c].sum() if tokens[owner == c].sum() > 0
+                       else np.nan for c in range(num_clients)])
+    return test, (losses, client_standard_errors(sums, tokens, owner, num_clients))
+
+
+def _test_texts(exp: Experiment, rows: np.ndarray, sums: np.ndarray, tokens: np.ndarray) -> TestTexts:
+    order = np.argsort(rows, kind="stable")
+    rows, sums, tokens = rows[order], sums[order], tokens[order]
+    classes = exp.data.test_classes
+    length_class = classes[rows] if classes is not None and len(classes) else np.zeros(len(rows), np.int64)
+    return TestTexts(rows.astype(np.int64), tokens.astype(np.int64), per_text_losses(sums, tokens),
+                     np.asarray(length_class, dtype=np.int64))
+
+
+# ---------------------------------------------------------------- test_losses.npz
+
+def save_test_losses(out: Path, round_num: int, texts: TestTexts, test_loss: float) -> None:
+    """Update `test_losses.npz` (format in /work/notes/test_losses_format.md and the README):
+    arrays text_index, tokens, length_class (int64) and loss_r0, loss_final, loss_best (float64,
+    token-mean loss per text) of the global model, scalars final_round and best_round. The best
+    round is the first with the lowest global test loss (as summary.json's best_round); round 0's
+    column is NaN for a run resumed from before this file existed."""
+    path = Path(out) / records.TEST_LOSSES
+    old = records.read_npz(path) if round_num > 0 else None
+    if old is not None and not np.array_equal(old["text_index"], texts.index):
+        old = None  # another test set (should not happen): start over
+    r0 = texts.loss if old is None and round_num == 0 else (old["loss_r0"] if old is not None
+                                                              else np.full(len(texts.loss), np.nan))
+    best_loss = _mean_loss(old["loss_best"], old["tokens"]) if old is not None else np.inf
+    improved = test_loss < best_loss
+    records.write_npz(path, {
+        "text_index": texts.index, "tokens": texts.tokens, "length_class": texts.length_class,
+        "loss_r0": r0, "loss_final": texts.loss,
+        "loss_best": texts.loss if improved else old["loss_best"],
+        "final_round": np.int64(round_num),
+        "best_round": np.int64(round_num if improved else int(old["best_round"])),
+    })
+
+
+def _mean_loss(loss: np.ndarray, tokens: np.ndarray) -> float:
+    total = float(np.sum(tokens))
+    return float(np.sum(loss * tokens) / total) if total > 0 else np.inf
