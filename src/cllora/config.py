@@ -19,6 +19,7 @@ OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 LENGTH_MEASURES = ("tokens", "sentences")
+TRACKERS = ("tensorboard", "mlflow")  # --log-to (cllora.tracking)
 ENGINES = ("inprocess", "flower-sim")  # Flower deployment runs through `flwr run` (cllora.flower)
 
 
@@ -97,6 +98,21 @@ class RunConfig:
     tau: float = _setting(1e-3, "fedadam/fedyogi/fedadagrad: adaptivity tau added to sqrt(v) (Reddi et "
                           "al. 2021)", metavar="TAU")
     eval_every: int = _setting(1, "evaluate every this many rounds (and always the last)")
+    # measurement (cllora.evaluation)
+    eval_max_length: int | None = _setting(None, "tokens of each global test text that are scored (>= 2, "
+                                           "at most the model's context); default: max_length",
+                                           metavar="L")
+    fairness_every: int = _setting(1, "score the global model on every client's local test split (the "
+                                   "fairness columns) in evaluated rounds that are a multiple of K and "
+                                   "the last; 0 = never", metavar="K")
+    eval_local_models: int = _setting(0, "score the sampled clients' local models on the global test set "
+                                      "in evaluated rounds that are a multiple of K and the last; 0 = never "
+                                      "(their loss on their own split is always recorded)", metavar="K")
+    min_local_test: int | None = _setting(None, "warn about clients whose local test split has fewer texts "
+                                          "than this (their fairness losses are mostly noise)", metavar="N")
+    log_to: str | None = _setting(None, "also write every evaluated round's metrics to an experiment tracker "
+                                  "(optional extra cllora[tensorboard] or cllora[mlflow]; local files, no "
+                                  "network)", choices=TRACKERS)
     # LoRA
     rank: int = _setting(8, "LoRA rank r", metavar="R")
     lora_alpha: float = _setting(16.0, "LoRA scaling alpha")
@@ -138,6 +154,7 @@ class RunConfig:
                      "rank", "max_length", "eval_every"):
             _at_least(name, getattr(self, name), 1)
         _at_least("num_classes", self.num_classes, 2)
+        _check_measurement(self)
         for name in ("max_train_examples", "max_test_examples", "client_size", "min_client_size"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
@@ -159,6 +176,11 @@ class RunConfig:
                                 f"values, got {len(edges)}: {edges}")
             if any(b <= a for a, b in zip(edges, edges[1:])):
                 raise UserError(f"class_edges must be strictly increasing, got {edges}")
+
+    @property
+    def eval_length(self) -> int:
+        """Tokens of each global test text that are scored: eval_max_length, else max_length."""
+        return self.eval_max_length or self.max_length
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -199,6 +221,18 @@ def _check_strategy_options(cfg: "RunConfig") -> None:
         users = [s.name for s in STRATEGIES.values() if unused[0] in s.options]
         raise UserError(f"{unused[0]} = {getattr(cfg, unused[0])!r} is only used by strategy "
                         f"{'/'.join(users)}, not by {cfg.strategy!r}")
+
+
+def _check_measurement(cfg: "RunConfig") -> None:
+    """Bounds of the measurement settings (the model's context is checked once the model is loaded)."""
+    if cfg.eval_max_length is not None:
+        _at_least("eval_max_length", cfg.eval_max_length, 2)
+    _at_least("fairness_every", cfg.fairness_every, 0)
+    _at_least("eval_local_models", cfg.eval_local_models, 0)
+    if cfg.min_local_test is not None:
+        _at_least("min_local_test", cfg.min_local_test, 1)
+    if cfg.log_to is not None:
+        _choice("log_to", cfg.log_to, TRACKERS)
 
 
 def _at_least_zero(name: str, value: Any) -> None:

@@ -19,6 +19,11 @@ class RunProgress:
         self.label = label
         self._progress: Progress | None = None
         self._rounds = self._steps = None
+        self.listeners: list = []  # objects with round_done(row), e.g. cllora.tracking's trackers
+
+    def add_listener(self, listener) -> None:
+        """Pass every round's row to `listener.round_done(row)` too (even when the display is off)."""
+        self.listeners.append(listener)
 
     def log(self, message: str) -> None:
         if self.enabled:
@@ -56,6 +61,8 @@ class RunProgress:
 
     def round_done(self, row: dict) -> None:
         """One line per round: the evaluation when the round was evaluated, else training only."""
+        for listener in self.listeners:
+            listener.round_done(row)
         evaluated = row.get("global_test_loss") is not None
         if self._progress is not None and row["round"] > 0:
             info = f"test loss {row['global_test_loss']:.4f}" if evaluated else ""
@@ -65,8 +72,9 @@ class RunProgress:
         if evaluated:
             local = row.get("local_models_test_loss_mean")
             extra = f"  local models {local:.4f}" if local is not None else ""
-            text = (f"test loss {row['global_test_loss']:.4f}  ppl {row['global_test_ppl']:.2f}  "
-                    f"fairness var {row['fairness_var']:.5f}{extra}")
+            fair = row.get("fairness_var")
+            fair_text = f"  fairness var {fair:.5f}" if fair is not None else ""
+            text = f"test loss {row['global_test_loss']:.4f}  ppl {row['global_test_ppl']:.2f}{fair_text}{extra}"
         else:
             train = row.get("train_loss_mean")
             text = "not evaluated" + (f"  train loss {train:.4f}" if train is not None else "")
