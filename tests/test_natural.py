@@ -206,6 +206,8 @@ def test_partition_command_natural_with_fit(tiny_model, author_csv, tmp_path, ca
     assert "d" in " ".join(saved["notes"])
     fitted = saved["fitted_alpha"]["length"]
     assert fitted["low"] <= fitted["alpha"] <= fitted["high"]
+    size = sum(c["size"] for c in saved["clients"]) // 3  # as many texts in all as the natural clients
+    assert f"--clients 3 --client-size {size} " in fitted["command"] and f"--client-size {size}" in shown
     assert out_png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -93,16 +93,18 @@ def _notes(names: np.ndarray, counts: np.ndarray, kept: list[int], other: list[i
 # ---------------------------------------------------------------- which alpha does it look like?
 
 def fit_length_alpha(partition: Partition, labels, num_classes: int, rng: np.random.Generator, *,
-                     draws: int = 500, reps: int = 30) -> AlphaFit:
-    """The alpha of length skew (`--scheme length --clients N` over all of `labels`) whose partitions
-    have, on average, the mean TV distance of this partition's class mixes to their pooled mix;
-    interval: bootstrap over the partition's clients."""
+                     client_size: int | None = None, draws: int = 500, reps: int = 30) -> AlphaFit:
+    """The alpha of length skew (`--scheme length --clients N --client-size S` over `labels`) whose
+    partitions have, on average, the mean TV distance of this partition's class mixes to their
+    pooled mix. `client_size` as for the partitioner (default floor(n / N); pass the natural
+    clients' mean size to keep the total number of texts)."""
     labels = _check_labels(labels, num_classes)
     counts = class_counts(partition.clients, labels, num_classes)
     n = len(partition.clients)
 
     def simulate(alpha: float, sim_rng: np.random.Generator) -> float:
-        sim = partition_length(labels, n, sim_rng, alpha=alpha, num_classes=num_classes)
+        sim = partition_length(labels, n, sim_rng, alpha=alpha, num_classes=num_classes,
+                               client_size=client_size)
         return float(client_tv(class_counts(sim.clients, labels, num_classes)).mean())
 
     boot = bootstrap_clients(lambda idx: float(client_tv(counts[idx]).mean()), n, rng, draws)
@@ -110,17 +112,17 @@ def fit_length_alpha(partition: Partition, labels, num_classes: int, rng: np.ran
 
 
 def fit_quantity_alpha(partition: Partition, labels, num_classes: int, rng: np.random.Generator, *,
-                       min_client_size: int | None = None, draws: int = 500, reps: int = 30) -> AlphaFit:
-    """The alpha of quantity skew (`--scheme quantity --clients N` over all of `labels`) whose
-    partitions have, on average, this partition's Gini of client sizes; interval: bootstrap over
-    the partition's clients."""
+                       client_size: int | None = None, min_client_size: int | None = None,
+                       draws: int = 500, reps: int = 30) -> AlphaFit:
+    """The alpha of quantity skew (`--scheme quantity --clients N --client-size S` over `labels`)
+    whose partitions have, on average, this partition's Gini of client sizes."""
     labels = _check_labels(labels, num_classes)
     sizes = np.array([len(rows) for rows in partition.clients], dtype=float)
     n = len(sizes)
 
     def simulate(alpha: float, sim_rng: np.random.Generator) -> float:
         sim = partition_quantity(labels, n, sim_rng, alpha=alpha, num_classes=num_classes,
-                                 min_client_size=min_client_size)
+                                 client_size=client_size, min_client_size=min_client_size)
         return gini([len(rows) for rows in sim.clients])
 
     boot = bootstrap_clients(lambda idx: gini(sizes[idx]), n, rng, draws)

@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--fit-alpha", action="store_true",
                      help="with --scheme natural: estimate the Dirichlet α of length skew and of quantity "
                           "skew whose partitions are as heterogeneous as these natural clients (mean TV "
-                          "distance / Gini of sizes, matched by simulation; 95%% bootstrap interval over "
-                          "clients) and print the command line that draws such a partition")
+                          "distance / Gini of sizes, matched by simulation; 95%% interval from the "
+                          "simulations and a bootstrap over clients) and print the command line that "
+                          "draws such a partition on as many texts")
     out.add_argument("--dirichlet-demo", action="store_true",
                      help="instead: draw Dirichlet(α) samples on the 3-class simplex for "
                           f"α in {', '.join(f'{a:g}' for a in DEMO_ALPHAS)} (the study's Fig. 3) and exit")
@@ -113,11 +114,12 @@ def fit_and_print(data, config: RunConfig) -> dict:
     from cllora.seeds import stream
 
     rng = stream(config.seed, "partition", 1)  # a sub-stream of the partition's own
-    fits = {"length": fit_length_alpha(data.partition, data.labels, config.num_classes, rng),
+    size = _same_total_size(data.partition.clients, len(data.labels))
+    fits = {"length": fit_length_alpha(data.partition, data.labels, config.num_classes, rng, client_size=size),
             "quantity": fit_quantity_alpha(data.partition, data.labels, config.num_classes, rng,
-                                           min_client_size=config.min_client_size)}
+                                           client_size=size, min_client_size=config.min_client_size)}
     t = Table(title=f"Which Dirichlet \u03b1 do these {len(data.partition.clients)} natural clients look like? "
-                    "(matched by simulation; 95% bootstrap interval over clients)")
+                    "(matched by simulation; 95% interval: simulated spread \u222a bootstrap over clients)")
     for col in ("skew", "statistic matched", "observed", "fitted \u03b1", "95% interval"):
         t.add_column(col, justify="right")
     for scheme, what in (("length", "mean TV distance"), ("quantity", "Gini of client sizes")):
@@ -129,11 +131,19 @@ def fit_and_print(data, config: RunConfig) -> dict:
     console.print(f"for scale: random clients of the same sizes show a mean TV distance of {noise:.3f} "
                   "(sampling alone)")
     for scheme, f in fits.items():
-        console.print(f"{scheme} skew as heterogeneous as these clients:\n  {_command(config, scheme, f.alpha)}",
-                      soft_wrap=True)
+        console.print(f"{scheme} skew as heterogeneous as these clients, on as many texts:\n  "
+                      f"{_command(config, scheme, f.alpha, size)}", soft_wrap=True)
     return {s: {"alpha": f.alpha, "low": f.low, "high": f.high, "statistic": f.statistic,
                 "statistic_name": "mean_tv" if s == "length" else "size_gini",
-                "command": _command(config, s, f.alpha)} for s, f in fits.items()} | {"iid_same_sizes_mean_tv": noise}
+                "model_interval": list(f.model_interval), "client_interval": list(f.client_interval),
+                "command": _command(config, s, f.alpha, size)} for s, f in fits.items()} \
+        | {"iid_same_sizes_mean_tv": noise}
+
+
+def _same_total_size(clients: list, num_texts: int) -> int | None:
+    """Texts per client that keep the natural clients' total (None: the partitioners' default)."""
+    size = sum(len(rows) for rows in clients) // len(clients)
+    return None if size >= num_texts // len(clients) else size
 
 
 def _interval(fit) -> str:
@@ -142,15 +152,16 @@ def _interval(fit) -> str:
     return f"{low} \u2013 {high}"
 
 
-def _command(config: RunConfig, scheme: str, alpha: float) -> str:
-    """`cllora run` with the same data settings, `scheme` at `alpha` over as many clients."""
+def _command(config: RunConfig, scheme: str, alpha: float, size: int | None) -> str:
+    """`cllora run` with the same data settings, `scheme` at `alpha` over as many clients of `size`."""
     default = RunConfig()
     flags = [f"--scheme {scheme}", f"--alpha {alpha:.3g}", f"--clients {config.clients}"]
+    flags += [] if size is None else [f"--client-size {size}"]
     if scheme == "quantity" and config.min_client_size is not None:
         flags.append(f"--min-client-size {config.min_client_size}")
     for name in PARTITION_FIELDS:
         value = getattr(config, name)
-        if name in _NATURAL_ONLY or value == getattr(default, name) or name == "clients_per_round":
+        if name in _NATURAL_ONLY + ("clients_per_round", "client_size") or value == getattr(default, name):
             continue
         shown = ",".join(f"{v:g}" for v in value) if name == "class_edges" else value
         flags.append(f"--{name.replace('_', '-')} {shown}")
