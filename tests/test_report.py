@@ -1,7 +1,9 @@
-"""The report: statistics on hand-made numbers; each claim's verdict on hand-built conditions and on
-hand-built run directories whose right answer is known (inverting a claim's logic fails a test);
-parameter counts from config.json; then report.html of a real tiny sweep (self-contained, every
-figure embedded and saved as PNG and SVG) without torch or model code."""
+"""The report: run and condition rows on hand-made numbers; each claim's verdict (supported,
+contradicted, inconclusive, not testable) on hand-built conditions and on hand-built run
+directories whose right answer is known (with per-text test losses, without them as older runs
+are, with one seed and with three); parameter counts from config.json; then report.html of a real
+tiny sweep (self-contained, every figure embedded and saved as PNG and SVG) without torch or model
+code. The statistics themselves are tested in test_report_stats.py."""
 
 from __future__ import annotations
 
@@ -12,26 +14,29 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cllora import records
 from cllora.cli import main
 from cllora.report import (
-    NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, claims, find_run_dirs, stats, write_report,
+    CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, claims, conditions, find_run_dirs, stats,
+    write_report,
 )
 
 
-# ---------------------------------------------------------------- statistics (pure)
+# ---------------------------------------------------------------- runs and conditions (pure)
 
-def rounds(losses, fairness=None, local=None, spread=None):
-    """rounds.csv rows: losses[r] at round r; local/spread from round 1 on."""
+def rounds(losses, fairness=None, local=None, spread=None, classes=None):
+    """rounds.csv rows: losses[r] at round r; local/spread from round 1 on; classes[r] per class."""
     rows = []
     for r, loss in enumerate(losses):
         rows.append({"round": r, "global_test_loss": loss,
                      "fairness_var": None if fairness is None else fairness[r],
                      "local_models_test_loss_mean": None if local is None or r == 0 else local[r - 1],
                      "local_models_var": None if spread is None or r == 0 else spread[r - 1],
-                     "bytes_cumulative": 100 * r, "round_seconds": 1.0})
+                     "bytes_cumulative": 100 * r, "round_seconds": 1.0,
+                     **({} if classes is None else {f"test_loss_c{c}": v for c, v in enumerate(classes[r])})})
     return rows
 
 
@@ -40,61 +45,79 @@ def cfg(model="m", scheme="iid", alpha=1.0, seed=0, **extra):
             "rank": 2, "targets": ["q_proj", "v_proj"], **extra}
 
 
-def test_mean_std_curve_and_run_row():
-    curve = stats.mean_std_curve([[(0, 1.0), (1, 2.0)], [(0, 3.0), (1, 4.0), (2, 5.0)]])
-    assert curve["x"] == [0, 1, 2] and curve["mean"] == [2.0, 3.0, 5.0] and curve["n"] == [2, 2, 1]
-    assert curve["std"] == pytest.approx([math.sqrt(2), math.sqrt(2), 0.0])
-    row = stats.run_row("r", cfg(scheme="length", alpha=0.1),
-                        rounds([3.0, 2.5, 2.2, 2.4], fairness=[0.1, 0.2, 0.3, 0.4],
-                               local=[2.0, 2.2, 2.4], spread=[0.01, 0.02, 0.03]))
+def test_run_row():
+    row = conditions.run_row("r", cfg(scheme="length", alpha=0.1),
+                             rounds([3.0, 2.5, 2.2, 2.4], fairness=[0.1, 0.2, 0.3, 0.4],
+                                    local=[2.0, 2.2, 2.4], spread=[0.01, 0.02, 0.03],
+                                    classes=[[3.1, 2.9], [2.6, 2.4], [2.3, 2.1], [2.5, None]]))
     assert (row["initial_loss"], row["final_loss"], row["best_loss"], row["best_round"]) == (3.0, 2.4, 2.2, 2)
     assert row["final_fairness_var"] == 0.4 and row["alpha"] == 0.1 and row["complete"]
     assert row["local_loss"] == pytest.approx(2.2) and row["local_spread"] == pytest.approx(0.02)
-    assert stats.run_row("i", cfg(), rounds([3.0, 2.0]))["alpha"] is None  # iid has no alpha
-    assert not stats.run_row("i", cfg(), rounds([3.0, 2.0]))["complete"]  # 1 of 3 rounds
+    assert row["class_curves"] == {0: [(0, 3.1), (1, 2.6), (2, 2.3), (3, 2.5)], 1: [(0, 2.9), (1, 2.4), (2, 2.1)]}
+    assert row["texts"] is None and row["final_fairness_jain"] is None  # older runs lack both
+    assert conditions.run_row("i", cfg(), rounds([3.0, 2.0]))["alpha"] is None  # iid has no alpha
+    assert not conditions.run_row("i", cfg(), rounds([3.0, 2.0]))["complete"]  # 1 of 3 rounds
+    npz = {"text_index": np.array([4, 7]), "tokens": np.array([3, 5]), "loss_final": np.array([2.0, 2.5]),
+           "final_round": np.array(3)}
+    texts = conditions.run_row("r", cfg(), rounds([3.0, 2.5, 2.2, 2.4]), test_losses=npz)["texts"]
+    assert [t.tolist() for t in texts] == [[4, 7], [3, 5], [2.0, 2.5]]
+    # per-text losses of another round than rounds.csv's last (a run still going) are not used
+    assert conditions.run_row("r", cfg(), rounds([3.0, 2.5]), test_losses=npz)["texts"] is None
 
 
 def test_condition_rows_average_seeds_and_find_overfitting():
-    rows = [stats.run_row("a", cfg(scheme="length", alpha=0.1, seed=0), rounds([3.0, 2.0, 2.1, 2.3])),
-            stats.run_row("b", cfg(scheme="length", alpha=0.1, seed=1), rounds([3.0, 2.2, 2.1, 2.5])),
-            stats.run_row("c", cfg(seed=0), rounds([3.0, 2.5, 2.3, 2.1]))]
-    conds = stats.condition_rows(rows)
+    rows = [conditions.run_row("a", cfg(scheme="length", alpha=0.1, seed=0), rounds([3.0, 2.0, 2.1, 2.3])),
+            conditions.run_row("b", cfg(scheme="length", alpha=0.1, seed=1), rounds([3.0, 2.2, 2.1, 2.5])),
+            conditions.run_row("c", cfg(seed=0), rounds([3.0, 2.5, 2.3, 2.1]))]
+    conds = conditions.condition_rows(rows)
     assert [c["label"] for c in conds] == ["α = 0.1", "IID"]  # skewed first, IID last
     skew, iid = conds
     assert skew["n_seeds"] == 2 and skew["final_loss"] == pytest.approx(2.4)
     assert skew["final_loss_std"] == pytest.approx(math.sqrt(0.02))
     # the seed-mean curve is 3.0, 2.1, 2.1, 2.4: lowest first at round 1
     assert skew["best_round"] == 1 and skew["best_loss"] == pytest.approx(2.1)
-    assert stats.overfit_note(skew) == "after round 1"
-    assert iid["best_round"] == 3 and stats.overfit_note(iid) == "—"
+    assert conditions.overfit_note(skew) == "after round 1"
+    assert iid["best_round"] == 3 and conditions.overfit_note(iid) == "—"
+    assert conditions.seed_values(conds, "final_loss") == [{0: 2.3, 1: 2.5}, {0: 2.1}]
     # different settings (here: clients) never mix
-    other = stats.run_row("d", cfg(seed=0, clients=8), rounds([3.0, 2.0]))
-    assert len(stats.condition_rows(rows + [other])) == 3
+    other = conditions.run_row("d", cfg(seed=0, clients=8), rounds([3.0, 2.0]))
+    assert len(conditions.condition_rows(rows + [other])) == 3
 
 
 # ---------------------------------------------------------------- each claim on hand-built conditions
 
-def cond(scheme, alpha, final, model="m", setting=None, local=None, spread=None):
-    """A condition row as condition_rows makes it (only the fields the claims read)."""
+def cond(scheme, alpha, final, model="m", setting=None, local=None, spread=None, seeds=3):
+    """A condition row as condition_rows makes it (only the fields the claims read): `seeds` runs,
+    each with exactly these numbers (so the interval over seeds is the point itself)."""
+    runs = [{"seed": s, "final_loss": final, "local_loss": local, "local_spread": spread, "texts": None}
+            for s in range(seeds)]
     return {"setting": setting or model, "model": model, "scheme": scheme,
             "alpha": None if scheme == "iid" else alpha,
-            "label": stats.condition_label(scheme, None if scheme == "iid" else alpha),
-            "final_loss": final, "final_loss_std": None, "local_loss": local, "local_spread": spread}
+            "label": conditions.condition_label(scheme, None if scheme == "iid" else alpha),
+            "final_loss": final, "final_loss_std": None, "local_loss": local, "local_spread": spread,
+            "n_seeds": seeds, "runs": runs}
 
 
 def test_iid_best_under_quantity_skew():
     study_like = [cond("quantity", 0.1, 2.30), cond("quantity", 1.0, 2.32), cond("quantity", 100.0, 2.40),
                   cond("iid", None, 2.20)]
     supported = claims.claim_iid_best_quantity(study_like)
-    assert supported["verdict"] == SUPPORTED
+    assert supported["verdict"] == SUPPORTED and supported["seeds"] == 3
+    assert supported["effect"] == pytest.approx(0.10)  # best α (2.30) minus IID (2.20)
     assert "IID 2.2000" in supported["evidence"][0] and "α = 100 2.4000" in supported["evidence"][0]
-    # IID beaten by one α (2.15 < 2.20): not supported
+    # IID beaten by one α (2.15 < 2.20): contradicted, by 0.05
     flipped = [cond("quantity", 0.1, 2.30), cond("quantity", 1.0, 2.15), cond("iid", None, 2.20)]
-    assert claims.claim_iid_best_quantity(flipped)["verdict"] == NOT_SUPPORTED
-    # supported for one model, not for the other: not supported, and says so
+    assert claims.claim_iid_best_quantity(flipped)["verdict"] == CONTRADICTED
+    assert claims.claim_iid_best_quantity(flipped)["effect"] == pytest.approx(-0.05)
+    # supported for one model, contradicted for the other: contradicted, the headline is that one
     two = study_like + [cond("quantity", 0.1, 1.0, model="big"), cond("iid", None, 1.1, model="big")]
     mixed = claims.claim_iid_best_quantity(two)
-    assert mixed["verdict"] == NOT_SUPPORTED and "holds in 1 of 2 comparisons" in mixed["evidence"]
+    assert mixed["verdict"] == CONTRADICTED and mixed["effect"] == pytest.approx(-0.1)
+    assert [(c["label"], c["verdict"]) for c in mixed["comparisons"]] == [("m", SUPPORTED), ("big", CONTRADICTED)]
+    # one seed and no per-text losses: a point estimate, inconclusive
+    one_seed = [cond("quantity", 0.1, 2.30, seeds=1), cond("iid", None, 2.20, seeds=1)]
+    single = claims.claim_iid_best_quantity(one_seed)
+    assert single["verdict"] == INCONCLUSIVE and single["effect"] == pytest.approx(0.1) and single["low"] is None
     length_only = [cond("length", 0.1, 2.3), cond("iid", None, 2.2)]
     assert claims.claim_iid_best_quantity(length_only)["verdict"] == NOT_TESTABLE
 
@@ -102,9 +125,10 @@ def test_iid_best_under_quantity_skew():
 def test_alpha100_worst_under_quantity_skew():
     worst = [cond("quantity", 0.1, 2.30), cond("quantity", 100.0, 2.40), cond("iid", None, 2.20)]
     assert claims.claim_alpha100_worst_quantity(worst)["verdict"] == SUPPORTED
-    # IID (2.20) is worse than α = 100 (2.15): not supported
+    assert claims.claim_alpha100_worst_quantity(worst)["effect"] == pytest.approx(0.10)
+    # IID (2.20) is worse than α = 100 (2.15): contradicted
     iid_worst = [cond("quantity", 0.1, 2.10), cond("quantity", 100.0, 2.15), cond("iid", None, 2.20)]
-    assert claims.claim_alpha100_worst_quantity(iid_worst)["verdict"] == NOT_SUPPORTED
+    assert claims.claim_alpha100_worst_quantity(iid_worst)["verdict"] == CONTRADICTED
     assert claims.claim_alpha100_worst_quantity([cond("quantity", 100.0, 2.4)])["verdict"] == NOT_TESTABLE
     no_100 = [cond("quantity", 0.1, 2.4), cond("iid", None, 2.2)]
     assert claims.claim_alpha100_worst_quantity(no_100)["verdict"] == NOT_TESTABLE
@@ -120,44 +144,48 @@ def test_smaller_models_more_sensitive_to_length_skew():
     sizes = {"small": 100_000_000, "big": 1_000_000_000}
     ok = claims.claim_small_models_length_sensitive(
         length_conditions("small", 0.2) + length_conditions("big", 0.02), model_sizes=sizes)
-    assert ok["verdict"] == SUPPORTED and "ρ(size, sensitivity) = -1.00" in ok["evidence"][1]
+    assert ok["verdict"] == SUPPORTED and "ρ(size, sensitivity) = -1.00" in ok["evidence"][0]
     assert "small (100 M params)" in ok["evidence"][0]
+    # sensitivity (max - min) / mean: 0.2 / 2.0667 minus 0.02 / 2.0067
+    assert ok["effect"] == pytest.approx(0.2 / (6.2 / 3) - 0.02 / (6.02 / 3))
     reversed_ = claims.claim_small_models_length_sensitive(
         length_conditions("small", 0.02) + length_conditions("big", 0.2), model_sizes=sizes)
-    assert reversed_["verdict"] == NOT_SUPPORTED
+    assert reversed_["verdict"] == CONTRADICTED
     one = claims.claim_small_models_length_sensitive(length_conditions("small", 0.2), model_sizes=sizes)
     assert one["verdict"] == NOT_TESTABLE and "at least 2 models" in one["evidence"][0]
     unknown_size = claims.claim_small_models_length_sensitive(
         length_conditions("small", 0.2) + length_conditions("big", 0.02), model_sizes={"small": 1})
     assert unknown_size["verdict"] == NOT_TESTABLE
-    # (max - min) / mean over {α = 0.1, α = 100, IID}
-    entry = stats.by_setting(length_conditions("small", 0.3))["small"]
-    assert stats.length_sensitivity(entry) == pytest.approx(0.3 / 2.1)
+    entry = conditions.by_setting(length_conditions("small", 0.3))["small"]
+    assert conditions.length_sensitivity(entry) == pytest.approx(0.3 / 2.1)
 
 
-def fairness_conditions(length_spread, quantity_spread, length_local=2.0):
+def fairness_conditions(length_spread, quantity_spread, length_local=2.0, seeds=3):
     """Length and quantity skew at α = 0.1, each beside an IID run (local loss 2.0, spread 0.01)."""
-    return [cond("length", 0.1, 2.0, setting="L", local=length_local, spread=length_spread),
-            cond("iid", None, 2.0, setting="L", local=2.00, spread=0.01),
-            cond("quantity", 0.1, 2.0, setting="Q", local=2.30, spread=quantity_spread),
-            cond("iid", None, 2.0, setting="Q", local=2.00, spread=0.01)]
+    return [cond("length", 0.1, 2.0, setting="L", local=length_local, spread=length_spread, seeds=seeds),
+            cond("iid", None, 2.0, setting="L", local=2.00, spread=0.01, seeds=seeds),
+            cond("quantity", 0.1, 2.0, setting="Q", local=2.30, spread=quantity_spread, seeds=seeds),
+            cond("iid", None, 2.0, setting="Q", local=2.00, spread=0.01, seeds=seeds)]
 
 
 def test_quantity_skew_hurts_fairness_more():
     worse = claims.claim_quantity_fairness_worse(fairness_conditions(0.02, 0.08))
-    assert worse["verdict"] == SUPPORTED
+    assert worse["verdict"] == SUPPORTED and worse["effect"] == pytest.approx(6.0)
     assert "×8.00 under quantity skew, ×2.00 under length skew" in worse["evidence"][0]
-    # quantity ×1.5 below length ×2: not supported
-    assert claims.claim_quantity_fairness_worse(fairness_conditions(0.02, 0.015))["verdict"] == NOT_SUPPORTED
+    # quantity ×1.5 below length ×2: contradicted
+    assert claims.claim_quantity_fairness_worse(fairness_conditions(0.02, 0.015))["verdict"] == CONTRADICTED
     assert claims.claim_quantity_fairness_worse(fairness_conditions(0.02, 0.08)[:2])["verdict"] == NOT_TESTABLE
+    # local models have no per-text losses: one seed is never enough
+    assert claims.claim_quantity_fairness_worse(fairness_conditions(0.02, 0.08, seeds=1))["verdict"] == INCONCLUSIVE
 
 
 def test_length_skew_little_local_effect():
     little = claims.claim_length_little_local_effect(fairness_conditions(0.02, 0.08, length_local=2.06))
-    assert little["verdict"] == SUPPORTED and "(+3.0%)" in little["evidence"][0]
+    assert little["verdict"] == SUPPORTED and little["effect"] == pytest.approx(0.03)
+    assert "effect +3.0 % [+3.0 %, +3.0 %]" in little["evidence"][0]
     for far in (2.20, 1.80):  # 10 % worse or better: not "little"
         assert claims.claim_length_little_local_effect(
-            fairness_conditions(0.02, 0.08, length_local=far))["verdict"] == NOT_SUPPORTED
+            fairness_conditions(0.02, 0.08, length_local=far))["verdict"] == CONTRADICTED
     assert claims.claim_length_little_local_effect(
         fairness_conditions(0.02, 0.08)[2:])["verdict"] == NOT_TESTABLE
 
@@ -168,8 +196,9 @@ def test_claims_come_in_a_fixed_order():
         "IID gives the lowest global test loss under quantity skew", "α = 100 is worst under quantity skew",
         "smaller models are more sensitive to length skew", "quantity skew hurts fairness more than length skew",
         "length skew has little effect on local training"]
-    # IID ties quantity skew (2.0): not the lowest; no α = 100; one model
-    assert [c["verdict"] for c in found] == [NOT_SUPPORTED, NOT_TESTABLE, NOT_TESTABLE, SUPPORTED, SUPPORTED]
+    # IID ties quantity skew (2.0): no margin; no α = 100; one model
+    assert [c["verdict"] for c in found] == [CONTRADICTED, NOT_TESTABLE, NOT_TESTABLE, SUPPORTED, SUPPORTED]
+    assert found[0]["effect"] == 0.0
 
 
 # ---------------------------------------------------------------- hand-built run directories
@@ -181,9 +210,23 @@ CLAIM_NAMES = {"IID gives the lowest global test loss under quantity skew": "iid
                "length skew has little effect on local training": "length_little"}
 
 
-def write_run(path, model, scheme, alpha, final, local=2.0, spread=0.01, params=None):
-    """A run directory as the engine writes it, 2 rounds: loss 3.0 → (3.0 + final) / 2 → final."""
-    config = {"model": model, "dataset": "sotu", "scheme": scheme, "alpha": alpha or 1.0, "seed": 0,
+def per_text_losses(mean_loss, seed, name, n=60, noise=0.05):
+    """test_losses.npz content: texts of varied true loss (the same for every run of this seed),
+    shifted to the token-weighted mean `mean_loss`, plus the run's own noise."""
+    shared = np.random.default_rng(seed)
+    true, tokens = shared.uniform(1.5, 3.5, n), shared.integers(8, 128, n)
+    true += mean_loss - np.sum(tokens * true) / tokens.sum()
+    own = np.random.default_rng([seed, *name.encode()])
+    return {"text_index": np.arange(n) * 3, "tokens": tokens, "length_class": np.arange(n) % 5,
+            "loss_r0": true + 1.0, "loss_final": true + noise * own.standard_normal(n),
+            "loss_best": true, "final_round": np.array(2), "best_round": np.array(2)}
+
+
+def write_run(path, model, scheme, alpha, final, local=2.0, spread=0.01, params=None, seed=0,
+              texts=False):
+    """A run directory as the engine writes it, 2 rounds: loss 3.0 → (3.0 + final) / 2 → final
+    (with `texts`, final is the token-weighted mean of its test_losses.npz)."""
+    config = {"model": model, "dataset": "sotu", "scheme": scheme, "alpha": alpha or 1.0, "seed": seed,
               "rounds": 2, "clients": 4, "clients_per_round": 4, "rank": 2, "lora_alpha": 4.0,
               "targets": ["q_proj", "v_proj"]}
     meta = {"precision": "fp32", "device": "cpu", "adapter_bytes": 4 * (params or (1000, 0))[0]}
@@ -191,6 +234,10 @@ def write_run(path, model, scheme, alpha, final, local=2.0, spread=0.01, params=
         meta.update(trainable_params=params[0], total_params=params[1])
     path.mkdir(parents=True)
     records.write_json(path / "config.json", {"config": config, **meta})
+    if texts:
+        npz = per_text_losses(final, seed, path.as_posix())
+        np.savez(path / "test_losses.npz", **npz)
+        final = float(np.sum(npz["tokens"] * npz["loss_final"]) / npz["tokens"].sum())
     rows = [{"round": r, "global_test_loss": loss, "fairness_var": 0.01,
              "local_models_test_loss_mean": local if r else None,
              "local_models_var": spread if r else None, "bytes_cumulative": 8000 * r, "round_seconds": 1.0}
@@ -199,11 +246,11 @@ def write_run(path, model, scheme, alpha, final, local=2.0, spread=0.01, params=
     records.write_json(path / "summary.json", {"rounds_completed": 2})
 
 
-def write_study(root, flipped: bool, big_params=(2_000, 1_000_000_000)):
+def write_study(root, flipped: bool, big_params=(2_000, 1_000_000_000), seeds=(0,), texts=True):
     """Two models, each with IID (final 2.00, local 2.00, spread 0.01) and length / quantity skew at
     α = 0.1 and 100. Unflipped: IID best and α = 100 not worst under quantity skew; the small model
     more length-sensitive; quantity skew's spread ×1.5 IID's vs length's ×2; length skew's local
-    loss +2 %. Flipped: every one of these the other way round."""
+    loss +2 %. Flipped: every one of these the other way round. Local numbers vary a little by seed."""
     sizes = {"small": (1_000, 100_000_000), "big": big_params}
     for model in ("small", "big"):
         sensitive = (model == "small") != flipped
@@ -214,8 +261,13 @@ def write_study(root, flipped: bool, big_params=(2_000, 1_000_000_000)):
                 ("quantity", 0.1): dict(final=1.90 if flipped else 2.30, spread=0.08 if flipped else 0.015),
                 ("quantity", 100.0): dict(final=2.20 if flipped else 2.10)}
         for (scheme, alpha), numbers in runs.items():
-            name = f"{model}/{scheme}" + (f"-a{alpha:g}" if alpha else "")
-            write_run(root / name, model, scheme, alpha, params=sizes[model], **numbers)
+            for seed in seeds:
+                jitter = 1 + 0.002 * (seed - 1)
+                numbers = {**numbers, "local": numbers.get("local", 2.0) * jitter,
+                           "spread": numbers.get("spread", 0.01) * jitter}
+                name = f"{model}/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"
+                write_run(root / name, model, scheme, alpha, params=sizes[model], seed=seed,
+                          texts=texts, **numbers)
 
 
 def page_verdicts(page: str) -> dict[str, str]:
@@ -227,15 +279,55 @@ def page_verdicts(page: str) -> dict[str, str]:
     return {CLAIM_NAMES[claim]: verdict for claim, _, verdict in found}
 
 
+def json_verdicts(root) -> dict[str, str]:
+    return {CLAIM_NAMES[c["claim"]]: c["verdict"] for c in records.read_json(root / "claims.json")["claims"]}
+
+
+STUDY = {"iid_best": SUPPORTED, "alpha100_worst": CONTRADICTED, "small_sensitive": SUPPORTED,
+         "quantity_unfair": CONTRADICTED, "length_little": SUPPORTED}
+OPPOSITE = {SUPPORTED: CONTRADICTED, CONTRADICTED: SUPPORTED}
+
+
 @pytest.mark.parametrize("flipped", [False, True])
-def test_report_verdicts_of_hand_built_runs(tmp_path, flipped):
-    write_study(tmp_path, flipped)
+def test_report_verdicts_of_hand_built_runs_with_three_seeds(tmp_path, flipped):
+    write_study(tmp_path, flipped, seeds=(0, 1, 2))
     page = write_report(tmp_path, log=lambda m: None).read_text()
-    expected = {"iid_best": SUPPORTED, "alpha100_worst": NOT_SUPPORTED, "small_sensitive": SUPPORTED,
-                "quantity_unfair": NOT_SUPPORTED, "length_little": SUPPORTED}
-    if flipped:
-        expected = {k: NOT_SUPPORTED if v == SUPPORTED else SUPPORTED for k, v in expected.items()}
-    assert page_verdicts(page) == expected
+    expected = {k: OPPOSITE[v] for k, v in STUDY.items()} if flipped else STUDY
+    assert page_verdicts(page) == expected == json_verdicts(tmp_path)
+    assert "t-interval over 3 seeds" in page and "seeds per condition were run" not in page
+
+
+def test_one_seed_decides_only_where_the_paired_bootstrap_does(tmp_path):
+    """One seed with per-text losses: the final-loss claims by the paired bootstrap over texts;
+    the local-model claims (no per-text losses) inconclusive; the page says why."""
+    write_study(tmp_path, flipped=False)
+    page = write_report(tmp_path, log=lambda m: None).read_text()
+    expected = {**STUDY, "quantity_unfair": INCONCLUSIVE, "length_little": INCONCLUSIVE}
+    assert page_verdicts(page) == expected == json_verdicts(tmp_path)
+    assert "paired bootstrap over 60 test texts" in page and "1 seed(s) per condition were run" in page
+    iid_best = records.read_json(tmp_path / "claims.json")["claims"][0]
+    assert iid_best["seeds"] == 1 and 0 < iid_best["low"] < iid_best["effect"] < iid_best["high"]
+
+
+def test_old_runs_without_per_text_losses(tmp_path):
+    """Runs recorded before test_losses.npz: one seed gives point estimates (inconclusive, said
+    so); the report is still written."""
+    write_study(tmp_path, flipped=False, texts=False)
+    page = write_report(tmp_path, log=lambda m: None).read_text()
+    assert set(page_verdicts(page).values()) == {INCONCLUSIVE}
+    assert "point estimate: 1 seed(s) and no per-text test losses" in page
+    assert "No run recorded its loss per length class" in page
+
+
+def test_pure_noise_between_conditions_is_inconclusive(tmp_path):
+    """Quantity skew α = 0.1 and IID of the same true per-text losses, each with its own noise:
+    "IID is lowest" is inconclusive; shifted by 0.1 nats it is supported, the other way contradicted."""
+    for shift, verdict in ((0.0, INCONCLUSIVE), (0.1, SUPPORTED), (-0.1, CONTRADICTED)):
+        root = tmp_path / f"shift{shift}"
+        write_run(root / "iid", "m", "iid", None, 2.0, texts=True)
+        write_run(root / "q", "m", "quantity", 0.1, 2.0 + shift, texts=True)
+        write_report(root, log=lambda m: None)
+        assert json_verdicts(root)["iid_best"] == verdict, shift
 
 
 def test_parameter_counts_come_from_config_json(tmp_path):
@@ -329,11 +421,13 @@ def test_report_of_a_tiny_sweep(tiny_sweep, capsys):
                  "Best round", "length skew", "quantity skew"):
         assert text in page, text
     verdicts = page_verdicts(page)
+    assert verdicts == json_verdicts(tiny_sweep)
     # one model: sizes cannot be compared; no α = 100: the α = 100 claim cannot be tested
     assert verdicts["small_sensitive"] == NOT_TESTABLE and verdicts["alpha100_worst"] == NOT_TESTABLE
-    # IID, length and quantity skew with local evaluations: these three are decided either way
-    for name in ("iid_best", "quantity_unfair", "length_little"):
-        assert verdicts[name] in (SUPPORTED, NOT_SUPPORTED), name
+    # one seed, IID beside quantity skew: decided only if the paired bootstrap excludes zero
+    assert verdicts["iid_best"] in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
+    # local-model claims have no per-text losses: one seed cannot decide them
+    assert verdicts["quantity_unfair"] == verdicts["length_little"] == INCONCLUSIVE
     # the cost table shows the parameter counts the engine recorded in config.json ("—" if none)
     meta = records.read_json(find_run_dirs(tiny_sweep)[0] / "config.json")
     cost = page[page.index('id="cost"'):page.index("The study's Table 1")]

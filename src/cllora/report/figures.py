@@ -1,16 +1,16 @@
 """Every figure cllora draws, drawing only (statistics come from cllora.report.stats):
 a partition's classes per client, Dirichlet samples on the simplex, one run's curves
-(save_run_plots, called by the engine after a run) and the report's comparison figures
-(draw_figures). `plot_x(data, ax=None) -> Axes`; every save goes through cllora.records.save_figure.
+(save_run_plots, called by the engine after a run) and the comparison figures the report
+assembles in cllora.report.draw (conditions with 95 % bands over seeds, per-client pairs, loss
+per length class). `plot_x(data, ax=None) -> Axes`; every save goes through
+cllora.records.save_figure.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -18,10 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cllora.grid import slug  # noqa: E402
 from cllora.records import save_figure  # noqa: E402
-from cllora.report.runs import RunRecord  # noqa: E402
-from cllora.report.stats import client_curves, curve, local_comparison, local_key  # noqa: E402
+from cllora.report.conditions import client_curves  # noqa: E402
+from cllora.report.stats import curve  # noqa: E402
 
 SCHEME_TITLES = {"iid": "IID", "length": "length skew", "quantity": "quantity skew"}
 # Fixed colours for the study's conditions, so every figure reads the same way.
@@ -44,7 +43,7 @@ def _wrap(text: str, inches: float) -> str:
 
 # ---------------------------------------------------------------- partitions
 
-def _class_labels(edges: list[float] | None, num_classes: int, unit: str) -> list[str]:
+def class_labels(edges: list[float] | None, num_classes: int, unit: str) -> list[str]:
     """Legend text of each length class: class c holds lengths in (edges[c-1], edges[c]]."""
     if not edges:
         return [f"class {c}" for c in range(num_classes)]
@@ -63,7 +62,7 @@ def plot_partition(partition: dict, ax=None):
     num_clients, num_classes = counts.shape
     ax = ax or plt.figure(figsize=(min(4 + 0.3 * num_clients, 14), 4)).gca()
     colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, num_classes))
-    labels = _class_labels(partition.get("class_edges"), num_classes, partition.get("length_measure", ""))
+    labels = class_labels(partition.get("class_edges"), num_classes, partition.get("length_measure", ""))
     x = np.arange(num_clients)
     bottom = np.zeros(num_clients)
     width = 0.8 if num_clients <= 100 else 1.0
@@ -194,21 +193,26 @@ def condition_style(scheme: str, alpha: float | None, index: int = 0) -> dict:
     return {"color": color, "ls": "-", "marker": "o"}
 
 
+def _band_line(ax, c: dict, label: str, color, ls: str = "-", marker: str = "o") -> None:
+    """A mean curve dict(x, mean[, half]) and, where half > 0 (several seeds), its band."""
+    x, m, half = list(c["x"]), list(c["mean"]), list(c.get("half") or [0.0] * len(c["x"]))
+    if not x:
+        return
+    ax.plot(x, m, label=label, lw=1.6, ms=3.5, color=color, ls=ls, marker=marker)
+    if any(h > 0 for h in half):
+        ax.fill_between(x, [a - h for a, h in zip(m, half)], [a + h for a, h in zip(m, half)],
+                        color=color, alpha=0.15, lw=0)
+
+
 def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global test loss (nats/token)",
                           log_y: bool | str = False):
-    """One curve per condition: dict(label, scheme, alpha, x, mean, std[, n]); a mean ± std band
-    where std > 0 (several seeds). log_y="auto": logarithmic when the values span over 20×."""
+    """One curve per condition: dict(label, scheme, alpha, x, mean[, half, n]); a band of mean ±
+    half (the 95 % t-interval over seeds) where half > 0. log_y="auto": logarithmic when the
+    values span over 20×."""
     ax = ax or plt.figure(figsize=(6, 4)).gca()
     for i, c in enumerate(curves):
         style = condition_style(c["scheme"], c.get("alpha"), i)
-        x, mean, std = (list(c[k]) for k in ("x", "mean", "std"))
-        if not x:
-            continue
-        ax.plot(x, mean, label=c["label"], lw=1.6, ms=3.5, color=style["color"], ls=style["ls"],
-                marker=style["marker"])
-        if any(s > 0 for s in std):
-            ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=style["color"], alpha=0.15, lw=0)
+        _band_line(ax, c, c["label"], style["color"], style["ls"], style["marker"])
     values = [v for c in curves for v in c["mean"] if v is not None and math.isfinite(v)]
     if log_y == "auto":
         log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 20
@@ -216,6 +220,33 @@ def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global tes
         ax.set_yscale("log")
     _round_axes(ax, ylabel)
     return ax
+
+
+def class_loss_figure(skewed: dict, iid: dict, names: list[str], skew_label: str, title: str):
+    """Loss per length class per round, {class: curve dict(x, mean, half)} of a skewed condition
+    and of IID: a panel each (shared y axis, one colour per class as in the partition plots) and a
+    third with their difference per class (above 0: the skew hurts that class)."""
+    classes = sorted(set(skewed) & set(iid))
+    colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, max(len(classes), 1)))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.1))
+    axes[1].sharey(axes[0])
+    for ax, label, curves in ((axes[0], skew_label, skewed), (axes[1], "IID", iid)):
+        for color, c in zip(colors, classes):
+            _band_line(ax, curves[c], names[c], color)
+        ax.set_title(label, fontsize=10)
+        _round_axes(ax, "test loss of the class (nats/token)")
+    for color, c in zip(colors, classes):
+        a, b = (dict(zip(d[c]["x"], d[c]["mean"])) for d in (skewed, iid))
+        x = sorted(set(a) & set(b))
+        axes[2].plot(x, [a[r] - b[r] for r in x], color=color, marker="o", ms=3.5, lw=1.6, label=names[c])
+    axes[2].axhline(0.0, color="0.4", lw=0.8)
+    axes[2].set_title(f"{skew_label} minus IID", fontsize=10)
+    _round_axes(axes[2], "loss difference (nats/token)")
+    axes[2].legend(title="length class", fontsize=7, title_fontsize=8, loc="upper left",
+                   bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
+    fig.tight_layout()
+    return fig
 
 
 def comparison_figure(panels: list[dict], title: str, ylabel: str, log_y: bool | str = False):
@@ -256,112 +287,3 @@ def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss 
     fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig
-
-
-# ---------------------------------------------------------------- the report's figures
-
-@dataclass
-class Figure:
-    """One saved figure of the report: its section anchor key, title, caption and files."""
-
-    key: str
-    title: str
-    caption: str
-    png: Path
-    svg: Path
-
-
-def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: dict[str, str],
-                 log: Callable[[str], None] = print) -> dict[str, list[Figure]]:
-    """Every figure of the report, saved as PNG and SVG in root/figures; grouped by section."""
-    fig_dir = root / "figures"
-    fig_dir.mkdir(exist_ok=True)
-    out: dict[str, list[Figure]] = {"global": [], "fairness": [], "local": [], "partition": []}
-
-    def save(section: str, key: str, fig, title: str, caption: str) -> None:
-        png, svg = fig_dir / f"{key}.png", fig_dir / f"{key}.svg"
-        save_figure(fig, png, svg, dpi=130)
-        out[section].append(Figure(key, title, caption, png, svg))
-
-    _draw_global(conds, labels, save)
-    _draw_local(runs, labels, save)
-    for rec in runs:
-        if rec.partition is None:
-            continue
-        try:
-            fig = partition_figure(rec.partition)
-        except Exception as exc:  # a figure must not stop the report
-            log(f"partition plot of {rec.name} failed: {exc}")
-            continue
-        save("partition", f"partition_{slug(rec.name)}", fig, f"Partition: {rec.name}",
-             _partition_caption(rec.partition))
-    return out
-
-
-def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
-    """Global loss and fairness per round: a figure per skew scheme, a panel per setting."""
-    settings = list(dict.fromkeys(c["setting"] for c in conds))
-    schemes = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in conds)] or ["iid"]
-    band = " Bands: mean ± std over seeds." if max((c["n_seeds"] for c in conds), default=1) > 1 else ""
-    for scheme in schemes:
-        panels = _panels(conds, settings, labels, scheme, "curve")
-        if not panels:
-            continue
-        what = {"length": "length skew (the study's Fig. 6)",
-                "quantity": "quantity skew (the study's Fig. 7)", "iid": "IID"}[scheme]
-        save("global", f"global_loss_{scheme}",
-             comparison_figure(panels, f"Global test loss per round, {what}", "global test loss (nats/token)"),
-             f"Global test loss, {what}",
-             f"Test loss of the aggregated model on the held-out test set after each round "
-             f"(round 0 = before training); one panel per model, one curve per α and IID.{band}")
-        short = what.split(" (")[0]
-        save("fairness", f"fairness_{scheme}",
-             comparison_figure(_panels(conds, settings, labels, scheme, "fairness_curve"),
-                               f"Fairness per round, {short}", "variance of client test loss", log_y="auto"),
-             f"Fairness, {short}",
-             "Variance across all clients of the global model's test loss on each client's own "
-             "test split (lower is fairer).")
-
-
-def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:
-    """Per-client curves, the smallest α next to IID (the study's Figs. 8 and 9)."""
-    for pair in local_comparison(runs):
-        key = local_key(pair["skewed"].config)
-        fig_no = {"length": "Fig. 8", "quantity": "Fig. 9"}[pair["scheme"]]
-        scheme_name = SCHEME_TITLES[pair["scheme"]]
-        panels = [{"title": f"{scheme_name}, α = {pair['alpha']:g}",
-                   "clients": client_curves(pair["skewed"].clients, key)}]
-        if pair["iid"] is not None:
-            panels.append({"title": "IID", "clients": client_curves(pair["iid"].clients, key)})
-        what = ("local models after local training, on their own test split" if key == "local_model_test_loss"
-                else "global model on each client's own test split")
-        label = labels[pair["setting"]]
-        save("local", f"local_{pair['scheme']}_{slug(label)}",
-             client_pair_figure(panels, f"{label}: per-client test loss ({what})"),
-             f"Per-client test loss, {label}, {scheme_name} α = {pair['alpha']:g} vs IID (the study's {fig_no})",
-             f"One curve per client: {what}. Panels share the y axis. Seed "
-             f"{pair['skewed'].config.get('seed', 0)}.")
-
-
-def _panels(conds: list[dict], settings: list[str], labels: dict[str, str], scheme: str,
-            curve_key: str) -> list[dict]:
-    """One panel per setting that ran `scheme`: its conditions' curves (IID included)."""
-    panels = []
-    for setting in settings:
-        rows = [c for c in conds if c["setting"] == setting and c["scheme"] in (scheme, "iid")]
-        if scheme != "iid" and not any(c["scheme"] == scheme for c in rows):
-            continue
-        curves = [{"label": c["label"] + (f" (n={c['n_seeds']})" if c["n_seeds"] > 1 else ""),
-                   "scheme": c["scheme"], "alpha": c["alpha"], **c[curve_key]} for c in rows]
-        panels.append({"title": labels[setting], "curves": curves})
-    return panels
-
-
-def _partition_caption(part: dict) -> str:
-    stats = part.get("stats") or {}
-    bits = [f"{part.get('num_clients')} clients"]
-    if stats.get("size_min") is not None:
-        bits.append(f"sizes {stats['size_min']}–{stats['size_max']}")
-    if stats.get("mean_tv") is not None:
-        bits.append(f"mean total-variation distance to the global length mix {stats['mean_tv']:.2f}")
-    return "; ".join(bits)

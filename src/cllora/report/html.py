@@ -1,5 +1,5 @@
-"""The report page: its CSS and the HTML of each section (settings, claims, communication cost,
-figures, summary tables, runs). One self-contained file: figures embedded as base64 PNG, no
+"""The report page: its CSS and the HTML of each section (settings, claims with effect, interval,
+seeds and verdict, communication cost, figures, summary tables, runs). One self-contained file: figures embedded as base64 PNG, no
 script, no network.
 """
 
@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from cllora import __version__, records
-from cllora.report.figures import Figure
+from cllora.report.conditions import model_label, overfit_note
+from cllora.report.draw import Figure
 from cllora.report.runs import RunRecord
 from cllora.report.stats import (
-    finite, fmt, fmt_count, fmt_g, fmt_mb, fmt_pm, model_label, overfit_note, short,
+    MIN_SEEDS, finite, fmt, fmt_count, fmt_effect, fmt_g, fmt_mb, fmt_pm, short,
 )
 
 CSS = """
@@ -30,8 +31,8 @@ th,td{border:1px solid #d8dee4;padding:4px 9px;text-align:left;vertical-align:to
 th{background:#f0f3f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85em;font-weight:600;
 white-space:nowrap}
-.supported{background:#dafbe1;color:#116329}.not-supported{background:#ffebe9;color:#a40e26}
-.not-testable{background:#eaeef2;color:#57606a}
+.supported{background:#dafbe1;color:#116329}.contradicted{background:#ffebe9;color:#a40e26}
+.inconclusive{background:#fff8c5;color:#7d4e00}.not-testable{background:#eaeef2;color:#57606a}
 figure{margin:1em 0 1.6em;background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:10px}
 figure img{max-width:100%;height:auto;display:block;margin:0 auto}
 figcaption{font-size:.88em;color:#57606a;margin-top:6px}
@@ -43,7 +44,8 @@ nav a{margin-right:14px;color:#0969da;text-decoration:none}
 """
 
 NAV = ("<nav><a href=\"#claims\">Claims</a><a href=\"#cost\">Communication cost</a>"
-       "<a href=\"#global\">Global loss</a><a href=\"#tables\">Tables</a>"
+       "<a href=\"#global\">Global loss</a><a href=\"#classes\">Length classes</a>"
+       "<a href=\"#tables\">Tables</a>"
        "<a href=\"#fairness\">Fairness</a><a href=\"#local\">Local training</a>"
        "<a href=\"#partitions\">Partitions</a><a href=\"#runs\">Runs</a></nav>")
 # The study's Table 1 (OPT, LoRA r = 2 on q_proj and v_proj): model, trainable, all parameters.
@@ -86,9 +88,14 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              f"<p class=\"lead\">{_e(sweep.get('description', ''))}</p>" if sweep.get("description") else "",
              f"<p class=\"small\">{len(runs)} run(s), {sum(r['complete'] for r in rows)} complete · generated "
              f"{dt.datetime.now():%Y-%m-%d %H:%M} by cllora {__version__} from <code>{_e(root.resolve())}</code></p>",
-             NAV, _settings_html(runs), _claims_html(claims), _cost_html(costs),
+             NAV, _settings_html(runs), _claims_html(claims, max((c["n_seeds"] for c in conds), default=0)),
+             _cost_html(costs),
              "<h2 id=\"global\">Global model: test loss per round</h2>",
              *(_img(f) for f in figures["global"]),
+             "<h2 id=\"classes\">Global model: test loss per length class</h2>",
+             *(_img(f) for f in figures.get("classes", [])),
+             "" if figures.get("classes") else "<p>No run recorded its loss per length class "
+             "(<code>test_loss_c0</code>… in rounds.csv; runs made before them lack it).</p>",
              "<h2 id=\"tables\">Final and best loss per model and scheme</h2>",
              _summary_tables(conds, labels),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
@@ -126,16 +133,42 @@ def _settings_html(runs: list[RunRecord]) -> str:
     return "<h3>Settings</h3>" + _table_html(["setting", "value"], rows)
 
 
-def _claims_html(claims: list[dict]) -> str:
-    table = _table_html(["Claim (study)", "Verdict", "Evidence", "How it is tested"], [
+def _claims_html(claims: list[dict], max_seeds: int) -> str:
+    table = _table_html(["Claim (study)", "Verdict", "Effect [95 % interval]", "Seeds", "Evidence",
+                         "How it is tested"], [
         [f"{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span>",
          f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
+         _e(fmt_effect(c, c["unit"]) if c["comparisons"] else "—"), _e(c["seeds"] or "—"),
          "<ul class=\"evidence\">" + "".join(f"<li>{_e(x)}</li>" for x in c["evidence"]) + "</ul>",
-         f"<span class=\"small\">{_e(c['test'])}</span>"] for c in claims])
+         f"<span class=\"small\">{_e(c['test'])}" + (f"; interval: {_e(c['method'])}" if c["method"] else "")
+         + "</span>"] for c in claims], numeric={2, 3})
     return ("<h2 id=\"claims\">The study's claims, tested on these runs</h2>\n" + table + "\n"
-            "<p class=\"small\">Verdicts compare means over seeds; with one seed or a quick "
-            "preset, differences may be within run-to-run noise (see the ± std of the tables when "
-            "several seeds ran).</p>")
+            + _verdict_rule(max_seeds))
+
+
+def _verdict_rule(max_seeds: int) -> str:
+    """How the verdicts were reached, and what one or two seeds mean for them."""
+    rule = (f"<p class=\"small\">Each claim is an effect the study predicts to be positive (or, for "
+            f"“little effect”, within ±5 %). Its 95 % interval decides: <b>supported</b> when the "
+            f"interval lies on the claim's side, <b>contradicted</b> when it lies entirely on the "
+            f"other side, <b>inconclusive</b> when it crosses the boundary. With {MIN_SEEDS} or more "
+            f"seeds per condition the interval is the t-interval of the effect over seeds (runs "
+            f"paired by seed); with fewer it is a paired bootstrap over the global test texts (the "
+            f"same texts resampled for every condition, 2000 resamples, BCa), which covers test-text "
+            f"sampling but not seed-to-seed training noise; runs without per-text losses "
+            f"(<code>test_losses.npz</code>, recorded since issue 11) and fewer than {MIN_SEEDS} "
+            f"seeds give a point estimate only: inconclusive. Claims on local models (fairness, "
+            f"local effect) have no per-text losses and need {MIN_SEEDS} seeds. "
+            f"A claim over several models or settings is supported when every comparison is, "
+            f"contradicted when any is. Also in <code>claims.json</code>.</p>")
+    if 0 < max_seeds < MIN_SEEDS:
+        rule += (f"<p class=\"small\"><b>{max_seeds} seed(s) per condition were run.</b> A "
+                 f"difference between single training runs also holds training noise (initialisation, "
+                 f"client sampling, batch order) that no test-set bootstrap sees; the verdicts here are "
+                 f"therefore inconclusive unless the paired bootstrap already excludes zero, and even "
+                 f"then they speak for these seeds. Run {MIN_SEEDS} or more seeds "
+                 f"(<code>seed = [0, 1, 2]</code> in the sweep's grid) to judge the training noise.</p>")
+    return rule
 
 
 def _ratio(trainable: int | None, total: int | None) -> str:
@@ -165,6 +198,10 @@ def _cost_html(costs: list[dict]) -> str:
         "--rank 2</code> recomputes these counts from the models' configurations.</p>"])
 
 
+FAIRNESS_EXTRA = (("final_fairness_var_corrected", "Fairness var, noise-corrected"),
+                  ("final_fairness_jain", "Jain (ppl)"), ("final_fairness_gini", "Gini (ppl)"))
+
+
 def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
     out = []
     for setting in dict.fromkeys(c["setting"] for c in conds):
@@ -172,21 +209,27 @@ def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
         skews = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in rows)] or ["iid"]
         for scheme in skews:
             sel = [c for c in rows if c["scheme"] in (scheme, "iid")]
+            extra = [(k, h) for k, h in FAIRNESS_EXTRA if any(finite(c.get(k)) for c in sel)]
             name = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[scheme]
             out.append(f"<h3>{_e(labels[setting])} · {name}</h3>")
             out.append(_table_html(
                 ["Condition", "Seeds", "Round-0 loss", "Final loss", "Best loss", "Best round",
-                 "Overfitting", "Final fairness var", "Local models' loss", "Local spread (var)"],
+                 "Overfitting", "Final fairness var", *(h for _, h in extra), "Local models' loss",
+                 "Local spread (var)"],
                 [[_e(c["label"] + ("" if c["complete"] else " (incomplete)")), c["n_seeds"],
                   fmt(c["initial_loss"]), fmt_pm(c), fmt(c["best_loss"]), c["best_round"],
-                  overfit_note(c), fmt_g(c["final_fairness_var"]), fmt(c["local_loss"]),
-                  fmt_g(c["local_spread"])] for c in sel], numeric={1, 2, 3, 4, 5, 7, 8, 9}))
-    out.append("<p class=\"small\">Final/best loss: global test loss (nats/token) at the last round / "
-               "lowest over rounds of the seed-mean curve; overfitting: the curve's minimum comes before "
-               "the last round and the last is over 0.2 % higher. Fairness var: variance across all "
-               "clients of the global model's loss on their own test split. Local models' loss / spread: "
-               "mean over rounds of the trained clients' local-model loss on their own split, and its "
-               "variance across those clients.</p>")
+                  overfit_note(c), fmt_g(c["final_fairness_var"]), *(fmt_g(c.get(k)) for k, _ in extra),
+                  fmt(c["local_loss"]), fmt_g(c["local_spread"])] for c in sel],
+                numeric={1, 2, 3, 4, 5} | set(range(7, 10 + len(extra)))))
+    out.append("<p class=\"small\">Final/best loss: global test loss (nats/token) at the last round "
+               "(± std over seeds) / lowest over rounds of the seed-mean curve; overfitting: the curve's "
+               "minimum comes before the last round and the last is over 0.2 % higher. Fairness var: "
+               "variance across all clients of the global model's loss on their own test split; where "
+               "recorded, also that variance less each client's squared standard error (the sampling "
+               "noise of a small local test split, floored at 0), and Jain's index and the Gini "
+               "coefficient of per-client perplexity. Local models' loss / spread: mean over rounds of "
+               "the trained clients' local-model loss on their own split, and its variance across "
+               "those clients.</p>")
     return "\n".join(out)
 
 

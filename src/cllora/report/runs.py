@@ -1,15 +1,19 @@
 """Run records on disk: find the run directories at or under a folder and read each one's files.
 
 A run directory holds config.json and rounds.csv (written by cllora.records); clients.csv,
-partition.json and summary.json are read when present. Nothing here imports torch or model code.
+partition.json, summary.json and test_losses.npz (per-text losses of the global test set) are read
+when present. Nothing here imports torch or model code.
 """
 
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from cllora import records
 from cllora.errors import UserError
@@ -27,6 +31,7 @@ class RunRecord:
     clients: list[dict]
     partition: dict | None
     summary: dict | None
+    test_losses: dict | None = None  # test_losses.npz as {name: array}; None for older runs
 
     @property
     def complete(self) -> bool:
@@ -51,7 +56,34 @@ def _natural_key(text: str) -> list:
             for t in re.split(r"(\d+(?:\.\d+)?)", text)]
 
 
-def load_run(path: Path, root: Path) -> RunRecord:
+TEST_LOSSES = "test_losses.npz"
+PER_TEXT = ("text_index", "tokens", "length_class", "loss_r0", "loss_final", "loss_best")
+NEEDED = ("text_index", "tokens", "loss_final")  # what the report's comparisons use
+
+
+def read_test_losses(path: Path, log: Callable[[str], None] = print) -> dict | None:
+    """test_losses.npz as {name: array}: per global test text its index, scored tokens, length
+    class and token-mean loss before training, at the final and at the best round. None when the
+    run has none (recorded before them) or it is unreadable (said in the log)."""
+    file = path / TEST_LOSSES
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        log(f"{file}: unreadable, its per-text losses are not used ({exc})")
+        return None
+    missing = [k for k in NEEDED if k not in data]
+    sizes = {np.shape(data[k]) for k in PER_TEXT if k in data}
+    if missing or len(sizes) != 1:
+        log(f"{file}: " + (f"lacks {', '.join(missing)}" if missing else "arrays of unequal length")
+            + "; its per-text losses are not used")
+        return None
+    return data
+
+
+def load_run(path: Path, root: Path, log: Callable[[str], None] = print) -> RunRecord:
     """Read one run directory; `root` names it (its path relative to the report's folder)."""
     raw = records.read_json(path / "config.json")
     if not isinstance(raw, dict):
@@ -63,7 +95,7 @@ def load_run(path: Path, root: Path) -> RunRecord:
         rounds=records.read_csv(path / "rounds.csv"),
         clients=records.read_csv(clients_csv) if clients_csv.is_file() else [],
         partition=records.read_json(path / "partition.json"),
-        summary=records.read_json(path / "summary.json"))
+        summary=records.read_json(path / "summary.json"), test_losses=read_test_losses(path, log))
 
 
 def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]:
@@ -77,7 +109,7 @@ def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]
     runs = []
     for d in dirs:
         try:
-            runs.append(load_run(d, root))
+            runs.append(load_run(d, root, log))
         except (OSError, KeyError, ValueError) as exc:
             log(f"skipping {d}: unreadable run ({exc})")
     if not runs:

@@ -1,25 +1,42 @@
-"""Statistics over runs (pure functions of dicts): per-run rows, per-condition aggregates over
-seeds, mean ± std curves, the cost table from recorded parameter counts, and numbers as text.
+"""The report's statistics, pure (numpy and scipy, no I/O): curves and their 95 % bands over
+seeds, the paired bootstrap over test texts, the t-interval over seeds, the three-way verdict that
+combines them (`compare`), and numbers as text.
 
-A *setting* is everything a run is compared within (model, clients, rounds, ...); a *condition*
-within it is (scheme, alpha); seeds are repetitions of a condition.
+How `compare` decides a comparison between conditions (an *effect* defined so that the claim
+predicts it to lie inside (low, high), e.g. > 0):
+- with at least MIN_SEEDS seeds common to every condition: the mean over seeds of the per-seed
+  effect and its t-interval (scipy.stats.t), which holds training noise (and test-set noise where
+  the seed changes the test split);
+- else, where every condition saved its per-text test losses: a paired bootstrap over test texts
+  (scipy.stats.bootstrap, BCa, seeded): the same texts resampled for every condition, each
+  condition's loss the token-weighted mean of its per-text losses; this covers test-text sampling,
+  not training noise, so a verdict rests on it only when it already excludes the boundary;
+- else (runs recorded before per-text losses, fewer than MIN_SEEDS seeds): the point estimate
+  only, and the verdict is inconclusive.
+The interval decides: inside (low, high) → supported, entirely outside → contradicted, else
+inconclusive.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from typing import Any, Iterable
+import warnings
+from typing import Any, Callable, Iterable
 
 import numpy as np
+from scipy import stats as sps
 
-from cllora.report.runs import RunRecord
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+MIN_SEEDS = 3  # fewer seeds: the verdict needs the paired bootstrap to exclude the boundary
+LEVEL = 0.95
 
-CONDITION_KEYS = ("scheme", "alpha", "seed")
+Texts = tuple[np.ndarray, np.ndarray, np.ndarray]  # (text_index, tokens, token-mean loss) per text
+Contrast = Callable[[np.ndarray], Any]  # condition losses (k,) or (k, B) -> effect () or (B,)
 
 
 def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool) \
+        and math.isfinite(x)
 
 
 def curve(rows: list[dict], key: str) -> list[tuple[int, float]]:
@@ -33,71 +50,17 @@ def mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-# ---------------------------------------------------------------- settings and labels
-
-def setting_key(config: dict) -> str:
-    """What a run is compared within: every setting except scheme, alpha and seed."""
-    return json.dumps({k: v for k, v in sorted(config.items()) if k not in CONDITION_KEYS},
-                      sort_keys=True)
-
-
-def model_label(name: str) -> str:
-    base = str(name).rstrip("/").rsplit("/", 1)[-1]
-    return base or str(name)
-
-
-def setting_labels(configs: dict[str, dict]) -> dict[str, str]:
-    """A short title per setting: the model, plus the settings that differ between settings of
-    the same model (e.g. "smollm2-135m, local_epochs=2")."""
-    by_model: dict[str, list[str]] = {}
-    for key, cfg in configs.items():
-        by_model.setdefault(cfg["model"], []).append(key)
-    labels = {}
-    for model, keys in by_model.items():
-        varying = [k for k in configs[keys[0]]
-                   if k not in CONDITION_KEYS and len({json.dumps(configs[s].get(k)) for s in keys}) > 1]
-        for key in keys:
-            extra = ", ".join(f"{k}={short(configs[key].get(k))}" for k in varying)
-            labels[key] = model_label(model) + (f", {extra}" if extra else "")
-    return labels
-
-
-def condition_label(scheme: str, alpha: float | None) -> str:
-    return "IID" if scheme == "iid" else f"α = {alpha:g}"
-
-
-# ---------------------------------------------------------------- runs and conditions
-
-def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None = None) -> dict:
-    """One run's headline numbers from its config and rounds.csv rows.
-
-    local_loss = mean over trained rounds of the local models' test loss on their own split;
-    local_spread = mean over trained rounds of the variance of that loss across the round's clients.
-    """
-    losses = curve(rounds, "global_test_loss")
-    best_round, best = min(losses, key=lambda p: p[1]) if losses else (None, None)
-    trained = [r for r in rounds if r.get("round", 0) >= 1]
-    last = losses[-1][0] if losses else 0
-    return {
-        "name": name, "model": config["model"], "setting": setting_key(config),
-        "scheme": config["scheme"], "alpha": None if config["scheme"] == "iid" else float(config["alpha"]),
-        "seed": config.get("seed", 0), "rounds_planned": config.get("rounds"),
-        "rounds_completed": last,
-        "complete": (last >= (config.get("rounds") or 0)) if complete is None else complete,
-        "initial_loss": losses[0][1] if losses and losses[0][0] == 0 else None,
-        "final_loss": losses[-1][1] if losses else None,
-        "best_loss": best, "best_round": best_round,
-        "final_fairness_var": (curve(rounds, "fairness_var") or [(None, None)])[-1][1],
-        "local_loss": mean(r.get("local_models_test_loss_mean") for r in trained),
-        "local_spread": mean(r.get("local_models_var") for r in trained),
-        "total_bytes": (rounds[-1].get("bytes_cumulative") if rounds else None),
-        "seconds": sum((r.get("round_seconds") or 0.0) for r in rounds),
-        "curve": losses, "fairness_curve": curve(rounds, "fairness_var"),
-    }
+def t_half_width(values: np.ndarray, level: float = LEVEL) -> float:
+    """Half-width of the t-interval of the mean of `values` (0 for fewer than 2 values)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return float(sps.t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
 
 
 def mean_std_curve(curves: list[list[tuple[int, float]]]) -> dict:
-    """Per round: mean, sample std (0 with one seed) and how many seeds had a value."""
+    """Per round: mean, sample std (0 with one seed), the half-width of the 95 % t-interval of the
+    mean over seeds (0 with one seed) and how many seeds had a value."""
     by_round: dict[int, list[float]] = {}
     for points in curves:
         for rnd, value in points:
@@ -106,156 +69,133 @@ def mean_std_curve(curves: list[list[tuple[int, float]]]) -> dict:
     vals = [np.asarray(by_round[r], dtype=float) for r in rounds]
     return {"x": rounds, "mean": [float(v.mean()) for v in vals],
             "std": [float(v.std(ddof=1)) if len(v) > 1 else 0.0 for v in vals],
-            "n": [len(v) for v in vals]}
+            "half": [t_half_width(v) for v in vals], "n": [len(v) for v in vals]}
 
 
-def condition_rows(rows: list[dict]) -> list[dict]:
-    """Runs grouped by (setting, scheme, alpha): means (and std of the final loss) over seeds.
-
-    best_loss / best_round come from the seed-mean curve: the round where the averaged loss is
-    lowest, after which the averaged curve rises (overfitting begins) unless it is the last.
-    """
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["setting"], row["scheme"], row["alpha"]), []).append(row)
-    return sorted((_condition(setting, scheme, alpha, runs)
-                   for (setting, scheme, alpha), runs in groups.items()), key=_condition_order)
-
-
-def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict]) -> dict:
-    losses = mean_std_curve([r["curve"] for r in runs])
-    best_i = int(np.argmin(losses["mean"])) if losses["x"] else None
-    finals = [r["final_loss"] for r in runs if finite(r["final_loss"])]
-    return {
-        "setting": setting, "model": runs[0]["model"], "scheme": scheme, "alpha": alpha,
-        "label": condition_label(scheme, alpha), "seeds": sorted(r["seed"] for r in runs),
-        "n_seeds": len(runs), "complete": all(r["complete"] for r in runs),
-        "initial_loss": mean(r["initial_loss"] for r in runs),
-        "final_loss": mean(finals),
-        "final_loss_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else None,
-        "best_loss": losses["mean"][best_i] if best_i is not None else None,
-        "best_round": losses["x"][best_i] if best_i is not None else None,
-        "last_round": losses["x"][-1] if losses["x"] else None,
-        "final_fairness_var": mean(r["final_fairness_var"] for r in runs),
-        "local_loss": mean(r["local_loss"] for r in runs),
-        "local_spread": mean(r["local_spread"] for r in runs),
-        "curve": losses, "fairness_curve": mean_std_curve([r["fairness_curve"] for r in runs]),
-    }
-
-
-def _condition_order(row: dict) -> tuple:
-    return (row["setting"], row["scheme"] == "iid", row["scheme"], row["alpha"] or 0.0)
-
-
-def by_setting(conds: list[dict]) -> dict[str, dict]:
-    """{setting: {"model": name, "iid": row | None, "length": {alpha: row}, "quantity": {alpha: row}}}."""
-    out: dict[str, dict] = {}
-    for row in conds:
-        entry = out.setdefault(row["setting"], {"iid": None, "length": {}, "quantity": {},
-                                                "model": row["model"]})
-        if row["scheme"] == "iid":
-            entry["iid"] = row
-        else:
-            entry[row["scheme"]][row["alpha"]] = row
-    return out
-
-
-def overfit_note(row: dict, tolerance: float = 0.002) -> str:
-    """'after round k' if the seed-mean curve is lowest before its last round by more than
-    `tolerance` (relative), else '—' (still improving or flat at the end)."""
-    best, final, rnd, last = row["best_loss"], row["final_loss"], row["best_round"], row["last_round"]
-    if not all(finite(v) for v in (best, final)) or rnd is None or rnd == last:
-        return "—"
-    return f"after round {rnd}" if final - best > tolerance * abs(best) else "—"
-
-
-def length_sensitivity(entry: dict) -> float | None:
-    """Spread of the final global loss over length-skew α values and IID, relative to their mean."""
-    rows = list(entry["length"].values()) + ([entry["iid"]] if entry["iid"] else [])
-    finals = [r["final_loss"] for r in rows if finite(r["final_loss"])]
-    if len(finals) < 2 or not entry["length"]:
-        return None
-    return float((max(finals) - min(finals)) / abs(np.mean(finals)))
+def relative_range(values: np.ndarray) -> np.ndarray:
+    """(max − min) / |mean| along axis 0: the spread of conditions relative to their level."""
+    values = np.asarray(values, dtype=float)
+    return (values.max(axis=0) - values.min(axis=0)) / np.abs(values.mean(axis=0))
 
 
 def spearman(x: list[float], y: list[float]) -> float:
     """Spearman's rank correlation (0 when either side is constant)."""
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    if np.std(rx) == 0 or np.std(ry) == 0:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(sps.spearmanr(x, y).statistic)
 
 
-def skew_ratio(entry: dict, scheme: str, key: str, alpha: float) -> float | None:
-    """`key` of the (scheme, alpha) condition as a multiple of IID's in the same setting."""
-    row, iid = entry[scheme].get(alpha), entry["iid"]
-    if row is None or iid is None or not finite(row[key]) or not finite(iid[key]) or iid[key] <= 0:
+# ---------------------------------------------------------------- intervals
+
+def t_interval(values: list[float], level: float = LEVEL) -> tuple[float | None, float | None, float | None]:
+    """(mean, low, high): the t-interval of the mean over seeds; no interval for fewer than 2."""
+    vals = np.asarray([v for v in values if finite(v)], dtype=float)
+    if len(vals) == 0:
+        return None, None, None
+    m = float(vals.mean())
+    if len(vals) < 2:
+        return m, None, None
+    half = t_half_width(vals, level)
+    return m, m - half, m + half
+
+
+def text_units(tables: list[dict[int, Texts]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Pair conditions by (seed, text_index): for the seeds every condition has, the texts every
+    condition scored. Returns token×loss and tokens, each (conditions, units), and the seeds."""
+    seeds = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
+    nums, dens = [[] for _ in tables], [[] for _ in tables]
+    for seed in seeds:
+        common = np.array(sorted(set.intersection(*(set(t[seed][0].tolist()) for t in tables))), dtype=int)
+        for c, table in enumerate(tables):
+            index, tokens, loss = (np.asarray(a) for a in table[seed])
+            pick = {int(i): j for j, i in enumerate(index)}
+            rows = np.array([pick[int(i)] for i in common], dtype=int)
+            nums[c].append(tokens[rows] * loss[rows])
+            dens[c].append(tokens[rows].astype(float))
+    if not seeds:
+        return np.zeros((len(tables), 0)), np.zeros((len(tables), 0)), []
+    return np.array([np.concatenate(n) for n in nums]), np.array([np.concatenate(d) for d in dens]), seeds
+
+
+def paired_bootstrap(num: np.ndarray, den: np.ndarray, contrast: Contrast, *, level: float = LEVEL,
+                     n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(effect, low, high) of contrast(token-weighted mean loss of each condition), resampling the
+    paired texts (columns) with replacement; BCa interval, percentile where BCa is undefined (no
+    variation). `num` = tokens × loss and `den` = tokens, shape (conditions, texts)."""
+    k = len(num)
+
+    def statistic(*arrays, axis=-1):
+        means = np.stack([arrays[c].sum(axis=axis) / arrays[k + c].sum(axis=axis) for c in range(k)])
+        return contrast(means)
+
+    data = tuple(num) + tuple(den)
+    effect = float(statistic(*data))
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ci = sps.bootstrap(data, statistic, paired=True, vectorized=True, method=method,
+                               confidence_level=level, n_resamples=n_resamples, batch=250,
+                               rng=np.random.default_rng(seed)).confidence_interval
+        if finite(ci.low) and finite(ci.high):
+            break
+    return effect, float(ci.low), float(ci.high)
+
+
+# ---------------------------------------------------------------- verdicts
+
+def verdict(low: float | None, high: float | None, bound_low: float = 0.0,
+            bound_high: float = math.inf) -> str:
+    """Supported when the interval lies inside (bound_low, bound_high), contradicted when it lies
+    entirely outside, inconclusive otherwise (or without an interval)."""
+    if not (finite(low) and finite(high)):
+        return INCONCLUSIVE
+    if bound_low < low and high < bound_high:
+        return SUPPORTED
+    if high <= bound_low or low >= bound_high:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def compare(seed_values: list[dict[int, float]], contrast: Contrast,
+            texts: list[dict[int, Texts]] | None = None, *, bound_low: float = 0.0,
+            bound_high: float = math.inf, min_seeds: int = MIN_SEEDS, seed: int = 0) -> dict | None:
+    """One comparison between conditions (see the module docstring): effect, its 95 % interval,
+    seeds, texts, method and verdict. `seed_values` holds each condition's value per seed (the
+    final loss, say); `texts` its per-text losses per seed, None where a run lacks them. None when
+    the conditions share no seed."""
+    common = sorted(set.intersection(*(set(s for s, v in d.items() if finite(v)) for d in seed_values)))
+    if not common:
         return None
-    return row[key] / iid[key]
+    per_seed = [float(contrast(np.array([d[s] for d in seed_values], dtype=float))) for s in common]
+    out = {"seeds": len(common), "texts": 0, "per_seed": per_seed}
+    out["seed_interval"] = list(t_interval(per_seed)[1:]) if len(common) >= 2 else None
+    boot = None
+    if texts is not None and all(texts):
+        num, den, boot_seeds = text_units([{s: t[s] for s in common if s in t} for t in texts])
+        if num.shape[1] >= 2:
+            boot = paired_bootstrap(num, den, contrast, seed=seed)
+            out.update(texts=num.shape[1], text_seeds=len(boot_seeds), text_interval=list(boot[1:]))
+    if len(common) >= min_seeds:
+        effect, low, high = t_interval(per_seed)
+        method = f"t-interval over {len(common)} seeds"
+    elif boot is not None:
+        effect, low, high = boot
+        method = f"paired bootstrap over {out['texts']} test texts" + \
+                 (f" of {out['text_seeds']} seeds" if out["text_seeds"] > 1 else "")
+    else:
+        effect, low, high = float(np.mean(per_seed)), None, None
+        method = (f"point estimate: {len(common)} seed(s) and no per-text test losses "
+                  "(run recorded before them)")
+    out.update(effect=effect, low=low, high=high, method=method,
+               verdict=verdict(low, high, bound_low, bound_high))
+    return out
 
 
-# ---------------------------------------------------------------- per-client curves and costs
-
-def local_comparison(runs: list[RunRecord]) -> list[dict]:
-    """Pairs for the local-training figures (Figs. 8/9): per setting and skew scheme, the run at
-    the smallest α and the IID run (first seed of each)."""
-    settings: dict[str, dict] = {}
-    for rec in sorted(runs, key=lambda r: r.config.get("seed", 0)):
-        e = settings.setdefault(setting_key(rec.config), {"iid": None, "length": {}, "quantity": {}})
-        scheme = rec.config["scheme"]
-        if scheme == "iid":
-            e["iid"] = e["iid"] or rec
-        else:
-            e[scheme].setdefault(float(rec.config["alpha"]), rec)
-    pairs = []
-    for setting, e in settings.items():
-        for scheme in ("length", "quantity"):
-            if e[scheme]:
-                alpha = min(e[scheme])
-                pairs.append({"setting": setting, "scheme": scheme, "alpha": alpha,
-                              "skewed": e[scheme][alpha], "iid": e["iid"]})
-    return pairs
-
-
-def client_curves(clients: list[dict], key: str) -> dict[int, tuple[list[int], list[float]]]:
-    """{client id: (rounds, values)} of one clients.csv column, finite values only."""
-    out: dict[int, tuple[list[int], list[float]]] = {}
-    for row in clients:
-        if finite(row.get(key)):
-            xs, ys = out.setdefault(int(row["client_id"]), ([], []))
-            xs.append(int(row["round"]))
-            ys.append(float(row[key]))
-    return dict(sorted(out.items()))
-
-
-def local_key(config: dict) -> str:
-    """Which per-client loss to draw: the local models' own (dense when most clients train each
-    round, as in the study's local experiment), else the global model on each client's split."""
-    if config.get("clients_per_round", 1) * 2 >= config.get("clients", 1):
-        return "local_model_test_loss"
-    return "global_model_local_test_loss"
-
-
-def cost_table(runs: list[RunRecord]) -> list[dict]:
-    """One row per (model, rank, targets): the trainable and total parameter counts recorded in
-    config.json at run time (None for runs recorded before them), fp32 bytes per transfer, the
-    measured adapter bytes and the mean traffic of a run."""
-    groups: dict[tuple, list[RunRecord]] = {}
-    for rec in runs:
-        cfg = rec.config
-        groups.setdefault((cfg["model"], cfg["rank"], tuple(cfg["targets"])), []).append(rec)
-    rows = []
-    for (model, rank, targets), recs in groups.items():
-        counted = next((r.meta for r in recs if r.meta.get("trainable_params")), {})
-        trainable, total = counted.get("trainable_params"), counted.get("total_params")
-        rows.append({
-            "model": model, "rank": rank, "targets": list(targets),
-            "trainable_params": trainable, "total_params": total,
-            "ratio": trainable / total if trainable and total else None,
-            "bytes_per_transfer": 4 * trainable if trainable else None,
-            "adapter_bytes": recs[0].meta.get("adapter_bytes"),
-            "traffic_per_run": mean(r.rounds[-1].get("bytes_cumulative") for r in recs if r.rounds)})
-    return rows
+def combine(verdicts: list[str]) -> str:
+    """A claim over several comparisons: supported when every one is, contradicted when any is."""
+    if verdicts and all(v == SUPPORTED for v in verdicts):
+        return SUPPORTED
+    return CONTRADICTED if CONTRADICTED in verdicts else INCONCLUSIVE
 
 
 # ---------------------------------------------------------------- numbers as text
@@ -280,6 +220,22 @@ def fmt_pm(row: dict) -> str:
     """A condition's final loss with its std over seeds when there is one."""
     std = row.get("final_loss_std")
     return fmt(row["final_loss"]) + (f" ± {std:.4f}" if finite(std) else "")
+
+
+def fmt_signed(x: float | None, unit: str = "") -> str:
+    """A signed effect: '+0.0123' (nats, ratios) or '+1.2 %' (unit '%', x a fraction)."""
+    if not finite(x):
+        return "n/a"
+    return f"{100 * x:+.1f} %" if unit == "%" else f"{x:+.4f}"
+
+
+def fmt_effect(est: dict | None, unit: str = "") -> str:
+    """'+0.0123 [+0.0050, +0.0190]' (effect and its 95 % interval), 'n/a' without one."""
+    if not est:
+        return "n/a"
+    interval = (f" [{fmt_signed(est['low'], unit)}, {fmt_signed(est['high'], unit)}]"
+                if finite(est.get("low")) and finite(est.get("high")) else " (no interval)")
+    return fmt_signed(est.get("effect"), unit) + interval
 
 
 def fmt_mb(x: float | None) -> str:

@@ -1,0 +1,253 @@
+"""Runs as rows (pure functions of dicts): per-run headline numbers, conditions as seeds of the
+same (setting, scheme, alpha) with their curves averaged, settings and their labels, the
+per-client and local-comparison selections, and the cost table from recorded parameter counts.
+
+A *setting* is everything a run is compared within (model, clients, rounds, ...); a *condition*
+within it is (scheme, alpha); seeds are repetitions of a condition.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from cllora.report.runs import RunRecord
+from cllora.report.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
+
+CONDITION_KEYS = ("scheme", "alpha", "seed")
+CLASS_COLUMN = re.compile(r"test_loss_c(\d+)$")
+FAIRNESS_EXTRA = ("fairness_var_corrected", "fairness_se_mean", "fairness_jain", "fairness_gini")
+
+
+# ---------------------------------------------------------------- settings and labels
+
+def setting_key(config: dict) -> str:
+    """What a run is compared within: every setting except scheme, alpha and seed."""
+    return json.dumps({k: v for k, v in sorted(config.items()) if k not in CONDITION_KEYS},
+                      sort_keys=True)
+
+
+def model_label(name: str) -> str:
+    base = str(name).rstrip("/").rsplit("/", 1)[-1]
+    return base or str(name)
+
+
+def setting_labels(configs: dict[str, dict]) -> dict[str, str]:
+    """A short title per setting: the model, plus the settings that differ between settings of
+    the same model (e.g. "smollm2-135m, local_epochs=2")."""
+    by_model: dict[str, list[str]] = {}
+    for key, cfg in configs.items():
+        by_model.setdefault(cfg["model"], []).append(key)
+    labels = {}
+    for model, keys in by_model.items():
+        varying = [k for k in configs[keys[0]]
+                   if k not in CONDITION_KEYS and len({json.dumps(configs[s].get(k)) for s in keys}) > 1]
+        for key in keys:
+            extra = ", ".join(f"{k}={short(configs[key].get(k))}" for k in varying)
+            labels[key] = model_label(model) + (f", {extra}" if extra else "")
+    return labels
+
+
+def condition_label(scheme: str, alpha: float | None) -> str:
+    return "IID" if scheme == "iid" else f"α = {alpha:g}"
+
+
+# ---------------------------------------------------------------- runs and conditions
+
+def final_texts(test_losses: dict | None, last_round: int) -> Texts | None:
+    """(text_index, tokens, loss) of the final round's per-text test losses; None without them or
+    when they are of another round than rounds.csv's last evaluated one (a run still going)."""
+    if not test_losses or int(test_losses.get("final_round", last_round)) != last_round:
+        return None
+    return (np.asarray(test_losses["text_index"]), np.asarray(test_losses["tokens"]),
+            np.asarray(test_losses["loss_final"], dtype=float))
+
+
+def class_curves(rounds: list[dict]) -> dict[int, list[tuple[int, float]]]:
+    """{length class: (round, loss)} from the test_loss_c<k> columns that hold values."""
+    classes = sorted({int(m.group(1)) for r in rounds[:1] for k in r if (m := CLASS_COLUMN.match(k))})
+    out = {c: curve(rounds, f"test_loss_c{c}") for c in classes}
+    return {c: points for c, points in out.items() if points}
+
+
+def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None = None,
+            test_losses: dict | None = None) -> dict:
+    """One run's headline numbers from its config and rounds.csv rows (and test_losses.npz).
+
+    local_loss = mean over trained rounds of the local models' test loss on their own split;
+    local_spread = mean over trained rounds of the variance of that loss across the round's clients.
+    """
+    losses = curve(rounds, "global_test_loss")
+    best_round, best = min(losses, key=lambda p: p[1]) if losses else (None, None)
+    trained = [r for r in rounds if r.get("round", 0) >= 1]
+    last = losses[-1][0] if losses else 0
+    return {
+        "name": name, "model": config["model"], "setting": setting_key(config),
+        "scheme": config["scheme"], "alpha": None if config["scheme"] == "iid" else float(config["alpha"]),
+        "seed": config.get("seed", 0), "rounds_planned": config.get("rounds"),
+        "rounds_completed": last,
+        "complete": (last >= (config.get("rounds") or 0)) if complete is None else complete,
+        "initial_loss": losses[0][1] if losses and losses[0][0] == 0 else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "best_loss": best, "best_round": best_round,
+        "final_fairness_var": (curve(rounds, "fairness_var") or [(None, None)])[-1][1],
+        **{f"final_{k}": (curve(rounds, k) or [(None, None)])[-1][1] for k in FAIRNESS_EXTRA},
+        "local_loss": mean(r.get("local_models_test_loss_mean") for r in trained),
+        "local_spread": mean(r.get("local_models_var") for r in trained),
+        "total_bytes": (rounds[-1].get("bytes_cumulative") if rounds else None),
+        "seconds": sum((r.get("round_seconds") or 0.0) for r in rounds),
+        "curve": losses, "fairness_curve": curve(rounds, "fairness_var"),
+        "class_curves": class_curves(rounds), "texts": final_texts(test_losses, last),
+    }
+
+
+def condition_rows(rows: list[dict]) -> list[dict]:
+    """Runs grouped by (setting, scheme, alpha): means (and std of the final loss) over seeds.
+
+    best_loss / best_round come from the seed-mean curve: the round where the averaged loss is
+    lowest, after which the averaged curve rises (overfitting begins) unless it is the last.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["setting"], row["scheme"], row["alpha"]), []).append(row)
+    return sorted((_condition(setting, scheme, alpha, runs)
+                   for (setting, scheme, alpha), runs in groups.items()), key=_condition_order)
+
+
+def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict]) -> dict:
+    losses = mean_std_curve([r["curve"] for r in runs])
+    best_i = int(np.argmin(losses["mean"])) if losses["x"] else None
+    finals = [r["final_loss"] for r in runs if finite(r["final_loss"])]
+    classes = sorted({c for r in runs for c in r["class_curves"]})
+    return {
+        "setting": setting, "model": runs[0]["model"], "scheme": scheme, "alpha": alpha,
+        "label": condition_label(scheme, alpha), "seeds": sorted(r["seed"] for r in runs),
+        "n_seeds": len(runs), "complete": all(r["complete"] for r in runs), "runs": runs,
+        "initial_loss": mean(r["initial_loss"] for r in runs),
+        "final_loss": mean(finals),
+        "final_loss_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else None,
+        "best_loss": losses["mean"][best_i] if best_i is not None else None,
+        "best_round": losses["x"][best_i] if best_i is not None else None,
+        "last_round": losses["x"][-1] if losses["x"] else None,
+        "final_fairness_var": mean(r["final_fairness_var"] for r in runs),
+        **{f"final_{k}": mean(r[f"final_{k}"] for r in runs) for k in FAIRNESS_EXTRA},
+        "local_loss": mean(r["local_loss"] for r in runs),
+        "local_spread": mean(r["local_spread"] for r in runs),
+        "curve": losses, "fairness_curve": mean_std_curve([r["fairness_curve"] for r in runs]),
+        "class_curves": {c: mean_std_curve([r["class_curves"].get(c, []) for r in runs]) for c in classes},
+    }
+
+
+def _condition_order(row: dict) -> tuple:
+    return (row["setting"], row["scheme"] == "iid", row["scheme"], row["alpha"] or 0.0)
+
+
+def seed_values(conds: list[dict], key: str) -> list[dict[int, float]]:
+    """Each condition's `key` per seed (from its runs), for stats.compare."""
+    return [{r["seed"]: r[key] for r in c.get("runs", []) if finite(r.get(key))} for c in conds]
+
+
+def seed_texts(conds: list[dict]) -> list[dict[int, Texts]]:
+    """Each condition's per-text final test losses per seed (seeds without them left out)."""
+    return [{r["seed"]: r["texts"] for r in c.get("runs", []) if r.get("texts") is not None} for c in conds]
+
+
+def by_setting(conds: list[dict]) -> dict[str, dict]:
+    """{setting: {"model": name, "iid": row | None, "length": {alpha: row}, "quantity": {alpha: row}}}."""
+    out: dict[str, dict] = {}
+    for row in conds:
+        entry = out.setdefault(row["setting"], {"iid": None, "length": {}, "quantity": {},
+                                                "model": row["model"]})
+        if row["scheme"] == "iid":
+            entry["iid"] = row
+        else:
+            entry[row["scheme"]][row["alpha"]] = row
+    return out
+
+
+def overfit_note(row: dict, tolerance: float = 0.002) -> str:
+    """'after round k' if the seed-mean curve is lowest before its last round by more than
+    `tolerance` (relative), else '—' (still improving or flat at the end)."""
+    best, final, rnd, last = row["best_loss"], row["final_loss"], row["best_round"], row["last_round"]
+    if not all(finite(v) for v in (best, final)) or rnd is None or rnd == last:
+        return "—"
+    return f"after round {rnd}" if final - best > tolerance * abs(best) else "—"
+
+
+def length_rows(entry: dict) -> list[dict]:
+    """A setting's length-skew conditions (by α) and IID: what length sensitivity is taken over."""
+    return [r for _, r in sorted(entry["length"].items())] + ([entry["iid"]] if entry["iid"] else [])
+
+
+def length_sensitivity(entry: dict) -> float | None:
+    """Spread of the final global loss over length-skew α values and IID, relative to their mean."""
+    finals = [r["final_loss"] for r in length_rows(entry) if finite(r["final_loss"])]
+    if len(finals) < 2 or not entry["length"]:
+        return None
+    return float(relative_range(finals))
+
+
+# ---------------------------------------------------------------- per-client curves and costs
+
+def local_comparison(runs: list[RunRecord]) -> list[dict]:
+    """Pairs for the local-training figures (Figs. 8/9): per setting and skew scheme, the run at
+    the smallest α and the IID run (first seed of each)."""
+    settings: dict[str, dict] = {}
+    for rec in sorted(runs, key=lambda r: r.config.get("seed", 0)):
+        e = settings.setdefault(setting_key(rec.config), {"iid": None, "length": {}, "quantity": {}})
+        scheme = rec.config["scheme"]
+        if scheme == "iid":
+            e["iid"] = e["iid"] or rec
+        else:
+            e[scheme].setdefault(float(rec.config["alpha"]), rec)
+    pairs = []
+    for setting, e in settings.items():
+        for scheme in ("length", "quantity"):
+            if e[scheme]:
+                alpha = min(e[scheme])
+                pairs.append({"setting": setting, "scheme": scheme, "alpha": alpha,
+                              "skewed": e[scheme][alpha], "iid": e["iid"]})
+    return pairs
+
+
+def client_curves(clients: list[dict], key: str) -> dict[int, tuple[list[int], list[float]]]:
+    """{client id: (rounds, values)} of one clients.csv column, finite values only."""
+    out: dict[int, tuple[list[int], list[float]]] = {}
+    for row in clients:
+        if finite(row.get(key)):
+            xs, ys = out.setdefault(int(row["client_id"]), ([], []))
+            xs.append(int(row["round"]))
+            ys.append(float(row[key]))
+    return dict(sorted(out.items()))
+
+
+def local_key(config: dict) -> str:
+    """Which per-client loss to draw: the local models' own (dense when most clients train each
+    round, as in the study's local experiment), else the global model on each client's split."""
+    if config.get("clients_per_round", 1) * 2 >= config.get("clients", 1):
+        return "local_model_test_loss"
+    return "global_model_local_test_loss"
+
+
+def cost_table(runs: list[RunRecord]) -> list[dict]:
+    """One row per (model, rank, targets): the trainable and total parameter counts recorded in
+    config.json at run time (None for runs recorded before them), fp32 bytes per transfer, the
+    measured adapter bytes and the mean traffic of a run."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for rec in runs:
+        cfg = rec.config
+        groups.setdefault((cfg["model"], cfg["rank"], tuple(cfg["targets"])), []).append(rec)
+    rows = []
+    for (model, rank, targets), recs in groups.items():
+        counted = next((r.meta for r in recs if r.meta.get("trainable_params")), {})
+        trainable, total = counted.get("trainable_params"), counted.get("total_params")
+        rows.append({
+            "model": model, "rank": rank, "targets": list(targets),
+            "trainable_params": trainable, "total_params": total,
+            "ratio": trainable / total if trainable and total else None,
+            "bytes_per_transfer": 4 * trainable if trainable else None,
+            "adapter_bytes": recs[0].meta.get("adapter_bytes"),
+            "traffic_per_run": mean(r.rounds[-1].get("bytes_cumulative") for r in recs if r.rounds)})
+    return rows

@@ -1,0 +1,152 @@
+"""The report's figures: which comparisons it draws, with their titles and captions, each saved
+as PNG and SVG in DIR/figures (drawing itself lives in cllora.report.figures)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cllora.grid import slug
+from cllora.records import save_figure
+from cllora.report.conditions import by_setting, client_curves, local_comparison, local_key, setting_key
+from cllora.report.figures import (
+    SCHEME_TITLES, class_labels, class_loss_figure, client_pair_figure, comparison_figure,
+    partition_figure,
+)
+from cllora.report.runs import RunRecord
+
+BAND = " Bands: 95 % t-interval of the mean over seeds."
+
+
+@dataclass
+class Figure:
+    """One saved figure of the report: its section anchor key, title, caption and files."""
+
+    key: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: dict[str, str],
+                 log: Callable[[str], None] = print) -> dict[str, list[Figure]]:
+    """Every figure of the report, saved as PNG and SVG in root/figures; grouped by section."""
+    fig_dir = root / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    out: dict[str, list[Figure]] = {"global": [], "classes": [], "fairness": [], "local": [],
+                                    "partition": []}
+
+    def save(section: str, key: str, fig, title: str, caption: str) -> None:
+        png, svg = fig_dir / f"{key}.png", fig_dir / f"{key}.svg"
+        save_figure(fig, png, svg, dpi=130)
+        out[section].append(Figure(key, title, caption, png, svg))
+
+    _draw_global(conds, labels, save)
+    _draw_classes(conds, runs, labels, save)
+    _draw_local(runs, labels, save)
+    for rec in runs:
+        if rec.partition is None:
+            continue
+        try:
+            fig = partition_figure(rec.partition)
+        except Exception as exc:  # a figure must not stop the report
+            log(f"partition plot of {rec.name} failed: {exc}")
+            continue
+        save("partition", f"partition_{slug(rec.name)}", fig, f"Partition: {rec.name}",
+             _partition_caption(rec.partition))
+    return out
+
+
+def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
+    """Global loss and fairness per round: a figure per skew scheme, a panel per setting."""
+    settings = list(dict.fromkeys(c["setting"] for c in conds))
+    schemes = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in conds)] or ["iid"]
+    band = BAND if max((c["n_seeds"] for c in conds), default=1) > 1 else ""
+    for scheme in schemes:
+        panels = _panels(conds, settings, labels, scheme, "curve")
+        if not panels:
+            continue
+        what = {"length": "length skew (the study's Fig. 6)",
+                "quantity": "quantity skew (the study's Fig. 7)", "iid": "IID"}[scheme]
+        save("global", f"global_loss_{scheme}",
+             comparison_figure(panels, f"Global test loss per round, {what}", "global test loss (nats/token)"),
+             f"Global test loss, {what}",
+             f"Test loss of the aggregated model on the held-out test set after each round "
+             f"(round 0 = before training); one panel per model, one curve per α and IID.{band}")
+        short = what.split(" (")[0]
+        save("fairness", f"fairness_{scheme}",
+             comparison_figure(_panels(conds, settings, labels, scheme, "fairness_curve"),
+                               f"Fairness per round, {short}", "variance of client test loss", log_y="auto"),
+             f"Fairness, {short}",
+             "Variance across all clients of the global model's test loss on each client's own "
+             "test split (lower is fairer).")
+
+
+def _draw_classes(conds: list[dict], runs: list[RunRecord], labels: dict[str, str], save) -> None:
+    """Loss per length class per round, the smallest length-skew α (the study's 0.1) next to IID,
+    for each setting whose runs recorded the test_loss_c<k> columns."""
+    for setting, e in by_setting(conds).items():
+        if e["iid"] is None or not e["length"]:
+            continue
+        alpha = min(e["length"])
+        skewed, iid = e["length"][alpha]["class_curves"], e["iid"]["class_curves"]
+        if not set(skewed) & set(iid):
+            continue
+        part = next((r.partition for r in runs if r.partition and setting_key(r.config) == setting), {})
+        num = max(max(skewed), max(iid)) + 1
+        names = class_labels(part.get("class_edges") if len(part.get("class_edges") or []) == num - 1
+                              else None, num, part.get("length_measure", ""))
+        label, skew = labels[setting], f"length skew α = {alpha:g}"
+        save("classes", f"class_loss_{slug(label)}",
+             class_loss_figure(skewed, iid, names, skew, f"{label}: global test loss per length class"),
+             f"Loss per length class, {label}, {skew} vs IID",
+             "Token-weighted test loss of the global model on the global test texts of each length "
+             "class (classed by full length with the training class edges), per round (round 0 = "
+             "before training); left the skewed condition, middle IID (shared y axis), right their "
+             "difference: above 0, length skew hurts that class." + (BAND if e["iid"]["n_seeds"] > 1 else ""))
+
+
+def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:
+    """Per-client curves, the smallest α next to IID (the study's Figs. 8 and 9)."""
+    for pair in local_comparison(runs):
+        key = local_key(pair["skewed"].config)
+        fig_no = {"length": "Fig. 8", "quantity": "Fig. 9"}[pair["scheme"]]
+        scheme_name = SCHEME_TITLES[pair["scheme"]]
+        panels = [{"title": f"{scheme_name}, α = {pair['alpha']:g}",
+                   "clients": client_curves(pair["skewed"].clients, key)}]
+        if pair["iid"] is not None:
+            panels.append({"title": "IID", "clients": client_curves(pair["iid"].clients, key)})
+        what = ("local models after local training, on their own test split" if key == "local_model_test_loss"
+                else "global model on each client's own test split")
+        label = labels[pair["setting"]]
+        save("local", f"local_{pair['scheme']}_{slug(label)}",
+             client_pair_figure(panels, f"{label}: per-client test loss ({what})"),
+             f"Per-client test loss, {label}, {scheme_name} α = {pair['alpha']:g} vs IID (the study's {fig_no})",
+             f"One curve per client: {what}. Panels share the y axis. Seed "
+             f"{pair['skewed'].config.get('seed', 0)}.")
+
+
+def _panels(conds: list[dict], settings: list[str], labels: dict[str, str], scheme: str,
+            curve_key: str) -> list[dict]:
+    """One panel per setting that ran `scheme`: its conditions' curves (IID included)."""
+    panels = []
+    for setting in settings:
+        rows = [c for c in conds if c["setting"] == setting and c["scheme"] in (scheme, "iid")]
+        if scheme != "iid" and not any(c["scheme"] == scheme for c in rows):
+            continue
+        curves = [{"label": c["label"] + (f" (n={c['n_seeds']})" if c["n_seeds"] > 1 else ""),
+                   "scheme": c["scheme"], "alpha": c["alpha"], **c[curve_key]} for c in rows]
+        panels.append({"title": labels[setting], "curves": curves})
+    return panels
+
+
+def _partition_caption(part: dict) -> str:
+    stats = part.get("stats") or {}
+    bits = [f"{part.get('num_clients')} clients"]
+    if stats.get("size_min") is not None:
+        bits.append(f"sizes {stats['size_min']}–{stats['size_max']}")
+    if stats.get("mean_tv") is not None:
+        bits.append(f"mean total-variation distance to the global length mix {stats['mean_tv']:.2f}")
+    return "; ".join(bits)

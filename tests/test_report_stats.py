@@ -1,0 +1,173 @@
+"""The report's statistics (cllora.report.stats) on numbers whose answer is known by hand or by
+construction: the token-weighted paired bootstrap (its effect, its pairing by text, the coverage
+and width of its interval on a case with a known true difference), the t-interval over seeds,
+the three-way verdict, and `compare` on pure noise (inconclusive), a clear effect (supported), the
+reversed effect (contradicted) and runs without per-text losses (a point estimate: inconclusive
+below 3 seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cllora.report import stats
+from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
+
+T_975_2DF = 4.302652729749462  # Student t, 97.5 % quantile, 2 and 1 degrees of freedom (tables)
+T_975_1DF = 12.706204736174694
+
+
+def texts(loss, tokens=None, index=None):
+    loss = np.asarray(loss, dtype=float)
+    tokens = np.ones(len(loss), dtype=int) if tokens is None else np.asarray(tokens)
+    index = np.arange(len(loss)) if index is None else np.asarray(index)
+    return index, tokens, loss
+
+
+def diff(m):
+    """Condition 1 minus condition 0 (the contrast of most tests)."""
+    return m[1] - m[0]
+
+
+# ---------------------------------------------------------------- pieces
+
+def test_t_interval_and_bands_by_hand():
+    mean, low, high = stats.t_interval([1.0, 2.0, 3.0])  # sd 1, se 1/sqrt(3)
+    assert mean == 2.0 and (low, high) == pytest.approx((2 - T_975_2DF / math.sqrt(3), 2 + T_975_2DF / math.sqrt(3)))
+    assert stats.t_interval([2.5]) == (2.5, None, None)
+    band = stats.mean_std_curve([[(0, 1.0), (1, 2.0)], [(0, 3.0)]])
+    assert band["half"] == pytest.approx([T_975_1DF * math.sqrt(2) / math.sqrt(2), 0.0]) and band["n"] == [2, 1]
+
+
+def test_verdict_and_combine():
+    assert stats.verdict(0.01, 0.2) == SUPPORTED
+    assert stats.verdict(-0.2, -0.01) == CONTRADICTED
+    assert stats.verdict(-0.01, 0.2) == INCONCLUSIVE
+    assert stats.verdict(None, None) == INCONCLUSIVE
+    # equivalence: inside ±5 % supports, wholly outside contradicts, straddling is inconclusive
+    assert stats.verdict(-0.02, 0.03, -0.05, 0.05) == SUPPORTED
+    assert stats.verdict(0.06, 0.09, -0.05, 0.05) == CONTRADICTED
+    assert stats.verdict(0.03, 0.07, -0.05, 0.05) == INCONCLUSIVE
+    assert stats.combine([SUPPORTED, SUPPORTED]) == SUPPORTED
+    assert stats.combine([SUPPORTED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert stats.combine([SUPPORTED, CONTRADICTED, INCONCLUSIVE]) == CONTRADICTED
+    assert stats.combine([]) == INCONCLUSIVE
+
+
+def test_relative_range_and_spearman():
+    assert stats.relative_range([2.0, 2.4, 2.2]) == pytest.approx(0.4 / 2.2)
+    assert stats.relative_range(np.array([[1.0, 2.0], [3.0, 2.0]])) == pytest.approx([1.0, 0.0])
+    assert stats.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert stats.spearman([1, 2, 3], [5, 5, 5]) == 0.0
+
+
+def test_text_units_pair_by_seed_and_text_index():
+    # condition b lists its texts in another order and lacks text 2; seed 9 is only in a
+    a = {0: texts([1.0, 2.0, 3.0], tokens=[1, 2, 3], index=[0, 1, 2]), 9: texts([5.0])}
+    b = {0: texts([20.0, 10.0], tokens=[2, 1], index=[1, 0])}
+    num, den, seeds = stats.text_units([a, b])
+    assert seeds == [0]
+    assert num.tolist() == [[1.0, 4.0], [10.0, 40.0]] and den.tolist() == [[1.0, 2.0], [1.0, 2.0]]
+
+
+def test_paired_bootstrap_effect_is_the_token_weighted_difference():
+    # a: (1*2 + 3*4) / 4 = 3.5; b: 1.0 everywhere -> b - a = -2.5
+    num, den, _ = stats.text_units([{0: texts([2.0, 4.0], tokens=[1, 3])}, {0: texts([1.0, 1.0], tokens=[1, 3])}])
+    effect, low, high = stats.paired_bootstrap(num, den, diff, n_resamples=200)
+    assert effect == pytest.approx(-2.5) and low <= effect <= high
+    # identical conditions: no variation, the interval is the point (no NaN)
+    same, _, _ = stats.text_units([{0: texts([2.0, 4.0])}, {0: texts([2.0, 4.0])}])
+    assert stats.paired_bootstrap(same, same * 0 + 1, diff, n_resamples=200) == (0.0, 0.0, 0.0)
+
+
+def test_paired_bootstrap_interval_covers_a_known_difference():
+    """Texts of varied true loss and length, b = a's true loss + 0.05 + independent noise: the
+    95 % interval holds 0.05 in about 95 % of 100 repetitions and is as wide as the normal theory
+    interval of a token-weighted mean of paired differences."""
+    rng = np.random.default_rng(11)
+    n, delta, noise = 120, 0.05, 0.2
+    hits, width_ratio = 0, []
+    for rep in range(100):
+        true = rng.normal(3.0, 0.5, n)
+        tokens = rng.integers(10, 100, n)
+        a = texts(true + noise * rng.standard_normal(n), tokens)
+        b = texts(true + delta + noise * rng.standard_normal(n), tokens)
+        num, den, _ = stats.text_units([{0: a}, {0: b}])
+        _, low, high = stats.paired_bootstrap(num, den, diff, n_resamples=1000, seed=rep)
+        hits += low <= delta <= high
+        w = tokens / tokens.sum()
+        se = math.sqrt(2 * noise**2 * np.sum(w**2))
+        width_ratio.append((high - low) / (2 * 1.959964 * se))
+    assert 0.88 <= hits / 100 <= 0.99
+    assert 0.85 <= np.mean(width_ratio) <= 1.15
+
+
+# ---------------------------------------------------------------- compare: the three verdicts
+
+def two_conditions(rng, delta, n=200, noise=0.3, seeds=(0,)):
+    """Per seed: the same true per-text losses for both conditions, b shifted by delta, each with
+    independent noise. Returns (seed_values, texts) as compare takes them."""
+    values, tables = [{}, {}], [{}, {}]
+    for s in seeds:
+        true, tokens = rng.uniform(2.0, 5.0, n), rng.integers(5, 128, n)
+        for c, shift in enumerate((0.0, delta)):
+            t = texts(true + shift + noise * rng.standard_normal(n), tokens)
+            tables[c][s] = t
+            values[c][s] = float(np.sum(t[1] * t[2]) / np.sum(t[1]))
+    return values, tables
+
+
+def test_pure_noise_is_inconclusive():
+    verdicts = []
+    for draw in range(20):
+        values, tables = two_conditions(np.random.default_rng(100 + draw), delta=0.0)
+        est = stats.compare(values, diff, tables, seed=draw)
+        assert est["method"] == "paired bootstrap over 200 test texts" and est["seeds"] == 1
+        verdicts.append(est["verdict"])
+    # a 95 % interval holds the true 0 about 19 times in 20
+    assert verdicts.count(INCONCLUSIVE) >= 17, verdicts
+
+
+def test_clear_effect_is_supported_and_reversed_effect_contradicted():
+    values, tables = two_conditions(np.random.default_rng(1), delta=0.2)
+    est = stats.compare(values, diff, tables)
+    assert est["verdict"] == SUPPORTED and 0 < est["low"] <= 0.2 <= est["high"]
+    values, tables = two_conditions(np.random.default_rng(1), delta=-0.2)
+    assert stats.compare(values, diff, tables)["verdict"] == CONTRADICTED
+
+
+def test_without_per_text_losses_one_seed_is_a_point_estimate():
+    est = stats.compare([{0: 2.0}, {0: 2.5}], diff, None)
+    assert est["verdict"] == INCONCLUSIVE and est["effect"] == 0.5
+    assert est["low"] is None and est["method"].startswith("point estimate")
+    # a seed lacking per-text losses in one condition: no bootstrap either
+    values, tables = two_conditions(np.random.default_rng(2), delta=0.5)
+    assert stats.compare(values, diff, [tables[0], {}])["verdict"] == INCONCLUSIVE
+    assert stats.compare([{0: 2.0}, {1: 2.5}], diff) is None  # no common seed
+
+
+def test_three_seeds_use_the_t_interval_over_seeds():
+    # per-seed effects 0.4, 0.5, 0.6: mean 0.5 ± t(2) * 0.1 / sqrt(3)
+    est = stats.compare([{0: 2.0, 1: 2.0, 2: 2.0}, {0: 2.4, 1: 2.5, 2: 2.6}], diff, None)
+    half = T_975_2DF * 0.1 / math.sqrt(3)
+    assert est["method"] == "t-interval over 3 seeds" and est["seeds"] == 3
+    assert (est["effect"], est["low"], est["high"]) == pytest.approx((0.5, 0.5 - half, 0.5 + half))
+    assert est["verdict"] == SUPPORTED
+    # per-seed effects +0.3, -0.2, +0.1: the interval crosses 0
+    noisy = stats.compare([{0: 2.0, 1: 2.0, 2: 2.0}, {0: 2.3, 1: 1.8, 2: 2.1}], diff, None)
+    assert noisy["verdict"] == INCONCLUSIVE
+    # seeds decide over a narrow bootstrap: within-run precision is not training noise
+    values, tables = two_conditions(np.random.default_rng(3), delta=0.2, seeds=(0, 1, 2))
+    values[1][1] -= 0.6  # one seed goes the other way
+    both = stats.compare(values, diff, tables)
+    assert both["method"] == "t-interval over 3 seeds" and both["verdict"] == INCONCLUSIVE
+    assert both["text_interval"][0] > 0  # the bootstrap alone would have said supported
+
+
+def test_two_seeds_pool_their_texts_in_the_bootstrap():
+    values, tables = two_conditions(np.random.default_rng(4), delta=0.15, n=100, seeds=(0, 1))
+    est = stats.compare(values, diff, tables)
+    assert est["texts"] == 200 and est["method"] == "paired bootstrap over 200 test texts of 2 seeds"
+    assert est["verdict"] == SUPPORTED and est["seed_interval"] is not None
