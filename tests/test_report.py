@@ -20,9 +20,10 @@ import pytest
 from cllora import records
 from cllora.cli import main
 from cllora.report import (
-    CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, claims, conditions, find_run_dirs, stats,
-    write_report,
+    CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, claims, conditions, find_run_dirs,
+    load_runs, write_report,
 )
+from cllora.report.figures import class_loss_figure
 
 
 # ---------------------------------------------------------------- runs and conditions (pure)
@@ -304,7 +305,7 @@ def test_one_seed_decides_only_where_the_paired_bootstrap_does(tmp_path):
     page = write_report(tmp_path, log=lambda m: None).read_text()
     expected = {**STUDY, "quantity_unfair": INCONCLUSIVE, "length_little": INCONCLUSIVE}
     assert page_verdicts(page) == expected == json_verdicts(tmp_path)
-    assert "paired bootstrap over 60 test texts" in page and "1 seed(s) per condition were run" in page
+    assert "paired bootstrap over 60 test texts" in page and "1 seed per condition was run" in page
     iid_best = records.read_json(tmp_path / "claims.json")["claims"][0]
     assert iid_best["seeds"] == 1 and 0 < iid_best["low"] < iid_best["effect"] < iid_best["high"]
 
@@ -315,7 +316,7 @@ def test_old_runs_without_per_text_losses(tmp_path):
     write_study(tmp_path, flipped=False, texts=False)
     page = write_report(tmp_path, log=lambda m: None).read_text()
     assert set(page_verdicts(page).values()) == {INCONCLUSIVE}
-    assert "point estimate: 1 seed(s) and no per-text test losses" in page
+    assert "point estimate: 1 seed, an interval needs 3 or per-text test losses" in page
     assert "No run recorded its loss per length class" in page
 
 
@@ -328,6 +329,37 @@ def test_pure_noise_between_conditions_is_inconclusive(tmp_path):
         write_run(root / "q", "m", "quantity", 0.1, 2.0 + shift, texts=True)
         write_report(root, log=lambda m: None)
         assert json_verdicts(root)["iid_best"] == verdict, shift
+
+
+def write_class_run(path, scheme, alpha, seed, class_losses):
+    """A run with the test_loss_c<k> columns: class_losses[r][k] at round r."""
+    write_run(path, "m", scheme, alpha, 2.0, seed=seed)
+    rows = records.read_csv(path / "rounds.csv")
+    for row, losses in zip(rows, class_losses):
+        row.update({f"test_loss_c{k}": v for k, v in enumerate(losses)})
+    records.write_csv(path / "rounds.csv", list(rows[0]), rows)
+    records.write_json(path / "partition.json", {"scheme": scheme, "alpha": alpha, "num_clients": 4,
+                                                 "class_edges": [40.0], "clients": []})
+
+
+def test_loss_per_length_class_figure(tmp_path):
+    """Length skew α = 0.1 next to IID, two seeds each: the figure's third panel draws the
+    seed-mean difference per class, by hand: class 0 (short) +0.1 → +0.3, class 1 (long) −0.1 → −0.2."""
+    for seed, wobble in ((0, -0.01), (1, 0.01)):
+        write_class_run(tmp_path / f"len-s{seed}", "length", 0.1, seed,
+                        [[3.0 + wobble, 2.0], [2.6, 1.7], [2.5 + wobble, 1.6]])
+        write_class_run(tmp_path / f"iid-s{seed}", "iid", None, seed, [[3.0, 2.0], [2.5, 1.8], [2.2, 1.8]])
+    rows = [conditions.run_row(r.name, r.config, r.rounds) for r in load_runs(tmp_path, print)]
+    conds = conditions.condition_rows(rows)
+    skewed, iid = (c["class_curves"] for c in conds)
+    assert skewed[0]["mean"] == pytest.approx([3.0, 2.6, 2.5]) and skewed[0]["half"][0] > 0
+    fig = class_loss_figure(skewed, iid, ["0: ≤ 40", "1: > 40"], "length skew α = 0.1", "t")
+    diff_lines = [line.get_ydata() for line in fig.axes[2].get_lines()[:2]]
+    assert np.allclose(diff_lines[0], [0.0, 0.1, 0.3]) and np.allclose(diff_lines[1], [0.0, -0.1, -0.2])
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == ["0: ≤ 40", "1: > 40"]
+    page = write_report(tmp_path, log=lambda m: None).read_text()
+    assert (tmp_path / "figures" / "class_loss_m.png").is_file() and 'id="fig-class_loss_m"' in page
+    assert "Loss per length class, m, length skew α = 0.1 vs IID" in page and "95 % t-interval" in page
 
 
 def test_parameter_counts_come_from_config_json(tmp_path):

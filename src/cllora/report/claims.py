@@ -48,8 +48,10 @@ def _claim(claim: str, source: str, test: str, unit: str, comparisons: list[tupl
     out.update({k: head[k] for k in ("effect", "low", "high", "seeds", "method")}, verdict=combine(verdicts))
     out["comparisons"] = [{"label": label, **{k: v for k, v in est.items() if k != "per_seed"}}
                           for label, est, _ in comparisons]
-    out["evidence"] = [f"{label}: {detail}; effect {fmt_effect(est, unit)} ({est['seeds']} seed(s), "
-                       f"{est['method']}): {est['verdict']}" for label, est, detail in comparisons]
+    one_method = len({est["method"] for _, est, _ in comparisons}) == 1
+    out["evidence"] = [f"{label}: {detail}; effect {fmt_effect(est, unit)}"
+                       + ("" if one_method else f" ({est['method']})") + f": {est['verdict']}"
+                       for label, est, detail in comparisons]
     return out
 
 

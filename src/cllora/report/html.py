@@ -16,7 +16,7 @@ from cllora.report.conditions import model_label, overfit_note
 from cllora.report.draw import Figure
 from cllora.report.runs import RunRecord
 from cllora.report.stats import (
-    MIN_SEEDS, finite, fmt, fmt_count, fmt_effect, fmt_g, fmt_mb, fmt_pm, short,
+    MIN_SEEDS, finite, fmt, fmt_count, fmt_g, fmt_interval, fmt_mb, fmt_pm, fmt_signed, short,
 )
 
 CSS = """
@@ -39,7 +39,7 @@ figcaption{font-size:.88em;color:#57606a;margin-top:6px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:12px}
 .grid figure{margin:0}
 .small{font-size:.85em;color:#57606a}code{background:#eff1f3;padding:0 4px;border-radius:3px}
-ul.evidence{margin:0;padding-left:1.1em}
+ul.evidence{margin:0;padding-left:1.1em}.effect{white-space:nowrap;font-variant-numeric:tabular-nums}
 nav a{margin-right:14px;color:#0969da;text-decoration:none}
 """
 
@@ -138,12 +138,24 @@ def _claims_html(claims: list[dict], max_seeds: int) -> str:
                          "How it is tested"], [
         [f"{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span>",
          f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
-         _e(fmt_effect(c, c["unit"]) if c["comparisons"] else "—"), _e(c["seeds"] or "—"),
+         _effect_cell(c), _e(c["seeds"] or "—"),
          "<ul class=\"evidence\">" + "".join(f"<li>{_e(x)}</li>" for x in c["evidence"]) + "</ul>",
          f"<span class=\"small\">{_e(c['test'])}" + (f"; interval: {_e(c['method'])}" if c["method"] else "")
-         + "</span>"] for c in claims], numeric={2, 3})
+         + "</span>"] for c in claims], numeric={3})
     return ("<h2 id=\"claims\">The study's claims, tested on these runs</h2>\n" + table + "\n"
             + _verdict_rule(max_seeds))
+
+
+def _effect_cell(claim: dict) -> str:
+    """The headline effect over its 95 % interval, or '—' for a claim not testable."""
+    if not claim["comparisons"]:
+        return "—"
+    return (f"<span class=\"effect\">{_e(fmt_signed(claim['effect'], claim['unit']))}<br><span "
+            f"class=\"small\">{_e(fmt_interval(claim, claim['unit']))}</span></span>")
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
 
 
 def _verdict_rule(max_seeds: int) -> str:
@@ -156,13 +168,14 @@ def _verdict_rule(max_seeds: int) -> str:
             f"paired by seed); with fewer it is a paired bootstrap over the global test texts (the "
             f"same texts resampled for every condition, 2000 resamples, BCa), which covers test-text "
             f"sampling but not seed-to-seed training noise; runs without per-text losses "
-            f"(<code>test_losses.npz</code>, recorded since issue 11) and fewer than {MIN_SEEDS} "
+            f"(<code>test_losses.npz</code>; older runs lack it) and fewer than {MIN_SEEDS} "
             f"seeds give a point estimate only: inconclusive. Claims on local models (fairness, "
             f"local effect) have no per-text losses and need {MIN_SEEDS} seeds. "
             f"A claim over several models or settings is supported when every comparison is, "
             f"contradicted when any is. Also in <code>claims.json</code>.</p>")
     if 0 < max_seeds < MIN_SEEDS:
-        rule += (f"<p class=\"small\"><b>{max_seeds} seed(s) per condition were run.</b> A "
+        rule += (f"<p class=\"small\"><b>{_seeds(max_seeds)} per condition {'was' if max_seeds == 1 else 'were'} "
+                 f"run.</b> A "
                  f"difference between single training runs also holds training noise (initialisation, "
                  f"client sampling, batch order) that no test-set bootstrap sees; the verdicts here are "
                  f"therefore inconclusive unless the paired bootstrap already excludes zero, and even "

@@ -184,8 +184,9 @@ def compare(seed_values: list[dict[int, float]], contrast: Contrast,
                  (f" of {out['text_seeds']} seeds" if out["text_seeds"] > 1 else "")
     else:
         effect, low, high = float(np.mean(per_seed)), None, None
-        method = (f"point estimate: {len(common)} seed(s) and no per-text test losses "
-                  "(run recorded before them)")
+        seeds = f"{len(common)} seed" + ("" if len(common) == 1 else "s")
+        method = f"point estimate: {seeds}, an interval needs {min_seeds}" + \
+            ("" if texts is None else " or per-text test losses (runs recorded before them lack them)")
     out.update(effect=effect, low=low, high=high, method=method,
                verdict=verdict(low, high, bound_low, bound_high))
     return out
@@ -229,13 +230,16 @@ def fmt_signed(x: float | None, unit: str = "") -> str:
     return f"{100 * x:+.1f} %" if unit == "%" else f"{x:+.4f}"
 
 
+def fmt_interval(est: dict | None, unit: str = "") -> str:
+    """'[+0.0050, +0.0190]' (a 95 % interval), '(no interval)' without one."""
+    if not (est and finite(est.get("low")) and finite(est.get("high"))):
+        return "(no interval)"
+    return f"[{fmt_signed(est['low'], unit)}, {fmt_signed(est['high'], unit)}]"
+
+
 def fmt_effect(est: dict | None, unit: str = "") -> str:
-    """'+0.0123 [+0.0050, +0.0190]' (effect and its 95 % interval), 'n/a' without one."""
-    if not est:
-        return "n/a"
-    interval = (f" [{fmt_signed(est['low'], unit)}, {fmt_signed(est['high'], unit)}]"
-                if finite(est.get("low")) and finite(est.get("high")) else " (no interval)")
-    return fmt_signed(est.get("effect"), unit) + interval
+    """'+0.0123 [+0.0050, +0.0190]': an effect and its 95 % interval, 'n/a' without an effect."""
+    return "n/a" if not est else f"{fmt_signed(est.get('effect'), unit)} {fmt_interval(est, unit)}"
 
 
 def fmt_mb(x: float | None) -> str:
