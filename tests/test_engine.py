@@ -118,8 +118,8 @@ def test_one_client_one_round_one_step_equals_plain_local_training(tiny_model, t
 def test_nan_client_is_excluded_and_recorded(tiny_model, tmp_path, monkeypatch):
     real = exp_mod.client_update
 
-    def poisoned(exp, state, cid, rnd, on_step=None, evaluate_own_split=False):
-        update = real(exp, state, cid, rnd, on_step, evaluate_own_split)
+    def poisoned(exp, state, cid, rnd, on_step=None, evaluate_own_split=False, **kw):
+        update = real(exp, state, cid, rnd, on_step, evaluate_own_split, **kw)
         if cid == exp_mod.sample_clients(exp.config, rnd)[0]:  # a diverged adapter, finite loss
             update.state = {k: v * float("nan") for k, v in update.state.items()}
         return update
@@ -222,8 +222,8 @@ def test_bf16_training_with_fp32_evaluation(tiny_model, tmp_path):
 def test_malformed_update_is_rejected_with_a_logged_reason(tiny_model, tmp_path, monkeypatch):
     real = exp_mod.client_update
 
-    def wrong_shape(exp, state, cid, rnd, on_step=None, evaluate_own_split=False):
-        update = real(exp, state, cid, rnd, on_step, evaluate_own_split)
+    def wrong_shape(exp, state, cid, rnd, on_step=None, evaluate_own_split=False, **kw):
+        update = real(exp, state, cid, rnd, on_step, evaluate_own_split, **kw)
         if rnd == 1 and cid == exp_mod.sample_clients(exp.config, rnd)[-1]:
             key = next(iter(update.state))
             update.state[key] = torch.zeros(3, 3)

@@ -327,3 +327,64 @@ def test_scaffold_uplink_reference_matches_what_a_client_sends():
     extra, _ = strategy.finish(view, {"w": torch.ones(2)}, 3)
     assert check_update(extra, strategy.uplink(x)) is None
     assert get_strategy("fedavg").uplink(x) == {}
+
+
+# ----------------------------------------------------------------- in the round loop (tiny model)
+
+def engine_config(model: str, strategy: str, **changes):
+    from test_engine import tiny_config
+
+    return tiny_config(model, strategy=strategy, clients=4, max_train_examples=120, max_test_examples=12,
+                       **changes)
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_resumes_to_identical_rounds(tiny_model, tmp_path, strategy):
+    from cllora import records
+    from cllora.engine import run_experiment
+    from test_engine import metric_columns
+
+    cfg = engine_config(tiny_model, strategy, rounds=3)
+    run_experiment(cfg, tmp_path / "straight")
+    run_experiment(cfg.replace(rounds=2), tmp_path / "resumed")
+    run_experiment(cfg, tmp_path / "resumed", resume=True)
+    straight = metric_columns(tmp_path / "straight" / "rounds.csv")
+    assert straight == metric_columns(tmp_path / "resumed" / "rounds.csv")
+    assert straight[-1]["global_test_loss"] != straight[0]["global_test_loss"]
+    for row in straight[1:]:  # drift is recorded every round (two clients: one pair)
+        assert row["drift_max"] >= row["drift_mean"] > 0 and row["drift_pairwise"] > 0
+    assert straight[0]["drift_mean"] is None
+    saved = records.load_checkpoint(tmp_path / "straight")[1]
+    assert any(k.startswith("server::") for k in saved) == (strategy not in ("fedavg", "fedprox"))
+
+
+def test_fedprox_mu_0_run_equals_fedavg_run_bit_for_bit(tiny_model, tmp_path):
+    from cllora import records
+    from cllora.engine import run_experiment
+    from test_engine import metric_columns
+
+    run_experiment(engine_config(tiny_model, "fedavg", rounds=2), tmp_path / "fedavg")
+    run_experiment(engine_config(tiny_model, "fedprox", rounds=2, prox_mu=0.0), tmp_path / "mu0")
+    assert metric_columns(tmp_path / "fedavg" / "rounds.csv") == metric_columns(tmp_path / "mu0" / "rounds.csv")
+    a, b = records.load_checkpoint(tmp_path / "fedavg")[1], records.load_checkpoint(tmp_path / "mu0")[1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_scaffold_doubles_the_bytes_and_keeps_every_clients_control_variate(tiny_model, tmp_path):
+    from cllora import records
+    from cllora.aggregate.run_state import unpack_state
+    from cllora.engine import run_experiment
+
+    summary = run_experiment(engine_config(tiny_model, "scaffold", rounds=3), tmp_path / "s")
+    rounds = records.read_csv(tmp_path / "s" / "rounds.csv")
+    adapter = summary["adapter_bytes"]
+    for row in rounds[1:]:  # 2 clients a round, each way: adapter + one control variate
+        assert row["bytes_down"] == row["bytes_up"] == 2 * 2 * adapter
+    assert rounds[-1]["bytes_cumulative"] == 3 * 8 * adapter
+    _, server, own = unpack_state(records.load_checkpoint(tmp_path / "s")[1])
+    participated = {c["client_id"] for c in records.read_csv(tmp_path / "s" / "clients.csv")
+                    if c["participated"] and c["round"] > 0}
+    assert set(own) == participated
+    for key, c in server.items():  # c = (1/N) Σ_i c_i over all N = 4 clients (absent ones: 0)
+        total = sum(own[i][key] for i in own)
+        assert torch.allclose(c, total / 4, atol=1e-6), key

@@ -4,8 +4,10 @@ Reads top to bottom: check the run directory, prepare data and model, evaluate r
 round sample clients, let them train, check their updates, aggregate, evaluate, and checkpoint
 atomically. Who the clients are is a `Clients` object: `InProcessClients` simulates them all on
 one frozen base model with adapters swapped in and out; `cllora.flower.FlowerClients` reaches
-them as Flower SuperNodes. Everything else (sampling, payload checks, FedAvg, evaluation on the
-global test set, files, resume) is this one loop for both engines.
+them as Flower SuperNodes. Everything else (sampling, payload checks, the strategy's server step
+(cllora.aggregate), client drift, evaluation on the global test set, files, resume) is this one
+loop for both engines. The checkpoint holds the global adapter, the strategy's server state and
+the clients' own states kept in this process (SCAFFOLD's c_i), so a resume continues exactly.
 """
 
 from __future__ import annotations
@@ -19,23 +21,26 @@ from typing import Callable, Protocol
 import numpy as np
 
 from cllora import records
-from cllora.aggregate import aggregate, check_update, state_nbytes
+from cllora.aggregate import Reply, Strategy, check_update, client_drift, state_nbytes
+from cllora.aggregate.run_state import pack_state, unpack_state
 from cllora.config import RunConfig
 from cllora.errors import RunFailed, UserError
 from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_clients,
                                evaluate_test, prepare_data, prepare_experiment, release,
-                               sample_clients)
+                               sample_clients, strategy_of)
 from cllora.progress import RunProgress
 
 
 class Clients(Protocol):
     """The clients of a run, however they are reached."""
 
-    def fit(self, global_state: dict, client_ids: list[int], round_num: int,
-            evaluate: bool) -> list[ClientUpdate]:
+    def fit(self, global_state: dict, client_ids: list[int], round_num: int, evaluate: bool,
+            downlink: dict, own_states: dict[int, dict]) -> list[ClientUpdate]:
         """Train the global adapter on each client; one ClientUpdate per client asked (a client
         that could not answer gets one with its `error` set). With `evaluate`, each client also
-        scores its local model on its own local test split."""
+        scores its local model on its own local test split. `downlink` (the strategy's tensors
+        beside the adapter) goes to every client; `own_states` are the clients' own strategy
+        states where this process keeps them (Flower's SuperNodes keep theirs)."""
 
     def test_losses(self, global_state: dict) -> np.ndarray:
         """The global adapter's loss on every client's local test split (NaN where unknown)."""
@@ -47,12 +52,13 @@ class InProcessClients:
     def __init__(self, exp: Experiment, progress: RunProgress):
         self.exp, self.progress = exp, progress
 
-    def fit(self, global_state, client_ids, round_num, evaluate):
+    def fit(self, global_state, client_ids, round_num, evaluate, downlink, own_states):
         updates = []
         for cid in client_ids:
             self.progress.client_start(cid, len(self.exp.data.client_train[cid]), self.exp.config)
             updates.append(client_update(self.exp, global_state, cid, round_num, self.progress.step,
-                                         evaluate_own_split=evaluate))
+                                         evaluate_own_split=evaluate, downlink=downlink,
+                                         own_state=own_states.get(cid)))
         return updates
 
     def test_losses(self, global_state):
@@ -64,13 +70,16 @@ ClientsFactory = Callable[[Experiment, RunProgress], Clients]
 
 @dataclass
 class RunState:
-    """What survives between rounds: the global adapter and the metric rows so far."""
+    """What survives between rounds: the global adapter, the strategy's server state and the
+    clients' own states (those kept in this process), and the metric rows so far."""
 
     global_state: dict
     last_round: int = -1  # last completed round (evaluated or not)
     bytes_cumulative: int = 0
     rounds: list[dict] = field(default_factory=list)
     clients: list[dict] = field(default_factory=list)
+    server_state: dict = field(default_factory=dict)
+    client_states: dict[int, dict] = field(default_factory=dict)
 
 
 def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
@@ -110,7 +119,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
         state = _start_state(exp, reached, out, progress)
         with progress.run(config.rounds, start=state.last_round):
             for round_num in range(state.last_round + 1, config.rounds + 1):
-                _run_round(exp, reached, state, round_num, adapter_bytes, out, progress, log)
+                _run_round(exp, reached, state, round_num, out, progress, log)
         summary = _finish(exp, state, out, truncation, adapter_bytes)
     finally:
         release(exp)
@@ -152,11 +161,15 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
     """Resume from the checkpoint, or evaluate the untrained adapter as round 0."""
     last, saved, meta, rounds, clients_rows = records.load_progress(out)
     if last >= 0:
-        return RunState(saved, last, meta.get("bytes_cumulative", 0), rounds, clients_rows)
-    state = RunState(exp.initial_state, last_round=0)
+        global_state, server_state, client_states = unpack_state(saved)
+        return RunState(global_state, last, meta.get("bytes_cumulative", 0), rounds, clients_rows,
+                        server_state, client_states)
+    strategy, options = strategy_of(exp.config)
+    state = RunState(exp.initial_state, last_round=0,
+                     server_state=strategy.init_server(exp.initial_state, options))
     start = time.perf_counter()
     scores = _score_round(exp, clients, state.global_state, [], progress)
-    state.rounds.append(records.round_row(0, scores, [], 0, 0, 0.0, time.perf_counter() - start, 0.0))
+    state.rounds.append(records.round_row(0, scores, [], 0, 0, 0, 0.0, time.perf_counter() - start, 0.0))
     state.clients.extend(records.client_rows(0, exp.config.clients, [], scores))
     _save(out, state)
     progress.round_done(state.rounds[-1])
@@ -164,50 +177,85 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
 
 
 def _save(out: Path, state: RunState) -> None:
-    records.save_round(out, state.last_round, state.global_state, state.rounds, state.clients,
-                       {"bytes_cumulative": state.bytes_cumulative})
+    records.save_round(out, state.last_round,
+                       pack_state(state.global_state, state.server_state, state.client_states),
+                       state.rounds, state.clients, {"bytes_cumulative": state.bytes_cumulative})
 
 
-def rejection(update: ClientUpdate, reference: dict) -> str | None:
+def rejection(update: ClientUpdate, reference: dict, extra_reference: dict | None = None) -> str | None:
     """Why an update may not join the average: the client's own error, a non-finite training
-    loss, or a payload that does not match the global adapter (names, shapes, dtypes, finite)."""
+    loss, or a payload that does not match the global adapter or the strategy's uplink
+    (names, shapes, dtypes, finite)."""
     if update.error:
         return update.error
     if not math.isfinite(update.result.train_loss):
         return "non-finite training loss"
-    return check_update(update.state, reference)
+    reason = check_update(update.state, reference)
+    if reason is None and extra_reference:
+        reason = check_update(update.extra, extra_reference)
+        reason = reason and f"strategy payload: {reason}"
+    return reason
 
 
 def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: int,
-               adapter_bytes: int, out: Path, progress: RunProgress, log) -> None:
+               out: Path, progress: RunProgress, log) -> None:
     """One round: sample, train, screen, aggregate; evaluate when due; record; checkpoint.
     Every round is recorded (who was sampled, who failed and why, training loss, bytes); only
     the evaluation columns stay empty in a round that is not evaluated."""
     cfg = exp.config
+    strategy, options = strategy_of(cfg)
     round_start = time.perf_counter()
     evaluate_now = round_num % cfg.eval_every == 0 or round_num == cfg.rounds
-    updates = clients.fit(state.global_state, sample_clients(cfg, round_num), round_num, evaluate_now)
+    downlink = strategy.downlink(state.server_state)
+    updates = clients.fit(state.global_state, sample_clients(cfg, round_num), round_num, evaluate_now,
+                          downlink, state.client_states)
     train_s = time.perf_counter() - round_start
-    good = _screen(updates, exp.initial_state, round_num, out, log)
-    state.global_state = aggregate(cfg.strategy, [u.state for u in good],
-                                   [u.num_train_examples for u in good])
+    good = _screen(updates, exp.initial_state, strategy.uplink(exp.initial_state), round_num, out, log)
+    drift = client_drift(state.global_state, [u.state for u in good])
+    _aggregate(strategy, options, state, good)
     state.last_round = round_num
-    state.bytes_cumulative += adapter_bytes * (len(updates) + records.uploaded(updates))
+    bytes_up, bytes_down = _round_bytes(strategy, exp.initial_state, downlink, updates)
+    state.bytes_cumulative += bytes_up + bytes_down
     eval_start = time.perf_counter()
     scores = _score_round(exp, clients, state.global_state, good, progress) if evaluate_now else None
     eval_s = time.perf_counter() - eval_start
     overhead = time.perf_counter() - round_start - train_s - eval_s
-    state.rounds.append(records.round_row(round_num, scores, updates, adapter_bytes,
-                                          state.bytes_cumulative, train_s, eval_s, overhead))
+    state.rounds.append(records.round_row(round_num, scores, updates, bytes_up, bytes_down,
+                                          state.bytes_cumulative, train_s, eval_s, overhead, drift))
     state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores))
     _save(out, state)
     progress.round_done(state.rounds[-1])
 
 
-def _screen(updates: list[ClientUpdate], reference: dict, round_num: int, out: Path, log) -> list:
+def _aggregate(strategy: Strategy, options: dict, state: RunState, good: list[ClientUpdate]) -> None:
+    """The strategy's server step over the good updates; the clients' new own states are kept
+    (a failed client keeps its old one, as the server ignored its update)."""
+    replies = [Reply(u.state, u.num_train_examples, u.extra, u.client_id) for u in good]
+    step = strategy.aggregate(state.global_state, state.server_state, replies, options)
+    if step.base_delta:
+        raise NotImplementedError(f"strategy {strategy.name!r} merges into the base weights; "
+                                  "the engine does not apply base_delta yet")
+    state.global_state, state.server_state = step.global_state, step.server_state
+    for u in good:
+        if u.client_state is not None:
+            state.client_states[u.client_id] = u.client_state
+
+
+def _round_bytes(strategy: Strategy, adapter: dict, downlink: dict, updates: list[ClientUpdate]) -> tuple[int, int]:
+    """(uplink, downlink) bytes of a round: every sampled client receives the shared adapter
+    tensors and the strategy's downlink; every client that replied with an adapter sent the
+    shared tensors and its strategy extra."""
+    shared = state_nbytes({k: v for k, v in adapter.items() if strategy.shares(k)})
+    down = (shared + state_nbytes(downlink)) * len(updates)
+    up = sum(shared + state_nbytes(u.extra) for u in updates if u.state is not None)
+    return up, down
+
+
+def _screen(updates: list[ClientUpdate], reference: dict, extra_reference: dict, round_num: int,
+            out: Path, log) -> list:
     """Mark the updates that may not join the average (with the reason); the good ones, or stop."""
     for update in updates:
-        update.error = rejection(update, reference)
+        update.error = rejection(update, reference, extra_reference)
         if update.error:
             log(f"round {round_num}: client {update.client_id} excluded: {update.error}")
     good = [u for u in updates if not u.failed]

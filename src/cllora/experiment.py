@@ -24,7 +24,8 @@ from cllora.config import RunConfig
 from cllora.errors import UserError
 from cllora.seeds import stream, torch_seed
 from cllora.metrics import token_weighted_loss
-from cllora.train import Batch, TrainResult, length_grouped_batches, train_local, evaluate
+from cllora.aggregate import ClientView, Strategy, get_strategy, strategy_options
+from cllora.train import Batch, StepHooks, TrainResult, length_grouped_batches, train_local, evaluate
 
 
 
@@ -191,26 +192,39 @@ class ClientUpdate:
     result: TrainResult
     own_test_loss: float | None = None  # the local model on the client's own local test split
     error: str | None = None  # why the update is excluded from the average (set by the engine)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # strategy uplink (SCAFFOLD: Δc_i)
+    client_state: dict[str, torch.Tensor] | None = None  # what the client keeps (None: kept elsewhere)
 
     @property
     def failed(self) -> bool:
         return self.state is None or self.error is not None
 
 
+def strategy_of(config: RunConfig) -> tuple[Strategy, dict]:
+    """The run's federated strategy and the options it runs with (cllora.aggregate)."""
+    return get_strategy(config.strategy), strategy_options(config.strategy, config.to_dict())
+
+
 def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client_id: int,
                   round_num: int, on_step: Callable[[float], None] | None = None,
-                  evaluate_own_split: bool = False, stream_id: int | None = None) -> ClientUpdate:
+                  evaluate_own_split: bool = False, stream_id: int | None = None,
+                  downlink: dict | None = None, own_state: dict | None = None) -> ClientUpdate:
     """Train the global adapter on one client's local training rows for E epochs (and, when
-    asked, score the resulting local model on the client's own local test split).
+    asked, score the resulting local model on the client's own local test split), the way the
+    run's strategy says: its `downlink` tensors and the client's `own_state` from its last round
+    go in; the update carries the strategy's uplink `extra` and the client's new state.
 
     `client_id` is the client's row in `exp.data`; `stream_id` (default: the same) names its
     random streams: a Flower client with its own texts is row 0 of its data but keeps the
     streams of its partition id, so no two clients train on the same random draws."""
-    from cllora.model import get_adapter_state, set_adapter_state
+    from cllora.model import get_adapter_state, lora_parameters, set_adapter_state
 
     cfg, data = exp.config, exp.data
+    strategy, options = strategy_of(cfg)
+    view = ClientView(global_state, downlink or {}, own_state or {}, options)
+    plan = strategy.local(view)
     stream_key = client_id if stream_id is None else stream_id
-    set_adapter_state(exp.model, global_state)
+    set_adapter_state(exp.model, plan.start)
     torch.manual_seed(torch_seed(cfg.seed, "train", round_num, stream_key))
     rows = data.client_train[client_id]
 
@@ -219,9 +233,13 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
         return length_grouped_batches(data.train_ids, rows, cfg.batch_size, cfg.max_length,
                                       data.pad_id, rng)
 
-    result = train_local(exp.model, exp.params, batches, cfg.local_epochs, cfg.optimizer, cfg.lr,
-                         exp.device, on_step)
-    update = ClientUpdate(client_id, get_adapter_state(exp.model), len(rows), result)
+    named = lora_parameters(exp.model)
+    result = train_local(exp.model, [p for n, p in named.items() if plan.trains(n)], batches,
+                         cfg.local_epochs, cfg.optimizer, cfg.lr, exp.device, on_step,
+                         hooks=StepHooks(*plan.bind(named)))
+    trained = get_adapter_state(exp.model)
+    extra, kept = strategy.finish(view, trained, result.steps)
+    update = ClientUpdate(client_id, trained, len(rows), result, extra=extra, client_state=kept)
     if evaluate_own_split and math.isfinite(result.train_loss):
         update.own_test_loss = evaluate_own(exp, update.state, client_id)
     return update

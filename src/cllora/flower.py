@@ -193,7 +193,7 @@ class FlowerClients:
                     for cid in client_ids]
         return _replies(self.grid, messages, client_ids, self.timeout)
 
-    def fit(self, global_state, client_ids, round_num, evaluate):
+    def fit(self, global_state, client_ids, round_num, evaluate, downlink=None, own_states=None):
         replies = self._exchange(MessageType.TRAIN, global_state, client_ids, round_num, evaluate)
         self.silent = {cid for cid in client_ids if cid not in replies}
         return [self._update(cid, replies.get(cid)) for cid in client_ids]

@@ -2,8 +2,9 @@
 and every write (config, partition, CSVs, checkpoint, summary, figures).
 
 Every file is written atomically (temporary file, then rename), so a run killed at any moment
-never leaves a half-written CSV or checkpoint. The checkpoint (global adapter + last completed
-round in its metadata) is written after the CSVs; on resume, CSV rows past it are dropped.
+never leaves a half-written CSV or checkpoint. The checkpoint (global adapter, the strategy's
+server and client states as packed by cllora.aggregate.run_state, and the last completed round in
+its metadata) is written after the CSVs; on resume, CSV rows past it are dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from cllora.aggregate.drift import DRIFT_COLUMNS
 from cllora.config import RunConfig, from_dict
 from cllora.errors import UserError
 from cllora.metrics import fairness, perplexity
@@ -33,7 +35,7 @@ ROUND_COLUMNS = (
     "round", "global_test_loss", "global_test_ppl",
     "fairness_var", "fairness_std", "fairness_min", "fairness_max", "fairness_worst10", "fairness_mean",
     "local_models_test_loss_mean", "local_models_var", "local_models_global_test_loss_mean",
-    "num_participants", "num_failed", "train_loss_mean",
+    "num_participants", "num_failed", "train_loss_mean", *DRIFT_COLUMNS,
     "bytes_up", "bytes_down", "bytes_cumulative",
     "train_seconds", "eval_seconds", "overhead_seconds", "round_seconds",
 )
@@ -58,16 +60,18 @@ class RoundScores:
     local: dict[int, tuple[float, float | None]] = field(default_factory=dict)
 
 
-def round_row(round_num: int, scores: RoundScores | None, updates: list, adapter_bytes: int,
-              bytes_cumulative: int, train_s: float, eval_s: float, overhead_s: float) -> dict:
-    """One rounds.csv row; `scores` is None in a round that was not evaluated (empty columns)."""
+def round_row(round_num: int, scores: RoundScores | None, updates: list, bytes_up: int, bytes_down: int,
+              bytes_cumulative: int, train_s: float, eval_s: float, overhead_s: float,
+              drift: dict | None = None) -> dict:
+    """One rounds.csv row; `scores` is None in a round that was not evaluated (empty columns);
+    `drift` holds the clients' drift (cllora.aggregate.drift), None in round 0."""
     good = [u for u in updates if not u.failed]
     train_losses = [u.result.train_loss for u in good]
     return {
         "round": round_num, **_evaluation_columns(scores),
         "num_participants": len(updates), "num_failed": len(updates) - len(good),
-        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None,
-        "bytes_up": adapter_bytes * uploaded(updates), "bytes_down": adapter_bytes * len(updates),
+        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None, **(drift or {}),
+        "bytes_up": bytes_up, "bytes_down": bytes_down,
         "bytes_cumulative": bytes_cumulative,
         "train_seconds": train_s, "eval_seconds": eval_s, "overhead_seconds": overhead_s,
         "round_seconds": train_s + eval_s + overhead_s,
