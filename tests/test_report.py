@@ -353,7 +353,11 @@ def test_loss_per_length_class_figure(tmp_path):
     conds = conditions.condition_rows(rows)
     skewed, iid = (c["class_curves"] for c in conds)
     assert skewed[0]["mean"] == pytest.approx([3.0, 2.6, 2.5]) and skewed[0]["half"][0] > 0
-    fig = class_loss_figure(skewed, iid, ["0: ≤ 40", "1: > 40"], "length skew α = 0.1", "t")
+    diff = conditions.class_difference(*conds)
+    assert diff[0]["mean"] == pytest.approx([0.0, 0.1, 0.3]) and diff[1]["mean"] == pytest.approx([0.0, -0.1, -0.2])
+    # per-seed differences of class 0 at round 0: -0.01 and +0.01 -> t(1) * std / sqrt(2)
+    assert diff[0]["half"][0] == pytest.approx(12.706204736174694 * 0.01) and diff[1]["half"] == [0.0] * 3
+    fig = class_loss_figure(skewed, iid, diff, ["0: ≤ 40", "1: > 40"], "length skew α = 0.1", "t")
     diff_lines = [line.get_ydata() for line in fig.axes[2].get_lines()[:2]]
     assert np.allclose(diff_lines[0], [0.0, 0.1, 0.3]) and np.allclose(diff_lines[1], [0.0, -0.1, -0.2])
     assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == ["0: ≤ 40", "1: > 40"]

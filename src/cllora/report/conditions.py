@@ -144,6 +144,19 @@ def _condition_order(row: dict) -> tuple:
     return (row["setting"], row["scheme"] == "iid", row["scheme"], row["alpha"] or 0.0)
 
 
+def class_difference(skewed: dict, iid: dict) -> dict[int, dict]:
+    """Per length class: the skewed condition's loss minus IID's per round, paired by seed, as a
+    mean curve over the seeds both ran (with its 95 % band; stats.mean_std_curve)."""
+    iid_runs = {r["seed"]: r["class_curves"] for r in iid.get("runs", [])}
+    out: dict[int, list] = {}
+    for run in skewed.get("runs", []):
+        other = iid_runs.get(run["seed"])
+        for c, points in (run["class_curves"].items() if other is not None else ()):
+            base = dict(other.get(c, []))
+            out.setdefault(c, []).append([(x, y - base[x]) for x, y in points if x in base])
+    return {c: mean_std_curve(curves) for c, curves in sorted(out.items())}
+
+
 def seed_values(conds: list[dict], key: str) -> list[dict[int, float]]:
     """Each condition's `key` per seed (from its runs), for stats.compare."""
     return [{r["seed"]: r[key] for r in c.get("runs", []) if finite(r.get(key))} for c in conds]

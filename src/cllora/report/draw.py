@@ -9,7 +9,9 @@ from typing import Callable
 
 from cllora.grid import slug
 from cllora.records import save_figure
-from cllora.report.conditions import by_setting, client_curves, local_comparison, local_key, setting_key
+from cllora.report.conditions import (
+    by_setting, class_difference, client_curves, local_comparison, local_key, setting_key,
+)
 from cllora.report.figures import (
     SCHEME_TITLES, class_labels, class_loss_figure, client_pair_figure, comparison_figure,
     partition_figure,
@@ -94,18 +96,21 @@ def _draw_classes(conds: list[dict], runs: list[RunRecord], labels: dict[str, st
         skewed, iid = e["length"][alpha]["class_curves"], e["iid"]["class_curves"]
         if not set(skewed) & set(iid):
             continue
+        diff = class_difference(e["length"][alpha], e["iid"])
+        several = max((min(d["n"]) for d in diff.values() if d["n"]), default=1) > 1
         part = next((r.partition for r in runs if r.partition and setting_key(r.config) == setting), {})
         num = max(max(skewed), max(iid)) + 1
         names = class_labels(part.get("class_edges") if len(part.get("class_edges") or []) == num - 1
                               else None, num, part.get("length_measure", ""))
         label, skew = labels[setting], f"length skew α = {alpha:g}"
         save("classes", f"class_loss_{slug(label)}",
-             class_loss_figure(skewed, iid, names, skew, f"{label}: global test loss per length class"),
+             class_loss_figure(skewed, iid, diff, names, skew, f"{label}: global test loss per length class"),
              f"Loss per length class, {label}, {skew} vs IID",
              "Token-weighted test loss of the global model on the global test texts of each length "
              "class (classed by full length with the training class edges), per round (round 0 = "
-             "before training); left the skewed condition, middle IID (shared y axis), right their "
-             "difference: above 0, length skew hurts that class." + (BAND if e["iid"]["n_seeds"] > 1 else ""))
+             "before training), mean over seeds; left the skewed condition, middle IID (shared y "
+             "axis), right their difference, paired by seed: above 0, length skew hurts that class."
+             + (" Bands: 95 % t-interval of the mean difference over seeds." if several else ""))
 
 
 def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:

@@ -222,23 +222,23 @@ def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global tes
     return ax
 
 
-def class_loss_figure(skewed: dict, iid: dict, names: list[str], skew_label: str, title: str):
-    """Loss per length class per round, {class: curve dict(x, mean, half)} of a skewed condition
-    and of IID: a panel each (shared y axis, one colour per class as in the partition plots) and a
-    third with their difference per class (above 0: the skew hurts that class)."""
+def class_loss_figure(skewed: dict, iid: dict, diff: dict, names: list[str], skew_label: str, title: str):
+    """Loss per length class per round: {class: curve dict(x, mean)} of a skewed condition and of
+    IID, a panel each (shared y axis, one colour per class as in the partition plots), and a third
+    with `diff`, {class: dict(x, mean[, half])} of their difference (above 0: the skew hurts the
+    class), with its band."""
     classes = sorted(set(skewed) & set(iid))
     colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, max(len(classes), 1)))
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.1))
     axes[1].sharey(axes[0])
     for ax, label, curves in ((axes[0], skew_label, skewed), (axes[1], "IID", iid)):
         for color, c in zip(colors, classes):
-            _band_line(ax, curves[c], names[c], color)
+            _band_line(ax, {"x": curves[c]["x"], "mean": curves[c]["mean"]}, names[c], color)
         ax.set_title(label, fontsize=10)
         _round_axes(ax, "test loss of the class (nats/token)")
     for color, c in zip(colors, classes):
-        a, b = (dict(zip(d[c]["x"], d[c]["mean"])) for d in (skewed, iid))
-        x = sorted(set(a) & set(b))
-        axes[2].plot(x, [a[r] - b[r] for r in x], color=color, marker="o", ms=3.5, lw=1.6, label=names[c])
+        if c in diff:
+            _band_line(axes[2], diff[c], names[c], color)
     axes[2].axhline(0.0, color="0.4", lw=0.8)
     axes[2].set_title(f"{skew_label} minus IID", fontsize=10)
     _round_axes(axes[2], "loss difference (nats/token)")
