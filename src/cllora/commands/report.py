@@ -10,11 +10,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report", help="write report.html and figures of a run or a sweep",
         description="Read the run directories at or under DIR (one run, a sweep, or a folder of "
                     "sweeps) and write DIR/report.html — one self-contained file, figures embedded, "
-                    "no network — and every figure as PNG and SVG in DIR/figures/: the communication "
-                    "cost table, global test loss per round per model (one curve per α and IID, mean ± "
-                    "std over seeds), fairness per round, per-client local curves (α vs IID), the "
-                    "partition of every run, final/best-loss tables, and the study's claims with a "
-                    "verdict each.",
+                    "no network — DIR/claims.json and every figure as PNG and SVG in DIR/figures/: the "
+                    "communication cost table, global test loss per round per model (one curve per α "
+                    "and IID, mean with a 95 % band over seeds), loss per length class (length skew vs "
+                    "IID), fairness per round, per-client local curves (α vs IID), the partition of "
+                    "every run, final/best-loss tables, and the study's claims, each with its effect, "
+                    "95 % interval (over seeds, or a paired bootstrap over test texts), number of seeds "
+                    "and a verdict: supported, contradicted or inconclusive.",
         epilog="Examples:\n  cllora report sweeps/study-length-quick\n  cllora report runs/20261124-101500\n"
                "  cllora report sweeps            # several sweeps together (e.g. length + quantity)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
