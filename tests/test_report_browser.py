@@ -46,13 +46,21 @@ def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5):
         own = 3.0 - 0.1 * r + 0.05 * rng.standard_normal(clients)
         rounds.append({"round": r, "global_test_loss": 3.0 - 0.08 * r + 0.01 * rng.standard_normal(),
                        "fairness_var": float(np.var(own)), "bytes_cumulative": 2 * clients * 24576 * r,
+                       "fairness_var_corrected": float(np.var(own)) / 2, "fairness_jain": 0.99,
                        "local_models_test_loss_mean": float(own.mean()) if r else None,
-                       "local_models_var": float(own.var()) if r else None, "round_seconds": 1.0})
+                       "local_models_var": float(own.var()) if r else None, "round_seconds": 1.0,
+                       **{f"test_loss_c{c}": 3.2 - 0.1 * c - 0.07 * r + 0.01 * rng.standard_normal()
+                          for c in range(5)}})
         for cid in range(clients):
             clients_rows.append({"round": r, "client_id": cid, "participated": int(r > 0),
                                  "local_model_test_loss": float(own[cid]) if r else None,
                                  "global_model_local_test_loss": float(own[cid] + 0.02)})
-    records.write_csv(path / "rounds.csv", records.ROUND_COLUMNS, rounds)
+    records.write_csv(path / "rounds.csv", list(rounds[0]), rounds)
+    texts = np.random.default_rng(seed)  # the same test texts for every condition of a seed
+    true, tokens = texts.uniform(2.0, 3.5, 50), texts.integers(8, 128, 50)
+    np.savez(path / "test_losses.npz", text_index=np.arange(50), tokens=tokens, length_class=np.arange(50) % 5,
+             loss_r0=true + 1, loss_final=true + 0.05 * rng.standard_normal(50), loss_best=true,
+             final_round=num_rounds, best_round=num_rounds)
     records.write_csv(path / "clients.csv", records.CLIENT_COLUMNS, clients_rows)
     sizes = rng.integers(5, 40, clients) if scheme == "quantity" else np.full(clients, 20)
     records.write_json(path / "partition.json", {
@@ -68,7 +76,7 @@ def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5):
 def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser") / "sweep"
     for seed in (0, 1):
-        for scheme, alpha in (("quantity", 0.1), ("quantity", 100.0), ("iid", None)):
+        for scheme, alpha in (("quantity", 0.1), ("quantity", 100.0), ("length", 0.1), ("iid", None)):
             name = f"opt-125m/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"
             fake_run(root / name, scheme, alpha, seed)
     return write_report(root, log=lambda m: None)
@@ -98,7 +106,8 @@ def probed_copy(src, dst, transform=lambda text: text):
 def test_report_renders_in_chromium(page, tmp_path):
     figures = sorted((page.parent / "figures").glob("*.png"))
     probe, console = load_in_chromium(probed_copy(page, page.parent / "probe.html"), tmp_path)
-    assert len(probe["imgs"]) == len(figures) >= 7
+    assert len(probe["imgs"]) == len(figures) >= 10
+    assert any(f.name.startswith("class_loss_") for f in figures)
     assert all(ok and width > 100 and height > 100 for ok, width, height in probe["imgs"]), probe["imgs"]
     assert probe["errors"] == [] and console == [], console
 
