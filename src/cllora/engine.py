@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from cllora import records
+from cllora import evaluation, records, tracking
 from cllora.aggregate import Reply, Strategy, check_update, client_drift, state_nbytes
 from cllora.aggregate.run_state import pack_state, unpack_state
 from cllora.config import RunConfig
@@ -48,6 +48,8 @@ class Clients(Protocol):
 
 class InProcessClients:
     """Every client simulated in this process on the experiment's one base model."""
+
+    splits_on_server = True  # cllora.evaluation scores every split here, in one pass with the test set
 
     def __init__(self, exp: Experiment, progress: RunProgress):
         self.exp, self.progress = exp, progress
@@ -96,6 +98,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
 
     out = Path(out)
     records.check_run_dir(out, config, resume=resume, overwrite=overwrite)
+    tracking.check_available(config.log_to)
     runtime = build_runtime(config, base_model=base_model, tokenizer=tokenizer, load_model=False, log=log)
     if resume:
         records.check_resume_runtime(out, config, str(runtime.device), runtime.precision)
@@ -105,8 +108,10 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     exp = prepare_experiment(config, runtime.load_base(config, log), runtime.tokenizer, runtime.device,
                              runtime.precision, data, log)
     progress = progress or RunProgress(enabled=False)
+    tracker = None
     try:
         records.init_run_dir(out, resume=resume, overwrite=overwrite)  # only now: bad input leaves nothing
+        tracker = tracking.attach(progress, config.log_to, out, config.to_dict())
         adapter_bytes = state_nbytes(exp.initial_state)
         trainable, total = exp.model.get_nb_trainable_parameters()
         records.write_config(out, config, {"precision": runtime.precision, "device": str(runtime.device),
@@ -122,6 +127,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
                 _run_round(exp, reached, state, round_num, out, progress, log)
         summary = _finish(exp, state, out, truncation, adapter_bytes)
     finally:
+        tracking.detach(progress, tracker)
         release(exp)
     return summary
 
@@ -168,18 +174,19 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
     state = RunState(exp.initial_state, last_round=0,
                      server_state=strategy.init_server(exp.initial_state, options))
     start = time.perf_counter()
-    scores = _score_round(exp, clients, state.global_state, [], progress)
+    scores = _score_round(exp, clients, state.global_state, [], progress, 0, out)
     state.rounds.append(records.round_row(0, scores, [], 0, 0, 0, 0.0, time.perf_counter() - start, 0.0))
     state.clients.extend(records.client_rows(0, exp.config.clients, [], scores))
-    _save(out, state)
+    _save(out, state, exp.config.num_classes)
     progress.round_done(state.rounds[-1])
     return state
 
 
-def _save(out: Path, state: RunState) -> None:
+def _save(out: Path, state: RunState, num_classes: int) -> None:
     records.save_round(out, state.last_round,
                        pack_state(state.global_state, state.server_state, state.client_states),
-                       state.rounds, state.clients, {"bytes_cumulative": state.bytes_cumulative})
+                       state.rounds, state.clients, {"bytes_cumulative": state.bytes_cumulative},
+                       num_classes)
 
 
 def rejection(update: ClientUpdate, reference: dict, extra_reference: dict | None = None) -> str | None:
@@ -217,13 +224,14 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     bytes_up, bytes_down = _round_bytes(strategy, exp.initial_state, downlink, updates)
     state.bytes_cumulative += bytes_up + bytes_down
     eval_start = time.perf_counter()
-    scores = _score_round(exp, clients, state.global_state, good, progress) if evaluate_now else None
+    scores = _score_round(exp, clients, state.global_state, good, progress, round_num, out) \
+        if evaluate_now else None
     eval_s = time.perf_counter() - eval_start
     overhead = time.perf_counter() - round_start - train_s - eval_s
     state.rounds.append(records.round_row(round_num, scores, updates, bytes_up, bytes_down,
                                           state.bytes_cumulative, train_s, eval_s, overhead, drift))
     state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores))
-    _save(out, state)
+    _save(out, state, exp.config.num_classes)
     progress.round_done(state.rounds[-1])
 
 
@@ -267,12 +275,12 @@ def _screen(updates: list[ClientUpdate], reference: dict, extra_reference: dict,
 
 
 def _score_round(exp: Experiment, clients: Clients, global_state: dict, good: list[ClientUpdate],
-                 progress: RunProgress) -> records.RoundScores:
-    """The evaluations of a round: each local model on the global test set (and its own split,
-    scored by the client), the new global model on the global test set and every client's split."""
-    local = {u.client_id: (evaluate_test(exp, u.state, progress.eval_tick), u.own_test_loss) for u in good}
-    return records.RoundScores(evaluate_test(exp, global_state, progress.eval_tick),
-                               clients.test_losses(global_state), local)
+                 progress: RunProgress, round_num: int, out: Path) -> records.RoundScores:
+    """The evaluations of a round (cllora.evaluation: the global model on the global test set and
+    every client's split in one pass, local models when due); keeps the per-text test losses."""
+    scores = evaluation.score_round(exp, clients, global_state, good, round_num, progress.eval_tick)
+    evaluation.save_test_losses(out, round_num, scores.test_texts, scores.test_loss)
+    return scores
 
 
 def _finish(exp: Experiment, state: RunState, out: Path, truncation: dict, adapter_bytes: int) -> dict:

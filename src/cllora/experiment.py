@@ -44,6 +44,7 @@ class Data:
     pad_id: int
     dropped_empty: int = 0
     notes: tuple[str, ...] = ()
+    test_classes: np.ndarray | None = None  # length class of each global test text (training edges)
 
     def partition_dict(self, config: RunConfig) -> dict:
         from cllora.partition_stats import partition_to_dict
@@ -100,10 +101,35 @@ def prepare_data(config: RunConfig, tokenizer, log: Callable[[str], None] = prin
                                         merge_small=config.small_groups == "merge")
     split_rng = stream(config.seed, "local_split")
     splits = [part.split_local(rows, config.local_test_fraction, split_rng) for rows in partition.clients]
+    check_local_test_sizes([len(s[1]) for s in splits], config.min_local_test, log)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    test_measure = [len(x) for x in test_ids] if config.length_measure == "tokens" \
+        else part.sentence_counts(corpus.test)
     return Data(train_ids, test_ids, lengths, labels, np.asarray(edges), partition,
                 [s[0] for s in splits], [s[1] for s in splits], int(pad_id),
-                corpus.dropped_empty, tuple(partition.notes))
+                corpus.dropped_empty, tuple(partition.notes),
+                test_classes=classes_by_edges(test_measure, config.num_classes, edges))
+
+
+def classes_by_edges(measure, num_classes: int, edges) -> np.ndarray:
+    """Length class of texts (by full length) under given class edges: the training convention."""
+    if len(measure) == 0:
+        return np.zeros(0, np.int64)
+    return part.length_classes(measure, num_classes, np.asarray(edges, dtype=float))[0]
+
+
+def check_local_test_sizes(sizes: list[int], minimum: int | None, log: Callable[[str], None]) -> None:
+    """--min-local-test: a warning naming the clients whose local test split is smaller; a
+    UserError when no client's split is that large."""
+    if minimum is None or not sizes:
+        return
+    if minimum > max(sizes):
+        raise UserError(f"min_local_test ({minimum}) is larger than every client's local test split "
+                        f"(largest: {max(sizes)} texts); lower it or raise local_test_fraction")
+    small = [str(cid) for cid, n in enumerate(sizes) if n < minimum]
+    if small:
+        log(f"warning: {len(small)} client(s) have fewer than {minimum} local test texts, so their "
+            f"losses in the fairness columns are mostly noise: {', '.join(small)}")
 
 
 def prepare_own_data(config: RunConfig, tokenizer, path: str) -> Data:
@@ -134,6 +160,7 @@ class Experiment:
     local_test_batches: list[Batch] = field(default_factory=list)  # union of all clients' splits
     row_client: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fp32_base: dict[str, torch.Tensor] | None = None  # master weights for --eval-fp32, on the device
+    eval_plan: object = None  # cllora.evaluation.EvalPlan (the union pass), built on first use
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -149,6 +176,7 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
 
     data = data or prepare_data(config, tokenizer, log)
     torch.manual_seed(torch_seed(config.seed, "lora_init"))
+    check_eval_length(config, base_model, tokenizer)
     model = attach_lora(base_model, config.rank, config.lora_alpha, config.lora_dropout, config.targets)
     eval_size = max(config.batch_size, 8)
     union = np.concatenate(data.client_test) if data.client_test else np.zeros(0, np.int64)
@@ -166,9 +194,26 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
     return Experiment(
         config, data, model, device, precision, get_adapter_state(model),
         length_grouped_batches(data.test_ids, np.arange(len(data.test_ids)), eval_size,
-                               config.max_length, data.pad_id),
+                               config.eval_length, data.pad_id),
         length_grouped_batches(data.train_ids, union, eval_size, config.max_length, data.pad_id),
         row_client, fp32_base)
+
+
+def model_context(base_model, tokenizer) -> int | None:
+    """The longest input the model takes: its position embeddings, else the tokenizer's limit."""
+    context = getattr(getattr(base_model, "config", None), "max_position_embeddings", None)
+    if context is None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        context = limit if isinstance(limit, int) and limit < 10**9 else None
+    return context
+
+
+def check_eval_length(config: RunConfig, base_model, tokenizer) -> None:
+    """--eval-max-length may not exceed the model's context (checked before anything is written)."""
+    context = model_context(base_model, tokenizer)
+    if config.eval_max_length is not None and context is not None and config.eval_max_length > context:
+        raise UserError(f"eval_max_length ({config.eval_max_length}) is above the model's context of "
+                        f"{context} tokens; use at most {context}")
 
 
 def release(exp: Experiment):

@@ -23,10 +23,7 @@ import numpy as np
 from cllora.aggregate.drift import DRIFT_COLUMNS
 from cllora.config import RunConfig, from_dict
 from cllora.errors import UserError
-from cllora.metrics import fairness, perplexity
-
-if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
-    import torch
+from cllora.metrics import fairness, fairness_noise, perplexity
 
 if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
     import torch
@@ -34,6 +31,7 @@ if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading recor
 ROUND_COLUMNS = (
     "round", "global_test_loss", "global_test_ppl",
     "fairness_var", "fairness_std", "fairness_min", "fairness_max", "fairness_worst10", "fairness_mean",
+    "fairness_var_corrected", "fairness_se_mean", "fairness_jain", "fairness_gini",
     "local_models_test_loss_mean", "local_models_var", "local_models_global_test_loss_mean",
     "num_participants", "num_failed", "train_loss_mean", *DRIFT_COLUMNS,
     "bytes_up", "bytes_down", "bytes_cumulative",
@@ -41,8 +39,20 @@ ROUND_COLUMNS = (
 )
 CLIENT_COLUMNS = (
     "round", "client_id", "participated", "failed", "num_train_examples", "train_loss", "train_seconds",
-    "local_model_test_loss", "local_model_global_test_loss", "global_model_local_test_loss", "error",
+    "local_model_test_loss", "local_model_global_test_loss", "global_model_local_test_loss",
+    "global_model_local_test_se", "local_test_texts", "error",
 )
+
+
+def class_columns(num_classes: int) -> tuple[str, ...]:
+    """The global model's test loss per length class: test_loss_c0 .. test_loss_c{K-1}."""
+    return tuple(f"test_loss_c{c}" for c in range(num_classes))
+
+
+def round_columns(num_classes: int) -> tuple[str, ...]:
+    """rounds.csv's columns for a run of `num_classes` length classes (after global_test_ppl)."""
+    at = ROUND_COLUMNS.index("global_test_ppl") + 1
+    return ROUND_COLUMNS[:at] + class_columns(num_classes) + ROUND_COLUMNS[at:]
 
 
 def uploaded(updates: list) -> int:
@@ -53,11 +63,18 @@ def uploaded(updates: list) -> int:
 @dataclass
 class RoundScores:
     """A round's evaluations: the global model on the global test set and on every client's split,
-    and each participating client's local model: {client: (global test loss, own split loss)}."""
+    and each participating client's local model: {client: (global test loss, own split loss)}.
+    `client_losses` (and their standard errors) are None where the all-client pass did not run;
+    `class_losses` are the global test loss per length class; `test_texts` the per-text losses
+    (cllora.evaluation.TestTexts) behind test_losses.npz."""
 
     test_loss: float
-    client_losses: np.ndarray
-    local: dict[int, tuple[float, float | None]] = field(default_factory=dict)
+    client_losses: np.ndarray | None
+    local: dict[int, tuple[float | None, float | None]] = field(default_factory=dict)
+    client_se: np.ndarray | None = None
+    client_texts: np.ndarray | None = None  # texts in each client's local test split
+    class_losses: list[float] = field(default_factory=list)
+    test_texts: Any = None
 
 
 def round_row(round_num: int, scores: RoundScores | None, updates: list, bytes_up: int, bytes_down: int,
@@ -81,10 +98,11 @@ def round_row(round_num: int, scores: RoundScores | None, updates: list, bytes_u
 def _evaluation_columns(scores: RoundScores | None) -> dict:
     if scores is None:
         return {}
-    fair = fairness(scores.client_losses)
+    fair = fairness(scores.client_losses) if scores.client_losses is not None \
+        else dict.fromkeys(("mean", "var", "std", "min", "max", "worst10"))  # not measured: empty
     local_own = [own for _, own in scores.local.values() if own is not None]
-    local_global = [glob for glob, _ in scores.local.values()]
-    return {
+    local_global = [glob for glob, _ in scores.local.values() if glob is not None]
+    return {**_measurement_columns(scores),
         "global_test_loss": scores.test_loss, "global_test_ppl": perplexity(scores.test_loss),
         "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
         "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
@@ -92,6 +110,30 @@ def _evaluation_columns(scores: RoundScores | None) -> dict:
         "local_models_var": float(np.var(local_own)) if local_own else None,
         "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
     }
+
+
+def _measurement_columns(scores: RoundScores) -> dict:
+    """Loss per length class and the fairness statistics beside the variance (cllora.metrics);
+    empty where the all-client pass did not run."""
+    columns = {f"test_loss_c{c}": v for c, v in enumerate(scores.class_losses)}
+    if scores.client_losses is None:
+        return columns
+    se = scores.client_se if scores.client_se is not None else np.full(len(scores.client_losses), np.nan)
+    noise = fairness_noise(scores.client_losses, se)
+    return {**columns, "fairness_var_corrected": noise["var_corrected"], "fairness_se_mean": noise["se_mean"],
+            "fairness_jain": noise["jain"], "fairness_gini": noise["gini"]}
+
+
+def _client_measurement(scores: RoundScores | None, cid: int) -> dict:
+    """A client's row: the global model's loss on its split, that loss's standard error, its size."""
+    if scores is None:
+        return {}
+    out = {"local_test_texts": None if scores.client_texts is None else int(scores.client_texts[cid])}
+    if scores.client_losses is not None:
+        out["global_model_local_test_loss"] = float(scores.client_losses[cid])
+        if scores.client_se is not None:
+            out["global_model_local_test_se"] = float(scores.client_se[cid])
+    return out
 
 
 def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundScores | None) -> list[dict]:
@@ -110,7 +152,7 @@ def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundSc
             "train_loss": None if u is None else u.result.train_loss,
             "train_seconds": None if u is None else u.result.seconds,
             "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
-            "global_model_local_test_loss": None if scores is None else float(scores.client_losses[cid]),
+            **_client_measurement(scores, cid),
             "error": None if u is None else u.error,
         })
     return rows
@@ -119,8 +161,25 @@ def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundSc
 TIMING_COLUMNS = ("train_seconds", "eval_seconds", "overhead_seconds", "round_seconds")
 RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html",
              "checkpoint.safetensors", "global_loss.png", "client_loss.png", "partition.png",
-             "fairness.png")
-RUN_DIRS = ("adapter",)
+             "fairness.png", "test_losses.npz")
+RUN_DIRS = ("adapter", "tensorboard", "mlruns")  # the trackers' local stores (cllora.tracking)
+TEST_LOSSES = "test_losses.npz"  # per-text global test losses (format: cllora.evaluation.save_test_losses)
+
+
+def write_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """Arrays (and scalars) into a compressed .npz, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an .npz file, or None when it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError):
+        return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -190,14 +249,6 @@ def read_csv(path: Path) -> list[dict]:
 
     with open(path, newline="") as fh:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or unreadable (a run still being written)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def read_json(path: Path) -> Any:
@@ -365,9 +416,9 @@ def load_progress(out: Path) -> tuple[int, dict | None, dict, list[dict], list[d
 
 
 def save_round(out: Path, round_num: int, state: dict, rounds: list[dict], clients: list[dict],
-               meta: dict) -> None:
+               meta: dict, num_classes: int) -> None:
     """CSVs first, then the checkpoint that marks the round complete."""
-    write_csv(out / "rounds.csv", ROUND_COLUMNS, rounds)
+    write_csv(out / "rounds.csv", round_columns(num_classes), rounds)
     write_csv(out / "clients.csv", CLIENT_COLUMNS, clients)
     save_checkpoint(out, round_num, state, meta)
 
