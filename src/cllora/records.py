@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -159,7 +160,7 @@ def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundSc
 
 
 TIMING_COLUMNS = ("train_seconds", "eval_seconds", "overhead_seconds", "round_seconds")
-RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html",
+RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html", "claims.json",
              "checkpoint.safetensors", "global_loss.png", "client_loss.png", "partition.png",
              "fairness.png", "test_losses.npz")
 RUN_DIRS = ("adapter", "tensorboard", "mlruns")  # the trackers' local stores (cllora.tracking)
@@ -178,7 +179,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged .npz is a zip cut short
         return None
 
 
