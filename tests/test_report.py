@@ -320,6 +320,25 @@ def test_old_runs_without_per_text_losses(tmp_path):
     assert "No run recorded its loss per length class" in page
 
 
+def test_a_damaged_test_losses_file_is_said_and_left_out(tmp_path):
+    write_run(tmp_path / "iid", "m", "iid", None, 2.0, texts=True)
+    write_run(tmp_path / "q", "m", "quantity", 0.1, 2.3, texts=True)
+    good = (tmp_path / "q" / "test_losses.npz").read_bytes()
+    npz = per_text_losses(2.3, 0, "q")
+    del npz["loss_final"]
+    np.savez(tmp_path / "q" / "test_losses.npz", **npz)
+    for damage in ("lacks loss_final", "unreadable"):
+        logged = []
+        write_report(tmp_path, log=logged.append)
+        assert any(damage in m for m in logged), logged
+        claim = records.read_json(tmp_path / "claims.json")["claims"][0]
+        assert claim["verdict"] == INCONCLUSIVE and claim["method"].startswith("point estimate")
+        (tmp_path / "q" / "test_losses.npz").write_bytes(good[: len(good) // 2])  # cut short
+    (tmp_path / "q" / "test_losses.npz").write_bytes(good)
+    write_report(tmp_path, log=lambda m: None)
+    assert json_verdicts(tmp_path)["iid_best"] == SUPPORTED
+
+
 def test_pure_noise_between_conditions_is_inconclusive(tmp_path):
     """Quantity skew α = 0.1 and IID of the same true per-text losses, each with its own noise:
     "IID is lowest" is inconclusive; shifted by 0.1 nats it is supported, the other way contradicted."""

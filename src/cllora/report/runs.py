@@ -8,7 +8,6 @@ when present. Nothing here imports torch or model code.
 from __future__ import annotations
 
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,23 +55,21 @@ def _natural_key(text: str) -> list:
             for t in re.split(r"(\d+(?:\.\d+)?)", text)]
 
 
-TEST_LOSSES = "test_losses.npz"
 PER_TEXT = ("text_index", "tokens", "length_class", "loss_r0", "loss_final", "loss_best")
 NEEDED = ("text_index", "tokens", "loss_final")  # what the report's comparisons use
 
 
 def read_test_losses(path: Path, log: Callable[[str], None] = print) -> dict | None:
-    """test_losses.npz as {name: array}: per global test text its index, scored tokens, length
-    class and token-mean loss before training, at the final and at the best round. None when the
-    run has none (recorded before them) or it is unreadable (said in the log)."""
-    file = path / TEST_LOSSES
+    """test_losses.npz (records.TEST_LOSSES, written by cllora.evaluation) as {name: array}: per
+    global test text its index, scored tokens, length class and token-mean loss before training,
+    at the final and at the best round. None when the run has none (recorded before them) or it
+    is unreadable (said in the log)."""
+    file = path / records.TEST_LOSSES
     if not file.is_file():
         return None
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        log(f"{file}: unreadable, its per-text losses are not used ({exc})")
+    data = records.read_npz(file)
+    if data is None:
+        log(f"{file}: unreadable, its per-text losses are not used")
         return None
     missing = [k for k in NEEDED if k not in data]
     sizes = {np.shape(data[k]) for k in PER_TEXT if k in data}
