@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("flwr")
+from cllora import records
+from cllora.errors import UserError
+from cllora.flower import run_flower_simulation, settings_from_run_config
+from cllora.flower_client import node_identity, thread_budget
+from cllora.engine import run_experiment
 
-from cllora import records  # noqa: E402
-from cllora.errors import UserError  # noqa: E402
-from cllora.flower import node_identity, run_flower_simulation, settings_from_run_config  # noqa: E402
-from cllora.engine import run_experiment  # noqa: E402
-
-from test_engine import metric_columns, tiny_config  # noqa: E402
+from test_engine import metric_columns, tiny_config
 
 COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_test_loss_mean",
             "local_models_global_test_loss_mean", "train_loss_mean", "bytes_cumulative", "num_failed")
@@ -41,9 +40,9 @@ def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path):
 def test_run_config_gives_file_settings_overrides_and_paths(tmp_path):
     toml = tmp_path / "exp.toml"
     toml.write_text('[run]\nscheme = "length"\nalpha = 0.1\nclients = 4\nrounds = 7\n')
-    config, out, resume, overwrite = settings_from_run_config(
+    config, out, resume, overwrite, cap = settings_from_run_config(
         {"config-file": str(toml), "out": str(tmp_path / "o"), "clients-per-round": 3, "rounds": 2,
-         "class-edges": "20,40,80,160", "resume": True})
+         "class-edges": "20,40,80,160", "resume": True, "max-client-examples": 500})
     assert (config.scheme, config.alpha, config.clients, config.clients_per_round, config.rounds) == \
         ("length", 0.1, 4, 3, 2)
     assert config.class_edges == (20.0, 40.0, 80.0, 160.0)
@@ -65,17 +64,30 @@ def test_node_config_names_its_partition_or_says_what_is_wrong():
         node_identity({"partition-id": 4, "num-partitions": 4}, 4)
 
 
+def test_a_node_config_sets_the_clientapps_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert thread_budget({"num-threads": 1}) == 1 == torch.get_num_threads()
+        assert thread_budget({}) == 1  # no key: left as it is (all cores, or what the launcher set)
+        with pytest.raises(UserError, match="num-threads=0"):
+            thread_budget({"num-threads": 0})
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_client_with_its_own_texts_trains_on_them(tiny_model, tmp_path):
     import json as json_mod
 
     from cllora.experiment import client_update, evaluate_own
-    from cllora.flower import client_experiment
+    from cllora.flower_client import client_experiment
 
     texts = [f"Paragraph {i} of a hospital's own notes, about budgets and the weather in spring." * (1 + i % 4)
              for i in range(30)]
     (tmp_path / "mine.jsonl").write_text("".join(json_mod.dumps({"text": t}) + "\n" for t in texts))
     config = tiny_config(tiny_model, clients=3, clients_per_round=1)
-    exp, pid, row = client_experiment(json_mod.dumps(config.to_dict()),
+    exp, pid, row, _ = client_experiment(json_mod.dumps(config.to_dict()),
                                       {"partition-id": 2, "num-partitions": 3,
                                        "data-path": str(tmp_path / "mine.jsonl")})
     assert (pid, row) == (2, 0)
@@ -84,3 +96,168 @@ def test_a_client_with_its_own_texts_trains_on_them(tiny_model, tmp_path):
     update = client_update(exp, exp.initial_state, row, 1, evaluate_own_split=True)
     assert update.num_train_examples == 27 and update.own_test_loss is not None
     assert evaluate_own(exp, update.state, row) < evaluate_own(exp, exp.initial_state, row)  # it learnt
+
+
+# ---------------------------------------------------------------- the server's checks of the replies
+
+class FakeGrid:
+    """A Grid whose nodes 10, 11, 12 answer with `answer(message)` (None: no reply)."""
+
+    def __init__(self, answer):
+        self.answer, self.pending = answer, []
+
+    def get_node_ids(self):
+        return [10, 11, 12]
+
+    def push_messages(self, messages):
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = m.object_id
+            reply = self.answer(m)
+            if reply is not None:
+                self.pending.append(reply)
+        return [m.metadata.message_id for m in messages]
+
+    def pull_messages(self, ids):
+        ready = [r for r in self.pending if r.metadata.reply_to_message_id in set(ids)]
+        self.pending = [r for r in self.pending if r not in ready]
+        return ready
+
+    def send_and_receive(self, messages, timeout=None):
+        return self.pull_messages(list(self.push_messages(messages)))
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Flower's Message needs the identity of the task that builds it (set by Flower in a real run)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+def fake_federation(train_metrics, eval_metrics=None, own_data=(), sizes=(30, 20, 10), **config):
+    """FlowerClients over a FakeGrid: node 10+p holds partition p (own data where p in own_data);
+    train replies carry train_metrics(p) and a zero adapter, evaluate replies eval_metrics(p)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    from flwr.app import ArrayRecord, MessageType, MetricRecord, RecordDict
+    from flwr.app import Message
+
+    from cllora.config import RunConfig
+    from cllora.flower import FlowerClients
+
+    def answer(m):
+        pid = m.metadata.dst_node_id - 10
+        if m.metadata.message_type == MessageType.QUERY:
+            content = {"metrics": MetricRecord({"partition-id": pid, "own-data": int(pid in own_data)})}
+        elif m.metadata.message_type == MessageType.TRAIN:
+            content = {"metrics": MetricRecord(train_metrics(pid)),
+                       "adapter": ArrayRecord({"w": torch.zeros(2)})}
+        else:
+            content = {"metrics": MetricRecord(eval_metrics(pid))}
+        return Message(RecordDict(content), reply_to=m)
+
+    exp = SimpleNamespace(config=RunConfig().replace(clients=3, clients_per_round=3, **config),
+                          data=SimpleNamespace(client_train=[np.arange(n) for n in sizes]))
+    logged = []
+    return FlowerClients(FakeGrid(answer), exp, logged.append), logged
+
+
+def trained(examples):
+    return lambda pid: {"partition-id": pid, "num-examples": examples(pid), "train-loss": 2.0, "steps": 1,
+                        "tokens": 10, "train-seconds": 0.1}
+
+
+def test_a_client_claiming_more_examples_than_its_partition_is_rejected(task_identity):
+    clients, _ = fake_federation(trained(lambda pid: 10**9 if pid == 1 else (30, 20, 10)[pid]))
+    updates = clients.fit({"w": __import__("torch").zeros(2)}, [0, 1, 2], 1, False)
+    assert [u.error for u in updates][::2] == [None, None]
+    assert updates[1].error == "claims 1000000000 training examples; its partition has 20"
+    assert updates[1].failed
+
+
+def test_a_client_with_its_own_data_has_its_weight_capped(task_identity):
+    clients, logged = fake_federation(trained(lambda pid: 10**9 if pid == 2 else (30, 20, 10)[pid]),
+                                      own_data=(2,))
+    updates = clients.fit({"w": __import__("torch").zeros(2)}, [0, 1, 2], 1, False)
+    assert [u.num_train_examples for u in updates] == [30, 20, 10000]  # the default cap
+    assert not any(u.failed for u in updates)
+    assert any("client 2" in line and "capped at 10000" in line for line in logged), logged
+    clients.max_client_examples = 5
+    assert clients.fit({"w": __import__("torch").zeros(2)}, [2], 2, False)[0].num_train_examples == 5
+
+
+def test_a_malformed_evaluate_reply_counts_as_a_failed_client(task_identity):
+    import math
+
+    clients, logged = fake_federation(trained(lambda pid: 1),
+                                      eval_metrics=lambda pid: {"test-loss": 1.5} if pid != 1 else {"x": 1.0})
+    losses = clients.test_losses({"w": __import__("torch").zeros(2)})
+    assert losses[0] == 1.5 and losses[2] == 1.5 and math.isnan(losses[1])
+    assert any("client 1" in line and "test-loss" in line for line in logged), logged
+
+
+def test_clients_with_their_own_identical_texts_draw_their_own_random_streams(tiny_model, tmp_path, task_identity):
+    import json as json_mod
+
+    import torch
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+
+    from cllora.flower_client import _train, client_experiment
+
+    texts = [f"Paragraph {i} about harvests, railways and the weather of the year {1800 + i}." * (1 + i % 3)
+             for i in range(40)]
+    (tmp_path / "mine.jsonl").write_text("".join(json_mod.dumps({"text": t}) + "\n" for t in texts))
+    config = tiny_config(tiny_model, clients=3, clients_per_round=1, lora_dropout=0.1)
+    config_json = json_mod.dumps(config.to_dict())
+    node = {"num-partitions": 3, "data-path": str(tmp_path / "mine.jsonl")}
+    initial = client_experiment(config_json, {**node, "partition-id": 0})[0].initial_state
+    states = []
+    for pid in (0, 1):
+        content = RecordDict({"adapter": ArrayRecord(initial),
+                              "config": ConfigRecord({"run": config_json, "round": 1, "evaluate": False})})
+        msg = Message(content, dst_node_id=1, message_type=MessageType.TRAIN)
+        msg.metadata.__dict__["_message_id"] = msg.object_id
+        context = Context(1, 1, {**node, "partition-id": pid}, RecordDict(), {})
+        reply = _train(msg, context)
+        assert reply.content["metrics"]["partition-id"] == pid
+        states.append(reply.content["adapter"].to_torch_state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])  # same texts, own draws
+
+
+def test_a_query_needs_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from flwr.supercore.task_identity import TaskIdentity\n"
+        "TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = 1\n"
+        "from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict\n"
+        "import cllora.flower\n"
+        "from cllora.flower_client import _query\n"
+        "msg = Message(RecordDict({'config': ConfigRecord({'clients': 2})}), dst_node_id=1,\n"
+        "              message_type=MessageType.QUERY)\n"
+        "msg.metadata.__dict__['_message_id'] = msg.object_id\n"
+        "reply = _query(msg, Context(1, 1, {'partition-id': 1}, RecordDict(), {}))\n"
+        "print(int(reply.content['metrics']['partition-id']),\n"
+        "      sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "1 []"
+
+
+def test_a_messages_time_splits_into_its_steps():
+    from cllora.flower_timing import message_row, process_age
+
+    metrics = {"t-process-start": 101.5, "t-entry": 104.0, "t-exit": 110.0, "import-seconds": 1.5,
+               "load-seconds": 2.0, "data-seconds": 0.5, "compute-seconds": 1.75, "threads": 2}
+    row = message_row(3, "train", 4, sent=100.0, arrived=110.25, metrics=metrics)
+    assert row == {"round": 3, "kind": "train", "client_id": 4, "threads": 2, "dispatch_s": 1.5,
+                   "startup_s": 2.5, "import_s": 1.5, "load_s": 2.0, "data_s": 0.5, "compute_s": 1.75,
+                   "return_s": 0.25, "total_s": 10.25}
+    assert message_row(3, "train", 4, 100.0, 110.25, {"test-loss": 1.0}) is None  # no clock readings
+    assert 0 < process_age() < 3600  # this process started within the hour

@@ -8,14 +8,12 @@ import time
 
 import pytest
 
-pytest.importorskip("flwr")
+from cllora import records
+from cllora.flower import write_app
+from cllora.flower_local import LocalFederation, _groups, _process_groups, threads_per_node
+from cllora.engine import run_experiment
 
-from cllora import records  # noqa: E402
-from cllora.flower import write_app  # noqa: E402
-from cllora.flower_local import LocalFederation, _groups, _process_groups  # noqa: E402
-from cllora.engine import run_experiment  # noqa: E402
-
-from test_engine import metric_columns, tiny_config  # noqa: E402
+from test_engine import metric_columns, tiny_config
 
 pytestmark = pytest.mark.flower
 
@@ -40,6 +38,15 @@ def test_superlink_and_two_supernodes_run_the_experiment(tiny_model, tmp_path):
     for name in ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json",
                  "global_loss.png", "adapter/adapter_model.safetensors"):
         assert (out / name).is_file(), name
+    messages = records.read_csv(out / "flower_messages.csv")  # one row per train/evaluate reply
+    assert [(m["round"], m["kind"]) for m in messages] == \
+        [(0, "evaluate")] * 2 + [(1, "train")] * 2 + [(1, "evaluate")] * 2 + [(2, "train")] * 2 + [(2, "evaluate")] * 2
+    assert all(m["threads"] == threads_per_node(2) for m in messages)
+    for m in messages:  # every step took time; a fresh process per message imports and loads anew
+        assert all(m[k] > 0 for k in ("startup_s", "import_s", "load_s", "data_s", "compute_s")), m
+        parts = sum(m[k] for k in ("dispatch_s", "startup_s", "import_s", "load_s", "data_s", "compute_s",
+                                   "return_s"))
+        assert parts == pytest.approx(m["total_s"], abs=1.0), m  # the steps cover the round trip
     run_experiment(config, tmp_path / "inprocess")  # the same run in-process: the same numbers
     for a, b in zip(metric_columns(tmp_path / "inprocess" / "rounds.csv"), metric_columns(out / "rounds.csv")):
         assert b["global_test_loss"] == pytest.approx(a["global_test_loss"], rel=1e-5)

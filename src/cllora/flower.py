@@ -1,16 +1,20 @@
-"""The Flower engine: the same experiment as a Flower ClientApp and ServerApp (Message API).
+"""The Flower engine's server side: the same experiment's round loop over Flower SuperNodes.
 
-The ServerApp runs cllora's own round loop (`simulation.run_experiment`) with `FlowerClients`:
-local training and the per-client test losses go out as Flower messages to SuperNodes; sampling,
-payload checks, FedAvg, evaluation on the global test set, the run directory and resume are the
-in-process engine's code. Each SuperNode's ClientApp trains with `experiment.client_update` on
-the partition its node config names (`partition-id`, `num-partitions`), or on its own texts
-(`data-path`, a real client with its own corpus).
+The ServerApp runs cllora's own round loop (`engine.run_experiment`) with `FlowerClients`:
+local training and the per-client test losses go out as Flower messages (Message API) to
+SuperNodes, whose ClientApp is `cllora.flower_client`; sampling, payload checks, FedAvg,
+evaluation on the global test set, the run directory and resume are the in-process engine's code.
+Replies are pulled every PULL_INTERVAL seconds (Flower's `send_and_receive` sleeps 3 s).
+
+The server checks what a client claims as its FedAvg weight: a partition client must report its
+partition's size (the server prepares the same data); a client with its own texts, whose size
+the server cannot know, weighs at most `max-client-examples` (run config). A `flwr run`
+deployment writes each message's time breakdown to `flower_messages.csv` (`cllora.flower_timing`).
 
 Two ways in:
   * `run_flower_simulation(config, out)` (`cllora run --engine flower-sim`): Flower's simulation
     engine, one virtual SuperNode per client.
-  * `flwr run APP_DIR` against a SuperLink with SuperNodes (`cllora flower app DIR` writes the
+  * `flwr run APP_DIR` against a SuperLink with SuperNodes (`cllora flower-app DIR` writes the
     app directory); the ServerApp then reads its settings from Flower's run config.
 """
 
@@ -22,141 +26,82 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
-import torch
-from flwr.app import (ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord,
-                      RecordDict)
-from flwr.clientapp import ClientApp
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from cllora.config import RunConfig, check_keys, from_dict, load_config, load_toml, parse_class_edges
+from cllora import flower_timing as timing
+from cllora.config import RunConfig, check_keys, load_config, load_toml, parse_class_edges
 from cllora.errors import RunFailed, UserError
-from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_own, prepare_data,
-                               prepare_experiment, prepare_own_data)
-from cllora.train import TrainResult
+from cllora.flower_client import client_app  # noqa: F401  (also the app of older app directories)
+
+if TYPE_CHECKING:  # torch, transformers and peft load only where they are used
+    from cllora.experiment import ClientUpdate, Experiment
 
 CONNECT_TIMEOUT = 300.0  # seconds the server waits for every SuperNode to connect
+PULL_INTERVAL = 0.2  # seconds between the server's pulls for replies (Flower's send_and_receive: 3)
+DEFAULT_MAX_CLIENT_EXAMPLES = 10_000  # FedAvg weight cap of a client with its own texts
 APP_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}  # never reinstall torch per run
 
 
 # ---------------------------------------------------------------- messages
 
-def _request(state: dict[str, torch.Tensor], config_json: str, round_num: int, evaluate: bool,
-             node_id: int, message_type: str) -> Message:
+def _request(state: dict, config_json: str, round_num: int, evaluate: bool, node_id: int,
+             message_type: str) -> Message:
     content = RecordDict({"adapter": ArrayRecord(state),
                           "config": ConfigRecord({"run": config_json, "round": round_num,
                                                   "evaluate": evaluate})})
     return Message(content, dst_node_id=node_id, message_type=message_type, group_id=str(round_num))
 
 
-def _reply(msg: Message, metrics: dict[str, float], state: dict[str, torch.Tensor] | None = None) -> Message:
-    content = RecordDict({"metrics": MetricRecord(metrics)})
-    if state is not None:
-        content["adapter"] = ArrayRecord(state)
-    return Message(content, reply_to=msg)
-
-
-def _replies(grid: Grid, messages: list[Message], keys: list, timeout: float | None) -> dict:
-    """Send messages and return their replies by the key of the message each answers. Matched on
-    the reply's reply-to id: the SuperLink itself answers for a node that went away."""
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+def _replies(grid: Grid, messages: list[Message], keys: list, timeout: float | None,
+             arrived: dict | None = None) -> dict:
+    """Push messages, pull their replies every PULL_INTERVAL until all are in or `timeout` passed;
+    the replies by the key of the message each answers (and, into `arrived`, when each came).
+    Matched on the reply's reply-to id: the SuperLink itself answers for a node that went away."""
+    pushed = set(grid.push_messages(messages))
     sent = {m.metadata.message_id: key for m, key in zip(messages, keys)}
-    return {sent[r.metadata.reply_to_message_id]: r for r in replies
-            if r.metadata.reply_to_message_id in sent}
-
-
-# ---------------------------------------------------------------- the ClientApp (a SuperNode)
-
-_CLIENT_CACHE: dict[str, Experiment] = {}  # one prepared experiment per process
-
-
-def node_identity(node_config: dict, clients: int) -> tuple[int, str | None]:
-    """(partition id, own data path or None) from a SuperNode's node config, checked."""
-    if "partition-id" not in node_config:
-        raise UserError("this SuperNode has no partition-id in its node config; start it with "
-                        "--node-config \"partition-id=0 num-partitions=N\"")
-    pid = int(node_config["partition-id"])
-    num = int(node_config.get("num-partitions", clients))
-    if num != clients:
-        raise UserError(f"node config num-partitions={num} but the run has clients={clients}")
-    if not 0 <= pid < clients:
-        raise UserError(f"node config partition-id={pid} is outside 0..{clients - 1}")
-    path = node_config.get("data-path")
-    return pid, (str(path) if path else None)
-
-
-def client_experiment(config_json: str, node_config: dict) -> tuple[Experiment, int, int]:
-    """(experiment, partition id, this client's index in the experiment's data), prepared once per
-    process and run config: where the process lives on (Flower's simulation workers), the model
-    stays loaded between messages."""
-    from cllora.model import load_model, load_tokenizer, resolve_device, resolve_precision
-
-    config = from_dict(json.loads(config_json))
-    pid, data_path = node_identity(node_config, config.clients)
-    key = f"{config_json}|{data_path}"
-    if key not in _CLIENT_CACHE:
-        _CLIENT_CACHE.clear()
-        quiet = lambda message: None  # noqa: E731 - a ClientApp has no console of its own
-        device = resolve_device(config.device)
-        precision = resolve_precision(config.precision, device)
-        tokenizer = load_tokenizer(config.model, log=quiet)
-        data = (prepare_own_data(config, tokenizer, data_path) if data_path
-                else prepare_data(config, tokenizer, quiet))
-        base = load_model(config.model, device, precision, log=quiet)
-        _CLIENT_CACHE[key] = prepare_experiment(config, base, tokenizer, device, precision, data, quiet)
-    return _CLIENT_CACHE[key], pid, (0 if data_path else pid)  # own texts: the only client there
-
-
-client_app = ClientApp()
-
-
-@client_app.query()
-def _query(msg: Message, context: Context) -> Message:
-    """Which partition this SuperNode holds (the server maps partitions to nodes with it)."""
-    clients = int(msg.content["config"]["clients"])
-    pid, data_path = node_identity(dict(context.node_config), clients)
-    return _reply(msg, {"partition-id": pid, "own-data": int(bool(data_path))})
-
-
-@client_app.train()
-def _train(msg: Message, context: Context) -> Message:
-    """E local epochs from the server's adapter; reply with the local adapter and its numbers."""
-    cfg = msg.content["config"]
-    exp, pid, row = client_experiment(str(cfg["run"]), dict(context.node_config))
-    state = msg.content["adapter"].to_torch_state_dict()
-    update = client_update(exp, state, row, int(cfg["round"]), evaluate_own_split=bool(cfg["evaluate"]))
-    r = update.result
-    metrics = {"partition-id": pid, "num-examples": update.num_train_examples,
-               "train-loss": r.train_loss, "steps": r.steps, "tokens": r.tokens, "train-seconds": r.seconds}
-    if update.own_test_loss is not None:
-        metrics["own-test-loss"] = update.own_test_loss
-    return _reply(msg, metrics, update.state)
-
-
-@client_app.evaluate()
-def _evaluate(msg: Message, context: Context) -> Message:
-    """The server's adapter on this client's own local test split."""
-    cfg = msg.content["config"]
-    exp, pid, row = client_experiment(str(cfg["run"]), dict(context.node_config))
-    loss = evaluate_own(exp, msg.content["adapter"].to_torch_state_dict(), row)
-    return _reply(msg, {"partition-id": pid, "test-loss": loss})
+    waiting = set(sent) & pushed  # a message that could not be pushed gets no reply
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies = {}
+    while waiting:
+        for reply in grid.pull_messages(list(waiting)):
+            answered = reply.metadata.reply_to_message_id
+            if answered in waiting:
+                waiting.discard(answered)
+                replies[sent[answered]] = reply
+                if arrived is not None:
+                    arrived[sent[answered]] = time.time()
+        if not waiting or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(PULL_INTERVAL)
+    return replies
 
 
 # ---------------------------------------------------------------- the server's view of the clients
 
 class FlowerClients:
-    """The run's clients as Flower SuperNodes, reached through a Grid (`simulation.Clients`)."""
+    """The run's clients as Flower SuperNodes, reached through a Grid (`engine.Clients`)."""
 
-    def __init__(self, grid: Grid, exp: Experiment, log: Callable[[str], None] = print,
-                 connect_timeout: float = CONNECT_TIMEOUT):
-        self.grid, self.log = grid, log
+    def __init__(self, grid: Grid, exp: "Experiment", log: Callable[[str], None] = print,
+                 connect_timeout: float = CONNECT_TIMEOUT,
+                 max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES, timings: Path | None = None):
+        self.grid, self.log, self.max_client_examples = grid, log, max_client_examples
         self.config: RunConfig = exp.config
         self.config_json = json.dumps(self.config.to_dict(), sort_keys=True)
         self.timeout = self.config.round_timeout
+        self.partition_sizes = [len(rows) for rows in exp.data.client_train]  # what each must claim
+        self.own_data: set[int] = set()  # clients with their own texts (sizes unknown here)
         self.nodes = self._discover(connect_timeout)  # partition id -> node id
         self.silent: set[int] = set()  # clients that did not answer this round's training
+        self.round = 0
+        self.timings, self.messages = timings, []  # flower_messages.csv and its rows
+        if timings is not None and timings.is_file():  # a resumed run keeps its earlier rows
+            from cllora.records import read_csv
+
+            self.messages = read_csv(timings)
 
     def _discover(self, connect_timeout: float) -> dict[int, int]:
         """Wait for the SuperNodes, then ask each which partition it holds."""
@@ -180,6 +125,8 @@ class FlowerClients:
                 raise RunFailed(f"SuperNodes {nodes[pid]} and {node_id} both hold partition-id={pid}; "
                                 "give each SuperNode its own partition-id")
             nodes[pid] = node_id
+            if int(reply.content["metrics"].get("own-data", 0)):
+                self.own_data.add(pid)
         missing = sorted(set(range(need)) - set(nodes))
         if missing:
             raise RunFailed(f"no SuperNode holds partition-id {', '.join(map(str, missing))}")
@@ -191,14 +138,35 @@ class FlowerClients:
         """Send `state` to the clients' nodes; their replies by client id (missing = no reply)."""
         messages = [_request(state, self.config_json, round_num, evaluate, self.nodes[cid], message_type)
                     for cid in client_ids]
-        return _replies(self.grid, messages, client_ids, self.timeout)
+        sent, arrived = time.time(), {}
+        replies = _replies(self.grid, messages, client_ids, self.timeout, arrived)
+        self._record_timings(message_type, replies, sent, arrived)
+        return replies
+
+    def _record_timings(self, kind: str, replies: dict[int, Message], sent: float, arrived: dict) -> None:
+        """Each reply's breakdown (cllora.flower_timing) into flower_messages.csv."""
+        if self.timings is None:
+            return
+        from cllora.records import write_csv
+
+        for cid, reply in sorted(replies.items()):
+            metrics = {} if reply.has_error() else reply.content.get("metrics", {})
+            row = timing.message_row(self.round, kind, cid, sent, arrived[cid], metrics)
+            if row is not None:
+                self.messages.append(row)
+        write_csv(self.timings, timing.COLUMNS, self.messages)
 
     def fit(self, global_state, client_ids, round_num, evaluate, downlink=None, own_states=None):
+        """Train on the clients' nodes (strategy state beyond the adapter does not travel yet)."""
+        self.round = round_num
         replies = self._exchange(MessageType.TRAIN, global_state, client_ids, round_num, evaluate)
         self.silent = {cid for cid in client_ids if cid not in replies}
         return [self._update(cid, replies.get(cid)) for cid in client_ids]
 
-    def _update(self, cid: int, reply: Message | None) -> ClientUpdate:
+    def _update(self, cid: int, reply: Message | None) -> "ClientUpdate":
+        from cllora.experiment import ClientUpdate
+        from cllora.train import TrainResult
+
         nothing = TrainResult(float("nan"), 0, 0, 0.0)
         if reply is None:
             return ClientUpdate(cid, None, 0, nothing, error=f"no reply from node {self.nodes[cid]} "
@@ -212,46 +180,92 @@ class FlowerClients:
                                  float(m["train-seconds"]))
             update = ClientUpdate(cid, state, int(m["num-examples"]), result, m.get("own-test-loss"))
         except (KeyError, TypeError, ValueError) as exc:
-            return ClientUpdate(cid, None, 0, nothing, error=f"malformed reply: {exc}"[:300])
-        if update.num_train_examples <= 0:
-            update.error = f"reported {update.num_train_examples} training examples"
+            return ClientUpdate(cid, None, 0, nothing, error=f"malformed reply: {exc!r}"[:300])
+        update.error = self._weight_check(update)
         return update
 
+    def _weight_check(self, update: "ClientUpdate") -> str | None:
+        """Why a client's claimed example count (its FedAvg weight) is refused; a client with its
+        own texts, whose size the server cannot know, is capped at max_client_examples instead."""
+        cid, claimed = update.client_id, update.num_train_examples
+        if claimed <= 0:
+            return f"reported {claimed} training examples"
+        if cid not in self.own_data:
+            size = self.partition_sizes[cid]
+            return None if claimed == size else f"claims {claimed} training examples; its partition has {size}"
+        if claimed > self.max_client_examples:
+            self.log(f"flower: client {cid} (own texts) claims {claimed} training examples; "
+                     f"its weight is capped at {self.max_client_examples} (run-config max-client-examples)")
+            update.num_train_examples = self.max_client_examples
+        return None
+
     def test_losses(self, global_state) -> np.ndarray:
-        """Ask every client but those silent this round (they would only cost another timeout)."""
+        """Ask every client but those silent this round (they would only cost another timeout);
+        NaN for a client whose reply is missing, an error or malformed, with the reason logged."""
         ids = sorted(set(self.nodes) - self.silent)
         replies = self._exchange(MessageType.EVALUATE, global_state, ids, -1, True)
         losses = np.full(self.config.clients, np.nan)
-        for cid, reply in replies.items():
-            if not reply.has_error():
-                losses[cid] = float(reply.content["metrics"]["test-loss"])
+        why = {cid: "not asked: no training reply" for cid in self.silent}
+        for cid in ids:
+            reply = replies.get(cid)
+            try:
+                if reply is None:
+                    why[cid] = f"no reply within {self.timeout:g} s"
+                elif reply.has_error():
+                    why[cid] = f"client error: {reply.error.reason}"[:200]
+                else:
+                    losses[cid] = float(reply.content["metrics"]["test-loss"])
+            except (KeyError, TypeError, ValueError) as exc:
+                why[cid] = f"malformed reply: {exc!r}"[:200]
         lost = [cid for cid in sorted(self.nodes) if not math.isfinite(losses[cid])]
         if lost:
-            self.log(f"flower: no local test loss from client(s) {', '.join(map(str, lost))}")
+            self.log("flower: no local test loss from " + "; ".join(
+                f"client {cid} ({why.get(cid, 'not finite')})" for cid in lost))
         return losses
 
 
 # ---------------------------------------------------------------- the ServerApp
 
-def _serve(grid: Grid, config: RunConfig, out: Path, resume: bool, overwrite: bool,
-           log: Callable[[str], None], progress=None) -> dict:
+class ServerSettings(NamedTuple):
+    """What the ServerApp reads from Flower's run config."""
+
+    config: RunConfig
+    out: Path
+    resume: bool = False
+    overwrite: bool = False
+    max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES
+
+
+def _serve(grid: Grid, settings: ServerSettings, log: Callable[[str], None], progress=None,
+           timings: bool = False) -> dict:
+    """The run on `grid`; with `timings`, each message's breakdown goes to flower_messages.csv."""
     from cllora.engine import run_experiment
 
-    return run_experiment(config, out, resume=resume, overwrite=overwrite, log=log, progress=progress,
-                          clients=lambda exp, _progress: FlowerClients(grid, exp, log))
+    def clients(exp, _progress):
+        path = settings.out / timing.FILE if timings else None
+        if path is not None and not settings.resume:
+            path.unlink(missing_ok=True)  # an overwritten run's rows go with it
+        return FlowerClients(grid, exp, log, max_client_examples=settings.max_client_examples,
+                             timings=path)
+
+    return run_experiment(settings.config, settings.out, resume=settings.resume,
+                          overwrite=settings.overwrite, log=log, progress=progress, clients=clients)
 
 
-def settings_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path, bool, bool]:
-    """(config, out, resume, overwrite) from Flower's run config: `config-file` (a cllora TOML),
-    `out`, `resume`, `overwrite`, and any RunConfig key (kebab- or snake-case) as an override."""
+def settings_from_run_config(run_config: dict[str, Any]) -> ServerSettings:
+    """The settings from Flower's run config: `config-file` (a cllora TOML), `out`, `resume`,
+    `overwrite`, `max-client-examples`, and any RunConfig key (kebab- or snake-case) as an override."""
     values = {k.replace("-", "_"): v for k, v in run_config.items()}
     config_file = values.pop("config_file", "") or None
     out = Path(values.pop("out", "") or "runs/flower")
     resume, overwrite = bool(values.pop("resume", False)), bool(values.pop("overwrite", False))
-    check_keys(values, "run-config (besides config-file, out, resume, overwrite)")
+    cap = values.pop("max_client_examples", DEFAULT_MAX_CLIENT_EXAMPLES)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise UserError(f"run-config max-client-examples must be a whole number ≥ 1, got {cap!r}")
+    check_keys(values, "run-config (besides config-file, out, resume, overwrite, max-client-examples)")
     if isinstance(values.get("class_edges"), str):  # run configs hold no lists: "10,20,40,80"
         values["class_edges"] = parse_class_edges(values["class_edges"], "run-config class-edges")
-    return load_config(config_file, **values), out, resume, overwrite
+    return ServerSettings(load_config(config_file, **values), out, resume, overwrite, cap)
 
 
 server_app = ServerApp()
@@ -259,10 +273,10 @@ server_app = ServerApp()
 
 @server_app.main()
 def _main(grid: Grid, context: Context) -> None:
-    """`flwr run`: settings from the run config; results into its `out` directory."""
-    config, out, resume, overwrite = settings_from_run_config(dict(context.run_config))
-    summary = _serve(grid, config, out, resume, overwrite, print)
-    print(f"cllora: run finished, final test loss {summary['final_test_loss']:.4f}; results: {out}")
+    """`flwr run`: settings from the run config; results (and flower_messages.csv) into `out`."""
+    settings = settings_from_run_config(dict(context.run_config))
+    summary = _serve(grid, settings, print, timings=True)
+    print(f"cllora: run finished, final test loss {summary['final_test_loss']:.4f}; results: {settings.out}")
 
 
 APP_PYPROJECT = """\
@@ -282,13 +296,15 @@ publisher = "cllora"
 
 [tool.flwr.app.components]
 serverapp = "cllora.flower:server_app"
-clientapp = "cllora.flower:client_app"
+clientapp = "cllora.flower_client:client_app"
 
 [tool.flwr.app.config]
 config-file = {config_file}
 out = {out}
 resume = false
 overwrite = false
+# FedAvg weight cap of a SuperNode with its own texts (data-path): the server cannot check their number
+max-client-examples = {max_client_examples}
 """
 
 
@@ -303,6 +319,7 @@ def write_app(app_dir: Path, config_file: Path | None, out: Path) -> Path:
     path = app_dir / "pyproject.toml"
     path.write_text(APP_PYPROJECT.format(
         app_dir=app_dir, version=__version__, out=json.dumps(str(out.resolve())),
+        max_client_examples=DEFAULT_MAX_CLIENT_EXAMPLES,
         config_file=json.dumps(str(config_file.resolve()) if config_file else "")))
     return path
 
@@ -318,9 +335,9 @@ def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False,
 
     @app.main()
     def _simulated(grid: Grid, context: Context) -> None:
-        outcome["summary"] = _serve(grid, config, Path(out), resume, overwrite, log, progress)
+        outcome["summary"] = _serve(grid, ServerSettings(config, Path(out), resume, overwrite), log, progress)
 
-    gpu = config.device != "cpu" and torch.cuda.is_available()
+    gpu = config.device != "cpu" and _cuda_available()
     cpus = max(1, os.cpu_count() or 1)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.5 if gpu else 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "error",
@@ -333,3 +350,9 @@ def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False,
     if "summary" not in outcome:
         raise RunFailed(f"the Flower simulation ended without finishing the run; what it wrote is in {out}")
     return outcome["summary"]
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -3,7 +3,8 @@
 For the integration tests, the benchmark and trying the deployment on one machine. Every process
 starts in its own session so it can be stopped as a process group; the SuperLink's helper
 (`flower-superexec`, started in a session of its own) is found by its `--parent-pid` argument.
-Flower state lives in a private FLWR_HOME, so nothing touches the user's ~/.flwr.
+Flower state lives in a private FLWR_HOME, so nothing touches the user's ~/.flwr. The SuperNodes
+share this host's cores: each gets `num-threads` = cores // SuperNodes (at least 1) in its node config.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def threads_per_node(num_nodes: int) -> int:
+    """A fair share of this host's cores for each of `num_nodes` SuperNodes (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // num_nodes)
+
+
 class LocalFederation:
     """Start with `LocalFederation(n).start()`, run apps with `run`, always `stop()` (or use `with`)."""
 
@@ -41,8 +48,9 @@ class LocalFederation:
                  env: dict[str, str] | None = None):
         self.num_nodes = num_nodes
         self.root = Path(root or tempfile.mkdtemp(prefix="clfl", dir="/tmp"))  # short: socket paths
-        self.node_configs = node_configs or [f"partition-id={i} num-partitions={num_nodes}"
-                                             for i in range(num_nodes)]
+        threads = threads_per_node(num_nodes)
+        self.node_configs = node_configs or [
+            f"partition-id={i} num-partitions={num_nodes} num-threads={threads}" for i in range(num_nodes)]
         self.env = {**os.environ, **(env or {}), "FLWR_HOME": str(self.root / "home"),
                     "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the SuperLink spawns flower-superexec
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}

@@ -11,7 +11,8 @@ next (one machine, loopback; see the README for TLS, SuperNode authentication an
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
   flower-superlink --insecure --host 127.0.0.1 --port 9200 &
   flower-supernode --insecure --superlink 127.0.0.1:9200 --port 9201 --node-config "partition-id=0 num-partitions={n}" &
-  ...one SuperNode per client: partition-id 0..{last}, each with its own --port
+  ...one SuperNode per client: partition-id 0..{last}, each with its own --port; on one host add
+     num-threads=T to each node config (T = cores / SuperNodes; default: all cores per ClientApp)
   printf '[superlink]\\ndefault = "local"\\n[superlink.local]\\naddress = "127.0.0.1:9200"\\ninsecure = true\\n' > ~/.flwr/config.toml
   flwr run {app_dir} local --stream
   flwr ls local            # status finished:completed, or finished:failed with the reason
@@ -22,10 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "flower-app", help="write a Flower app directory to run an experiment on real SuperNodes",
         description="Write DIR/pyproject.toml: a Flower app whose ServerApp and ClientApp are "
-                    "cllora.flower's, set to run the experiment of --config into --out. Start a "
+                    "cllora.flower's and cllora.flower_client's, set to run the experiment of --config into --out. Start a "
                     "SuperLink and one SuperNode per client (node config partition-id, num-partitions, "
-                    "or data-path for a client with its own texts), then `flwr run DIR`. The run "
-                    "writes the same files as `cllora run`, so `cllora report` works on it.",
+                    "or data-path for a client with its own texts; num-threads for torch), then "
+                    "`flwr run DIR`. The run writes the same files as `cllora run`, so `cllora report` "
+                    "works on it, plus flower_messages.csv (where each message's time went).",
         epilog="Example:\n  cllora flower-app flower-app --config exp.toml --out runs/flower1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", metavar="DIR", help="app directory to write (created if missing)")

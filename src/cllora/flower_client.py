@@ -1,0 +1,160 @@
+"""The ClientApp: what a SuperNode runs for each train, evaluate or query message.
+
+A SuperNode's node config names its partition (`partition-id`, `num-partitions`) or its own texts
+(`data-path`, a real client with its own corpus), and its torch thread budget (`num-threads`).
+Training is `experiment.client_update` on that data, with the random streams of the partition
+id. Real SuperNodes start a fresh process for every message, so this module imports only flwr
+and the config at the top: a `query` stays cheap, and torch, transformers and peft load in a
+train or evaluate message. Each reply says where its time went (`cllora.flower_timing`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from cllora import flower_timing as timing
+from cllora.config import from_dict
+from cllora.errors import UserError
+
+if TYPE_CHECKING:
+    from cllora.experiment import Experiment
+
+
+def _quiet(message: str) -> None:
+    """A ClientApp has no console of its own."""
+
+
+def _reply(msg: Message, metrics: dict[str, float], state: dict | None = None) -> Message:
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    if state is not None:
+        content["adapter"] = ArrayRecord(state)
+    return Message(content, reply_to=msg)
+
+
+class ClientSide(NamedTuple):
+    """This SuperNode's prepared experiment and who it is in it."""
+
+    exp: "Experiment"
+    pid: int  # partition id (names the client and its random streams)
+    row: int  # its row in exp.data (0 for a client with its own texts: the only one there)
+    seconds: dict[str, float]  # what preparing cost this message (0 when it was ready)
+
+
+_CLIENT_CACHE: dict[str, "Experiment"] = {}  # one prepared experiment per process
+
+
+def node_identity(node_config: dict, clients: int) -> tuple[int, str | None]:
+    """(partition id, own data path or None) from a SuperNode's node config, checked."""
+    if "partition-id" not in node_config:
+        raise UserError("this SuperNode has no partition-id in its node config; start it with "
+                        "--node-config \"partition-id=0 num-partitions=N\"")
+    pid = int(node_config["partition-id"])
+    num = int(node_config.get("num-partitions", clients))
+    if num != clients:
+        raise UserError(f"node config num-partitions={num} but the run has clients={clients}")
+    if not 0 <= pid < clients:
+        raise UserError(f"node config partition-id={pid} is outside 0..{clients - 1}")
+    path = node_config.get("data-path")
+    return pid, (str(path) if path else None)
+
+
+def thread_budget(node_config: dict) -> int:
+    """Set torch's threads to the node config's `num-threads` (default: torch's own, all cores
+    or what the launcher set in OMP_NUM_THREADS, as Ray does); the number in use."""
+    import torch
+
+    if "num-threads" in node_config:
+        threads = int(node_config["num-threads"])
+        if threads < 1:
+            raise UserError(f"node config num-threads={threads}; give 1 or more")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def client_experiment(config_json: str, node_config: dict) -> ClientSide:
+    """This node's experiment, prepared once per process and run config: where the process lives
+    on (Flower's simulation workers), the model stays loaded between messages."""
+    from cllora.experiment import prepare_data, prepare_experiment, prepare_own_data
+    from cllora.runtime import build_runtime
+
+    config = from_dict(json.loads(config_json))
+    pid, data_path = node_identity(node_config, config.clients)
+    key = f"{config_json}|{data_path}"
+    seconds = {"load-seconds": 0.0, "data-seconds": 0.0}
+    if key not in _CLIENT_CACHE:
+        _CLIENT_CACHE.clear()
+        start = time.perf_counter()
+        runtime = build_runtime(config, load_model=False, log=_quiet)  # device, precision, tokenizer
+        data_start = time.perf_counter()
+        data = (prepare_own_data(config, runtime.tokenizer, data_path) if data_path
+                else prepare_data(config, runtime.tokenizer, _quiet))
+        data_end = time.perf_counter()
+        _CLIENT_CACHE[key] = prepare_experiment(config, runtime.load_base(config, _quiet), runtime.tokenizer,
+                                                runtime.device, runtime.precision, data, _quiet)
+        seconds = {"load-seconds": time.perf_counter() - data_end + data_start - start,
+                   "data-seconds": data_end - data_start}
+    return ClientSide(_CLIENT_CACHE[key], pid, 0 if data_path else pid, seconds)
+
+
+def _handle(msg: Message, context: Context, work: Callable) -> Message:
+    """A train or evaluate message: imports, threads, the prepared experiment, then
+    `work(side, config record, adapter state) -> (metrics, state or None)`; the reply carries
+    the metrics and where this message's time went (cllora.flower_timing)."""
+    entered, age = time.time(), timing.process_age()
+    imports = timing.heavy_imports()
+    threads = thread_budget(dict(context.node_config))
+    cfg = msg.content["config"]
+    side = client_experiment(str(cfg["run"]), dict(context.node_config))
+    start = time.perf_counter()
+    metrics, state = work(side, cfg, msg.content["adapter"].to_torch_state_dict())
+    metrics.update({"partition-id": side.pid, "threads": threads, "import-seconds": imports,
+                    **side.seconds, "compute-seconds": time.perf_counter() - start,
+                    "t-process-start": entered - age, "t-entry": entered, "t-exit": time.time()})
+    return _reply(msg, metrics, state)
+
+
+client_app = ClientApp()
+
+
+@client_app.query()
+def _query(msg: Message, context: Context) -> Message:
+    """Which partition this SuperNode holds (the server maps partitions to nodes with it)."""
+    clients = int(msg.content["config"]["clients"])
+    pid, data_path = node_identity(dict(context.node_config), clients)
+    return _reply(msg, {"partition-id": pid, "own-data": int(bool(data_path))})
+
+
+def _train_work(side: ClientSide, cfg, state: dict) -> tuple[dict, dict]:
+    from cllora.experiment import client_update
+
+    update = client_update(side.exp, state, side.row, int(cfg["round"]),
+                           evaluate_own_split=bool(cfg["evaluate"]), stream_id=side.pid)
+    r = update.result
+    metrics = {"num-examples": update.num_train_examples, "train-loss": r.train_loss, "steps": r.steps,
+               "tokens": r.tokens, "train-seconds": r.seconds}
+    if update.own_test_loss is not None:
+        metrics["own-test-loss"] = update.own_test_loss
+    return metrics, update.state
+
+
+def _evaluate_work(side: ClientSide, cfg, state: dict) -> tuple[dict, None]:
+    from cllora.experiment import evaluate_own
+
+    return {"test-loss": evaluate_own(side.exp, state, side.row)}, None
+
+
+@client_app.train()
+def _train(msg: Message, context: Context) -> Message:
+    """E local epochs from the server's adapter; reply with the local adapter and its numbers."""
+    return _handle(msg, context, _train_work)
+
+
+@client_app.evaluate()
+def _evaluate(msg: Message, context: Context) -> Message:
+    """The server's adapter on this client's own local test split."""
+    return _handle(msg, context, _evaluate_work)
