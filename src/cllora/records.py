@@ -160,8 +160,8 @@ def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundSc
 
 
 TIMING_COLUMNS = ("train_seconds", "eval_seconds", "overhead_seconds", "round_seconds")
-RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html", "claims.json",
-             "checkpoint.safetensors", "global_loss.png", "client_loss.png", "partition.png",
+RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html",
+             "claims.json", "checkpoint.safetensors", "global_loss.png", "client_loss.png", "partition.png",
              "fairness.png", "test_losses.npz")
 RUN_DIRS = ("adapter", "tensorboard", "mlruns")  # the trackers' local stores (cllora.tracking)
 TEST_LOSSES = "test_losses.npz"  # per-text global test losses (format: cllora.evaluation.save_test_losses)
