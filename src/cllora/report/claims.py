@@ -156,7 +156,7 @@ def claim_quantity_fairness_worse(conds: list[dict], labels: dict[str, str] | No
         if not all(finite(r["local_spread"]) and r["local_spread"] > 0 for r in rows):
             continue
         est = _compare(rows, "local_spread", lambda m: m[0] / m[1] - m[2] / m[3], texts=False)
-        ratio = [rows[0]["local_spread"] / rows[1]["local_spread"], rows[2]["local_spread"] / rows[3]["local_spread"]]
+        ratio = [a["local_spread"] / b["local_spread"] for a, b in (rows[:2], rows[2:])]
         if est:
             comparisons.append((f"{model_label(model)}, α = {alpha:g}", est,
                                 f"local-model loss variance vs IID ×{ratio[0]:.2f} under quantity skew, "

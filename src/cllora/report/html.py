@@ -1,6 +1,6 @@
 """The report page: its CSS and the HTML of each section (settings, claims with effect, interval,
-seeds and verdict, communication cost, figures, summary tables, runs). One self-contained file: figures embedded as base64 PNG, no
-script, no network.
+seeds and verdict, communication cost, figures, summary tables, runs). One self-contained file:
+figures embedded as base64 PNG, no script, no network.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def _verdict_rule(max_seeds: int) -> str:
             f"A claim over several models or settings is supported when every comparison is, "
             f"contradicted when any is. Also in <code>claims.json</code>.</p>")
     if 0 < max_seeds < MIN_SEEDS:
-        rule += (f"<p class=\"small\"><b>{_seeds(max_seeds)} per condition {'was' if max_seeds == 1 else 'were'} "
-                 f"run.</b> A "
+        verb = "was" if max_seeds == 1 else "were"
+        rule += (f"<p class=\"small\"><b>{_seeds(max_seeds)} per condition {verb} run.</b> A "
                  f"difference between single training runs also holds training noise (initialisation, "
                  f"client sampling, batch order) that no test-set bootstrap sees; the verdicts here are "
                  f"therefore inconclusive unless the paired bootstrap already excludes zero, and even "
