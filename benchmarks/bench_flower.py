@@ -8,8 +8,11 @@ flower-procs    a real SuperLink and one SuperNode process per client on loopbac
 
 For each: wall time of the whole run (start-up included), mean round time after round 0, the
 clients' own training seconds, and the peak resident memory of the whole process tree (sampled
-every 0.2 s: driver, Ray workers or SuperLink/SuperNodes/ClientApps). Prints markdown tables to
-paste into BENCHMARKS.md.
+every 0.2 s: driver, Ray workers or SuperLink/SuperNodes/ClientApps). For the real processes also
+where each message's time went (the run's flower_messages.csv, `cllora.flower_timing`): dispatch
+(SuperNode polling, process spawn), start-up (Python, flwr, the app module), imports (torch,
+transformers, peft), load (tokenizer, model, LoRA), data, compute, return (upload, server polling).
+Prints markdown tables to paste into BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch  # noqa: E402
 
 from cllora import records  # noqa: E402
 from cllora.config import RunConfig  # noqa: E402
+from cllora.flower_timing import FILE  # noqa: E402
 
 MODEL = "smollm2-135m"
 
@@ -132,6 +136,21 @@ def describe(label: str, out: Path, wall: float, peak: int) -> dict:
             "peak_mb": peak / 2**20, "final_loss": summary["final_test_loss"]}
 
 
+STEPS = ("dispatch_s", "startup_s", "import_s", "load_s", "data_s", "compute_s", "return_s", "total_s")
+
+
+def message_breakdown(rows: list[dict]) -> None:
+    """Mean seconds per message and step, by message kind (rows of a run's flower_messages.csv)."""
+    print("\n### Where a real-process message's time goes (mean seconds per message)\n")
+    print("| message | n | threads | dispatch | start-up | imports | load | data | compute | return | total |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind in ("train", "evaluate"):
+        mine = [r for r in rows if r["kind"] == kind]
+        if mine:
+            means = " | ".join(f"{sum(r[k] for r in mine) / len(mine):.1f}" for k in STEPS)
+            print(f"| {kind} | {len(mine)} | {mine[0]['threads']} | {means} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=6, help="clients N (2 per round) [6]")
@@ -149,6 +168,7 @@ def main() -> None:
             print(f"  {label}: {wall:.0f} s", file=sys.stderr, flush=True)
         wall, peak = with_processes(config, tmp / "flower-procs", tmp)
         rows.append(describe("flower-procs", tmp / "flower-procs", wall, peak))
+        messages = records.read_csv(tmp / "flower-procs" / FILE)
     base = rows[0]
     print(f"\n### One experiment, three engines ({MODEL}, {args.clients} clients, 2 per round, "
           f"{args.rounds} rounds, 40 texts per client, max_length 128)\n")
@@ -161,6 +181,7 @@ def main() -> None:
               f"{r['round'] / base['round']:.2f}× | {r['client_phase']:.1f} | {r['client_compute']:.1f} | "
               f"{r['eval']:.1f} | {r['peak_mb']:.0f} | {r['peak_mb'] / base['peak_mb']:.2f}× | "
               f"{r['final_loss']:.4f} |")
+    message_breakdown(messages)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from flwr.serverapp import Grid, ServerApp
 from cllora import flower_timing as timing
 from cllora.config import RunConfig, check_keys, load_config, load_toml, parse_class_edges
 from cllora.errors import RunFailed, UserError
-from cllora.flower_client import client_app  # noqa: F401  (also the app of older app directories)
+from cllora.flower_client import _tensors, client_app  # client_app: also the app of older app dirs
 
 if TYPE_CHECKING:  # torch, transformers and peft load only where they are used
     from cllora.experiment import ClientUpdate, Experiment
@@ -49,10 +49,12 @@ APP_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}  # never reinsta
 # ---------------------------------------------------------------- messages
 
 def _request(state: dict, config_json: str, round_num: int, evaluate: bool, node_id: int,
-             message_type: str) -> Message:
+             message_type: str, downlink: dict | None = None) -> Message:
     content = RecordDict({"adapter": ArrayRecord(state),
                           "config": ConfigRecord({"run": config_json, "round": round_num,
                                                   "evaluate": evaluate})})
+    if downlink:  # the strategy's tensors beside the adapter (SCAFFOLD: the server's c)
+        content["downlink"] = ArrayRecord(downlink)
     return Message(content, dst_node_id=node_id, message_type=message_type, group_id=str(round_num))
 
 
@@ -134,10 +136,10 @@ class FlowerClients:
         return nodes
 
     def _exchange(self, message_type: str, state: dict, client_ids: list[int], round_num: int,
-                  evaluate: bool) -> dict[int, Message]:
+                  evaluate: bool, downlink: dict | None = None) -> dict[int, Message]:
         """Send `state` to the clients' nodes; their replies by client id (missing = no reply)."""
-        messages = [_request(state, self.config_json, round_num, evaluate, self.nodes[cid], message_type)
-                    for cid in client_ids]
+        messages = [_request(state, self.config_json, round_num, evaluate, self.nodes[cid], message_type,
+                             downlink) for cid in client_ids]
         sent, arrived = time.time(), {}
         replies = _replies(self.grid, messages, client_ids, self.timeout, arrived)
         self._record_timings(message_type, replies, sent, arrived)
@@ -157,9 +159,11 @@ class FlowerClients:
         write_csv(self.timings, timing.COLUMNS, self.messages)
 
     def fit(self, global_state, client_ids, round_num, evaluate, downlink=None, own_states=None):
-        """Train on the clients' nodes (strategy state beyond the adapter does not travel yet)."""
+        """Train on the clients' nodes. The strategy's downlink goes with the adapter; each client
+        keeps its own strategy state in its node's Context.state (so `own_states` stays unused,
+        and a resumed `flwr run`, a new Flower run, starts the clients' states afresh)."""
         self.round = round_num
-        replies = self._exchange(MessageType.TRAIN, global_state, client_ids, round_num, evaluate)
+        replies = self._exchange(MessageType.TRAIN, global_state, client_ids, round_num, evaluate, downlink)
         self.silent = {cid for cid in client_ids if cid not in replies}
         return [self._update(cid, replies.get(cid)) for cid in client_ids]
 
@@ -175,10 +179,11 @@ class FlowerClients:
             return ClientUpdate(cid, None, 0, nothing, error=f"client error: {reply.error.reason}"[:300])
         try:
             m = reply.content["metrics"]
-            state = reply.content["adapter"].to_torch_state_dict() if "adapter" in reply.content else None
+            state = _tensors(reply.content, "adapter")
             result = TrainResult(float(m["train-loss"]), int(m["steps"]), int(m["tokens"]),
                                  float(m["train-seconds"]))
-            update = ClientUpdate(cid, state, int(m["num-examples"]), result, m.get("own-test-loss"))
+            update = ClientUpdate(cid, state, int(m["num-examples"]), result, m.get("own-test-loss"),
+                                  extra=_tensors(reply.content, "extra") or {})
         except (KeyError, TypeError, ValueError) as exc:
             return ClientUpdate(cid, None, 0, nothing, error=f"malformed reply: {exc!r}"[:300])
         update.error = self._weight_check(update)

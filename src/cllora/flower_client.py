@@ -29,11 +29,18 @@ def _quiet(message: str) -> None:
     """A ClientApp has no console of its own."""
 
 
-def _reply(msg: Message, metrics: dict[str, float], state: dict | None = None) -> Message:
+def _reply(msg: Message, metrics: dict[str, float], arrays: dict[str, dict] | None = None) -> Message:
+    """A reply with metrics and tensor records (`adapter`, the strategy's `extra`), empty ones left out."""
     content = RecordDict({"metrics": MetricRecord(metrics)})
-    if state is not None:
-        content["adapter"] = ArrayRecord(state)
+    for name, tensors in (arrays or {}).items():
+        if tensors:
+            content[name] = ArrayRecord(tensors)
     return Message(content, reply_to=msg)
+
+
+def _tensors(records: RecordDict, name: str) -> dict | None:
+    """The tensors of an ArrayRecord in a message or a context's state (None when absent)."""
+    return records[name].to_torch_state_dict() if name in records else None
 
 
 class ClientSide(NamedTuple):
@@ -46,6 +53,7 @@ class ClientSide(NamedTuple):
 
 
 _CLIENT_CACHE: dict[str, "Experiment"] = {}  # one prepared experiment per process
+OWN_STATE = "own-state"  # the client's strategy state (SCAFFOLD's c_i, FedSA's B) in Context.state
 
 
 def node_identity(node_config: dict, clients: int) -> tuple[int, str | None]:
@@ -103,19 +111,18 @@ def client_experiment(config_json: str, node_config: dict) -> ClientSide:
 
 def _handle(msg: Message, context: Context, work: Callable) -> Message:
     """A train or evaluate message: imports, threads, the prepared experiment, then
-    `work(side, config record, adapter state) -> (metrics, state or None)`; the reply carries
-    the metrics and where this message's time went (cllora.flower_timing)."""
+    `work(side, msg, context) -> (metrics, tensor records)`; the reply carries them and where
+    this message's time went (cllora.flower_timing)."""
     entered, age = time.time(), timing.process_age()
     imports = timing.heavy_imports()
     threads = thread_budget(dict(context.node_config))
-    cfg = msg.content["config"]
-    side = client_experiment(str(cfg["run"]), dict(context.node_config))
+    side = client_experiment(str(msg.content["config"]["run"]), dict(context.node_config))
     start = time.perf_counter()
-    metrics, state = work(side, cfg, msg.content["adapter"].to_torch_state_dict())
+    metrics, arrays = work(side, msg, context)
     metrics.update({"partition-id": side.pid, "threads": threads, "import-seconds": imports,
                     **side.seconds, "compute-seconds": time.perf_counter() - start,
                     "t-process-start": entered - age, "t-entry": entered, "t-exit": time.time()})
-    return _reply(msg, metrics, state)
+    return _reply(msg, metrics, arrays)
 
 
 client_app = ClientApp()
@@ -129,23 +136,30 @@ def _query(msg: Message, context: Context) -> Message:
     return _reply(msg, {"partition-id": pid, "own-data": int(bool(data_path))})
 
 
-def _train_work(side: ClientSide, cfg, state: dict) -> tuple[dict, dict]:
+def _train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict, dict]:
+    """Local training the way the run's strategy says: its downlink from the message, this
+    client's own strategy state from the node's context (kept there for its next round)."""
     from cllora.experiment import client_update
 
-    update = client_update(side.exp, state, side.row, int(cfg["round"]),
-                           evaluate_own_split=bool(cfg["evaluate"]), stream_id=side.pid)
+    cfg = msg.content["config"]
+    update = client_update(side.exp, _tensors(msg.content, "adapter"), side.row, int(cfg["round"]),
+                           evaluate_own_split=bool(cfg["evaluate"]), stream_id=side.pid,
+                           downlink=_tensors(msg.content, "downlink"),
+                           own_state=_tensors(context.state, OWN_STATE))
+    if update.client_state:
+        context.state[OWN_STATE] = ArrayRecord(update.client_state)
     r = update.result
     metrics = {"num-examples": update.num_train_examples, "train-loss": r.train_loss, "steps": r.steps,
                "tokens": r.tokens, "train-seconds": r.seconds}
     if update.own_test_loss is not None:
         metrics["own-test-loss"] = update.own_test_loss
-    return metrics, update.state
+    return metrics, {"adapter": update.state, "extra": update.extra}
 
 
-def _evaluate_work(side: ClientSide, cfg, state: dict) -> tuple[dict, None]:
+def _evaluate_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict, dict]:
     from cllora.experiment import evaluate_own
 
-    return {"test-loss": evaluate_own(side.exp, state, side.row)}, None
+    return {"test-loss": evaluate_own(side.exp, _tensors(msg.content, "adapter"), side.row)}, {}
 
 
 @client_app.train()

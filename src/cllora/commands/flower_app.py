@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "flower-app", help="write a Flower app directory to run an experiment on real SuperNodes",
         description="Write DIR/pyproject.toml: a Flower app whose ServerApp and ClientApp are "
-                    "cllora.flower's and cllora.flower_client's, set to run the experiment of --config into --out. Start a "
-                    "SuperLink and one SuperNode per client (node config partition-id, num-partitions, "
+                    "cllora.flower's and cllora.flower_client's, set to run the experiment of --config "
+                    "into --out. Start a SuperLink and one SuperNode per client (node config "
+                    "partition-id, num-partitions, "
                     "or data-path for a client with its own texts; num-threads for torch), then "
                     "`flwr run DIR`. The run writes the same files as `cllora run`, so `cllora report` "
                     "works on it, plus flower_messages.csv (where each message's time went).",
