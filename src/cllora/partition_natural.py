@@ -8,9 +8,10 @@ natural, unequal sizes; rows are never shared.
 - `partition_natural`: the groups as clients (the N largest; the rest left out or merged).
 - `fit_length_alpha` / `fit_quantity_alpha`: the alpha of `--scheme length` / `--scheme quantity`
   whose partitions are, on average, as heterogeneous as a natural partition (mean TV distance of
-  the class mixes / Gini of the sizes), with a bootstrap interval over clients. Why simulation
-  matching rather than a Dirichlet likelihood: see `cllora.partition_stats.fit_alpha`, and the
-  README section "Natural clients".
+  the class mixes / Gini of the sizes), with an interval (the simulations' spread and a bootstrap
+  over clients). Why simulation matching rather than a Dirichlet likelihood: see
+  `cllora.partition_stats.fit_alpha`.
+- `same_size_iid_tv`: the mean TV distance that random clients of the same sizes show (for scale).
 """
 
 from __future__ import annotations

