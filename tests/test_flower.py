@@ -156,6 +156,8 @@ def fake_federation(train_metrics, eval_metrics=None, own_data=(), sizes=(30, 20
         elif m.metadata.message_type == MessageType.TRAIN:
             content = {"metrics": MetricRecord(train_metrics(pid)),
                        "adapter": ArrayRecord({"w": torch.zeros(2)})}
+        elif eval_metrics(pid) is None:
+            return None  # this node never answers
         else:
             content = {"metrics": MetricRecord(eval_metrics(pid))}
         return Message(RecordDict(content), reply_to=m)
@@ -193,11 +195,12 @@ def test_a_client_with_its_own_data_has_its_weight_capped(task_identity):
 def test_a_malformed_evaluate_reply_counts_as_a_failed_client(task_identity):
     import math
 
-    clients, logged = fake_federation(trained(lambda pid: 1),
-                                      eval_metrics=lambda pid: {"test-loss": 1.5} if pid != 1 else {"x": 1.0})
+    replies = {0: {"test-loss": 1.5}, 1: {"x": 1.0}, 2: None}  # fine, malformed, silent
+    clients, logged = fake_federation(trained(lambda pid: 1), eval_metrics=replies.get, round_timeout=0.5)
     losses = clients.test_losses({"w": __import__("torch").zeros(2)})
-    assert losses[0] == 1.5 and losses[2] == 1.5 and math.isnan(losses[1])
-    assert any("client 1" in line and "test-loss" in line for line in logged), logged
+    assert losses[0] == 1.5 and math.isnan(losses[1]) and math.isnan(losses[2])
+    assert logged[-1] == ("flower: no local test loss from client 1 (malformed reply: KeyError('test-loss')); "
+                          "client 2 (no reply within 0.5 s)")
 
 
 def test_clients_with_their_own_identical_texts_draw_their_own_random_streams(tiny_model, tmp_path, task_identity):

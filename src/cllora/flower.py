@@ -35,7 +35,7 @@ from flwr.serverapp import Grid, ServerApp
 from cllora import flower_timing as timing
 from cllora.config import RunConfig, check_keys, load_config, load_toml, parse_class_edges
 from cllora.errors import RunFailed, UserError
-from cllora.flower_client import _tensors, client_app  # client_app: also the app of older app dirs
+from cllora.flower_client import client_app, tensors_of  # client_app: also the app of older app dirs
 
 if TYPE_CHECKING:  # torch, transformers and peft load only where they are used
     from cllora.experiment import ClientUpdate, Experiment
@@ -158,6 +158,10 @@ class FlowerClients:
                 self.messages.append(row)
         write_csv(self.timings, timing.COLUMNS, self.messages)
 
+    @property
+    def _within(self) -> str:
+        return "" if self.timeout is None else f" within {self.timeout:g} s"
+
     def fit(self, global_state, client_ids, round_num, evaluate, downlink=None, own_states=None):
         """Train on the clients' nodes. The strategy's downlink goes with the adapter; each client
         keeps its own strategy state in its node's Context.state (so `own_states` stays unused,
@@ -173,17 +177,17 @@ class FlowerClients:
 
         nothing = TrainResult(float("nan"), 0, 0, 0.0)
         if reply is None:
-            return ClientUpdate(cid, None, 0, nothing, error=f"no reply from node {self.nodes[cid]} "
-                                                             f"within {self.timeout:g} s")
+            return ClientUpdate(cid, None, 0, nothing, error=f"no reply from node {self.nodes[cid]}"
+                                                             + self._within)
         if reply.has_error():
             return ClientUpdate(cid, None, 0, nothing, error=f"client error: {reply.error.reason}"[:300])
         try:
             m = reply.content["metrics"]
-            state = _tensors(reply.content, "adapter")
+            state = tensors_of(reply.content, "adapter")
             result = TrainResult(float(m["train-loss"]), int(m["steps"]), int(m["tokens"]),
                                  float(m["train-seconds"]))
             update = ClientUpdate(cid, state, int(m["num-examples"]), result, m.get("own-test-loss"),
-                                  extra=_tensors(reply.content, "extra") or {})
+                                  extra=tensors_of(reply.content, "extra") or {})
         except (KeyError, TypeError, ValueError) as exc:
             return ClientUpdate(cid, None, 0, nothing, error=f"malformed reply: {exc!r}"[:300])
         update.error = self._weight_check(update)
@@ -215,7 +219,7 @@ class FlowerClients:
             reply = replies.get(cid)
             try:
                 if reply is None:
-                    why[cid] = f"no reply within {self.timeout:g} s"
+                    why[cid] = "no reply" + self._within
                 elif reply.has_error():
                     why[cid] = f"client error: {reply.error.reason}"[:200]
                 else:

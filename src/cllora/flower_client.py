@@ -38,7 +38,7 @@ def _reply(msg: Message, metrics: dict[str, float], arrays: dict[str, dict] | No
     return Message(content, reply_to=msg)
 
 
-def _tensors(records: RecordDict, name: str) -> dict | None:
+def tensors_of(records: RecordDict, name: str) -> dict | None:
     """The tensors of an ArrayRecord in a message or a context's state (None when absent)."""
     return records[name].to_torch_state_dict() if name in records else None
 
@@ -142,10 +142,10 @@ def _train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict,
     from cllora.experiment import client_update
 
     cfg = msg.content["config"]
-    update = client_update(side.exp, _tensors(msg.content, "adapter"), side.row, int(cfg["round"]),
+    update = client_update(side.exp, tensors_of(msg.content, "adapter"), side.row, int(cfg["round"]),
                            evaluate_own_split=bool(cfg["evaluate"]), stream_id=side.pid,
-                           downlink=_tensors(msg.content, "downlink"),
-                           own_state=_tensors(context.state, OWN_STATE))
+                           downlink=tensors_of(msg.content, "downlink"),
+                           own_state=tensors_of(context.state, OWN_STATE))
     if update.client_state:
         context.state[OWN_STATE] = ArrayRecord(update.client_state)
     r = update.result
@@ -159,7 +159,7 @@ def _train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict,
 def _evaluate_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict, dict]:
     from cllora.experiment import evaluate_own
 
-    return {"test-loss": evaluate_own(side.exp, _tensors(msg.content, "adapter"), side.row)}, {}
+    return {"test-loss": evaluate_own(side.exp, tensors_of(msg.content, "adapter"), side.row)}, {}
 
 
 @client_app.train()
