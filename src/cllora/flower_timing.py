@@ -33,9 +33,13 @@ def process_age() -> float:
 
 
 def heavy_imports() -> float:
-    """Import what a train or evaluate message needs (torch, transformers, peft); the seconds it
-    took (about 0 when this process has them already)."""
+    """Import what a train or evaluate message needs (torch, transformers' auto classes, peft;
+    the model's own class loads with the model); the seconds it took (about 0 when this process
+    has them already)."""
     start = time.perf_counter()
+    import peft  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
     import cllora.experiment  # noqa: F401
     import cllora.model  # noqa: F401
 
