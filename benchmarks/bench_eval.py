@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--before-src", help="an older cllora src/ directory to run the same workload on")
     parser.add_argument("--skip-flower", action="store_true", help="only part (a)")
     parser.add_argument("--model", default=WORKLOAD["model"], help="another model (a smoke test) [%(default)s]")
+    parser.add_argument("--keep", type=Path, help="copy the cllora run directory here (its outputs)")
     args = parser.parse_args()
     WORKLOAD["model"] = args.model
     load_before = open("/proc/loadavg").read().split()[0]
@@ -128,6 +130,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="be", dir="/tmp") as tmp:
         tmp = Path(tmp)
         runs["cllora"] = cllora_run(tmp / "cllora")
+        if args.keep:
+            shutil.copytree(tmp / "cllora", args.keep, dirs_exist_ok=True)
         print(f"  cllora: {runs['cllora']['wall']:.0f} s", file=sys.stderr, flush=True)
         if not args.skip_flower:
             runs["flower"] = flower_run(tmp)
