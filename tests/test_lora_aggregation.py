@@ -256,3 +256,118 @@ def test_params_round_bytes_from_shapes_only():
     assert all(t.device.type == "meta" for t in adapter.values())
     # the study's Table 1: 73,728 trainable parameters at r = 2 on q/v → 294,912 B in fp32
     assert strategy_round_bytes("fedavg", adapter, 2, 16.0, 2) == (294_912, 294_912)
+
+
+# ---------------------------------------------------------------- in the round loop (tiny model)
+
+def _config(tiny_model, strategy, **changes):
+    from test_engine import tiny_config
+
+    return tiny_config(tiny_model, strategy=strategy, clients=4, max_train_examples=120,
+                       max_test_examples=12, eval_local_models=1, **changes)
+
+
+@pytest.fixture(scope="module")
+def round_one_runs(tiny_model, tmp_path_factory):
+    """One round of each method from the same start (same clients, same local training)."""
+    from cllora import records
+    from cllora.engine import run_experiment
+
+    root = tmp_path_factory.mktemp("lora-methods")
+    out = {}
+    for strategy in ("fedavg", "ffa-lora", "flora", "fedex-lora", "fedsa-lora"):
+        summary = run_experiment(_config(tiny_model, strategy, rounds=2), root / strategy)
+        out[strategy] = (records.read_csv(root / strategy / "rounds.csv"),
+                         records.read_csv(root / strategy / "clients.csv"),
+                         records.load_checkpoint(root / strategy)[1], summary)
+    return out
+
+
+def test_aggregation_error_is_a_column_of_every_round(round_one_runs):
+    rounds = round_one_runs["fedavg"][0]
+    assert rounds[0]["agg_error"] is None and rounds[0]["agg_error_max_layer"] is None
+    for row in rounds[1:]:
+        assert 0 < row["agg_error"] <= row["agg_error_max_layer"]
+    for row in round_one_runs["ffa-lora"][0][1:]:  # every client keeps the same A: exact
+        assert row["agg_error"] == 0.0 and row["agg_error_max_layer"] == 0.0
+
+
+def test_flora_and_fedex_reach_the_exact_mean_update(round_one_runs):
+    # round 1 starts every method from the same adapter on the same base, so the clients train the
+    # same local models; FLoRA (merged Σ p_k s B_k A_k, fresh adapter) and FedEx-LoRA (B̄Ā plus the
+    # merged residual) must then be the same model, and FedAvg (B̄Ā only) a different one
+    loss = {name: runs[0][1]["global_test_loss"] for name, runs in round_one_runs.items()}
+    assert loss["flora"] == pytest.approx(loss["fedex-lora"], abs=1e-5)
+    assert abs(loss["fedavg"] - loss["flora"]) > 1e-4
+    local = {name: runs[0][1]["local_models_global_test_loss_mean"] for name, runs in round_one_runs.items()}
+    assert local["fedavg"] == local["flora"] == local["fedex-lora"]  # scored before the merge
+
+
+def test_ffa_lora_never_changes_a_and_sends_half_the_bytes(round_one_runs, tiny_model):
+    fedavg_rounds, _, fedavg_ckpt, _ = round_one_runs["fedavg"]
+    ffa_rounds, _, ffa_ckpt, _ = round_one_runs["ffa-lora"]
+    a_keys = [k for k in ffa_ckpt if "lora_A" in k]
+    assert a_keys and all(not torch.equal(fedavg_ckpt[k], ffa_ckpt[k]) for k in a_keys)  # FedAvg moved A
+    initial = _initial_adapter(tiny_model)
+    assert all(torch.equal(ffa_ckpt[k], initial[k]) for k in a_keys)
+    for ffa, fedavg in zip(ffa_rounds[1:], fedavg_rounds[1:]):  # square q/v (d = k = 64): exactly half
+        assert 2 * ffa["bytes_up"] == fedavg["bytes_up"] and 2 * ffa["bytes_down"] == fedavg["bytes_down"]
+
+
+def _initial_adapter(tiny_model):
+    from cllora.model import attach_lora, get_adapter_state, load_model
+    from cllora.seeds import torch_seed
+
+    torch.manual_seed(torch_seed(3, "lora_init"))
+    return get_adapter_state(attach_lora(load_model(tiny_model), rank=4, alpha=16.0))
+
+
+def test_flora_and_fedex_bytes_and_checkpointed_merges(round_one_runs):
+    from cllora.aggregate.run_state import split_base
+
+    adapter = round_one_runs["fedavg"][3]["adapter_bytes"]
+    residual = 2 * 2 * 64 * 64 * 4  # q and v of 2 layers, d × k fp32
+    flora_rounds, fedex_rounds = round_one_runs["flora"][0], round_one_runs["fedex-lora"][0]
+    assert flora_rounds[1]["bytes_down"] == 2 * adapter  # round 1: the fresh adapter, nothing stacked yet
+    assert flora_rounds[2]["bytes_down"] == 2 * (adapter + 2 * adapter)  # + both clients' stacked factors
+    assert fedex_rounds[1]["bytes_down"] == 2 * adapter
+    assert fedex_rounds[2]["bytes_down"] == 2 * (adapter + residual)
+    for name in ("flora", "fedex-lora"):
+        _, base = split_base(round_one_runs[name][2])
+        assert len(base) == 4 and all(k.endswith(".base_layer.weight") for k in base)
+    assert split_base(round_one_runs["fedavg"][2])[1] == {}
+
+
+def test_fedsa_scores_each_client_with_its_own_b(round_one_runs):
+    clients = round_one_runs["fedsa-lora"][1]
+    start = {r["client_id"]: r["global_model_local_test_loss"] for r in clients if r["round"] == 0}
+    trained = {r["client_id"] for r in clients if r["participated"]}
+    final = {r["client_id"]: r["global_model_local_test_loss"] for r in clients if r["round"] == 2}
+    assert trained and len(trained) < len(final)
+    for cid, loss in final.items():  # a client that never trained has B = 0: still the base model
+        if cid in trained:
+            assert abs(loss - start[cid]) > 1e-4
+        else:
+            assert loss == pytest.approx(start[cid], abs=1e-5)
+
+
+def test_base_model_is_handed_back_unmerged(tiny_model, tmp_path):
+    from cllora.engine import run_experiment
+    from cllora.model import load_model, load_tokenizer
+
+    base, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    run_experiment(_config(tiny_model, "fedex-lora", rounds=1), tmp_path / "r", base_model=base,
+                   tokenizer=tokenizer)
+    after = dict(base.named_parameters())
+    assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_strategies_that_merge_refuse_other_engines_and_eval_fp32():
+    from cllora.config import RunConfig
+    from cllora.errors import UserError
+
+    with pytest.raises(UserError, match="only engine 'inprocess'"):
+        RunConfig(strategy="flora", engine="flower-sim")
+    with pytest.raises(UserError, match="eval_fp32"):
+        RunConfig(strategy="fedex-lora", eval_fp32=True)

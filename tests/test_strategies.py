@@ -21,7 +21,7 @@ X0 = [0.0, 1.0]
 ROUND1 = [([1.0, 1.0], 1.0), ([0.0, 3.0], 3.0)]  # (client adapter, weight): mean [0.25, 2.5], Δ1 = [0.25, 1.5]
 ROUND2_MOVES = [([-0.5, 0.2], 1.0), ([0.1, 0.0], 1.0)]  # client adapter − x1: Δ2 = [-0.2, 0.1]
 OPTS = {"server_lr": 0.1, "server_momentum": 0.9, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3,
-        "prox_mu": 0.0, "lr": 1e-3, "clients": 2}
+        "prox_mu": 0.0, "lr": 1e-3, "clients": 2, "rank": 8, "lora_alpha": 16.0}
 
 
 def two_rounds(name: str, opts: dict = OPTS) -> list[list[float]]:
@@ -355,7 +355,8 @@ def test_every_strategy_resumes_to_identical_rounds(tiny_model, tmp_path, strate
         assert row["drift_max"] >= row["drift_mean"] > 0 and row["drift_pairwise"] > 0
     assert straight[0]["drift_mean"] is None
     saved = records.load_checkpoint(tmp_path / "straight")[1]
-    assert any(k.startswith("server::") for k in saved) == (strategy not in ("fedavg", "fedprox"))
+    assert any(k.startswith("server::") for k in saved) == \
+        (strategy not in ("fedavg", "fedprox", "ffa-lora", "fedsa-lora"))
 
 
 def test_fedprox_mu_0_run_equals_fedavg_run_bit_for_bit(tiny_model, tmp_path):

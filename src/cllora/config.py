@@ -216,6 +216,7 @@ def _check_strategy_options(cfg: "RunConfig") -> None:
         if not value < 1:
             raise UserError(f"{name} must be in [0, 1), got {value!r}")
     _positive("tau", cfg.tau)
+    _check_base_merges(cfg)
     unused = unused_options(cfg.strategy, cfg.to_dict(), {f.name: f.default for f in fields(cfg)})
     if unused:
         users = [s.name for s in STRATEGIES.values() if unused[0] in s.options]
@@ -233,6 +234,18 @@ def _check_measurement(cfg: "RunConfig") -> None:
         _at_least("min_local_test", cfg.min_local_test, 1)
     if cfg.log_to is not None:
         _choice("log_to", cfg.log_to, TRACKERS)
+
+
+def _check_base_merges(cfg: "RunConfig") -> None:
+    """FLoRA and FedEx-LoRA merge into the one shared base model of the in-process engine."""
+    from cllora.aggregate.lora import MERGES_BASE
+
+    if cfg.strategy in MERGES_BASE and cfg.engine != "inprocess":
+        raise UserError(f"strategy {cfg.strategy!r} merges updates into the base weights, which only "
+                        f"engine 'inprocess' supports; got engine {cfg.engine!r}")
+    if cfg.strategy in MERGES_BASE and cfg.eval_fp32:
+        raise UserError(f"strategy {cfg.strategy!r} merges updates into the base weights, which "
+                        "eval_fp32's separate fp32 copy would not see; drop eval_fp32 or use precision fp32")
 
 
 def _at_least_zero(name: str, value: Any) -> None:

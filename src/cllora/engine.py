@@ -21,13 +21,15 @@ from typing import Callable, Protocol
 import numpy as np
 
 from cllora import evaluation, records, tracking
-from cllora.aggregate import Reply, Strategy, check_update, client_drift, state_nbytes
-from cllora.aggregate.run_state import pack_state, unpack_state
+from cllora.aggregate import ClientView, Reply, Strategy, check_update, client_drift, state_nbytes
+from cllora.aggregate.error import aggregation_error
+from cllora.aggregate.lora import add_deltas
+from cllora.aggregate.run_state import pack_state, split_base, unpack_state, with_base
 from cllora.config import RunConfig
 from cllora.errors import RunFailed, UserError
 from cllora.experiment import (ClientUpdate, Experiment, client_update, evaluate_clients,
-                               evaluate_test, prepare_data, prepare_experiment, release,
-                               sample_clients, strategy_of)
+                               merge_into_base, prepare_data, prepare_experiment,
+                               release, sample_clients, strategy_of)
 from cllora.progress import RunProgress
 
 
@@ -82,6 +84,7 @@ class RunState:
     clients: list[dict] = field(default_factory=list)
     server_state: dict = field(default_factory=dict)
     client_states: dict[int, dict] = field(default_factory=dict)
+    base_total: dict = field(default_factory=dict)  # running total merged into base weights (FLoRA, FedEx)
 
 
 def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
@@ -167,9 +170,12 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
     """Resume from the checkpoint, or evaluate the untrained adapter as round 0."""
     last, saved, meta, rounds, clients_rows = records.load_progress(out)
     if last >= 0:
+        saved, base_total = split_base(saved)
         global_state, server_state, client_states = unpack_state(saved)
+        if base_total:
+            merge_into_base(exp, base_total)
         return RunState(global_state, last, meta.get("bytes_cumulative", 0), rounds, clients_rows,
-                        server_state, client_states)
+                        server_state, client_states, base_total)
     strategy, options = strategy_of(exp.config)
     state = RunState(exp.initial_state, last_round=0,
                      server_state=strategy.init_server(exp.initial_state, options))
@@ -184,7 +190,8 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
 
 def _save(out: Path, state: RunState, num_classes: int) -> None:
     records.save_round(out, state.last_round,
-                       pack_state(state.global_state, state.server_state, state.client_states),
+                       with_base(pack_state(state.global_state, state.server_state, state.client_states),
+                                 state.base_total),
                        state.rounds, state.clients, {"bytes_cumulative": state.bytes_cumulative},
                        num_classes)
 
@@ -219,34 +226,55 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     train_s = time.perf_counter() - round_start
     good = _screen(updates, exp.initial_state, strategy.uplink(exp.initial_state), round_num, out, log)
     drift = client_drift(state.global_state, [u.state for u in good])
-    _aggregate(strategy, options, state, good)
+    agg_error = aggregation_error([u.state for u in good], [u.num_train_examples for u in good])
+    eval_start = time.perf_counter()  # local models are scored on the base they trained on
+    local = evaluation.local_scores(exp, good, round_num, progress.eval_tick) if evaluate_now else None
+    eval_s = time.perf_counter() - eval_start
+    if _aggregate(strategy, options, state, good):
+        merge_into_base(exp, state.base_total)
     state.last_round = round_num
     bytes_up, bytes_down = _round_bytes(strategy, exp.initial_state, downlink, updates)
     state.bytes_cumulative += bytes_up + bytes_down
     eval_start = time.perf_counter()
-    scores = _score_round(exp, clients, state.global_state, good, progress, round_num, out) \
+    scores = _score_round(exp, clients, state.global_state, good, progress, round_num, out, local,
+                          _personal_adapters(strategy, options, state, len(exp.data.client_test))) \
         if evaluate_now else None
-    eval_s = time.perf_counter() - eval_start
+    eval_s += time.perf_counter() - eval_start
     overhead = time.perf_counter() - round_start - train_s - eval_s
     state.rounds.append(records.round_row(round_num, scores, updates, bytes_up, bytes_down,
-                                          state.bytes_cumulative, train_s, eval_s, overhead, drift))
+                                          state.bytes_cumulative, train_s, eval_s, overhead, drift,
+                                          agg_error))
     state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores))
     _save(out, state, exp.config.num_classes)
     progress.round_done(state.rounds[-1])
 
 
-def _aggregate(strategy: Strategy, options: dict, state: RunState, good: list[ClientUpdate]) -> None:
+def _aggregate(strategy: Strategy, options: dict, state: RunState, good: list[ClientUpdate]) -> bool:
     """The strategy's server step over the good updates; the clients' new own states are kept
-    (a failed client keeps its old one, as the server ignored its update)."""
+    (a failed client keeps its old one, as the server ignored its update). True when the step
+    added to the base weights' running delta total (the caller merges it into the model)."""
     replies = [Reply(u.state, u.num_train_examples, u.extra, u.client_id) for u in good]
     step = strategy.aggregate(state.global_state, state.server_state, replies, options)
     if step.base_delta:
-        raise NotImplementedError(f"strategy {strategy.name!r} merges into the base weights; "
-                                  "the engine does not apply base_delta yet")
+        state.base_total = add_deltas(state.base_total, step.base_delta)
     state.global_state, state.server_state = step.global_state, step.server_state
     for u in good:
         if u.client_state is not None:
             state.client_states[u.client_id] = u.client_state
+    return bool(step.base_delta)
+
+
+def _personal_adapters(strategy: Strategy, options: dict, state: RunState,
+                       num_clients: int) -> dict[int, dict] | None:
+    """Each client's own model where the strategy personalises it (FedSA-LoRA: the shared A with
+    the client's own B), i.e. where its local plan does not start from the global adapter itself;
+    None when every client's model is the global one."""
+    downlink = strategy.downlink(state.server_state)
+    starts = {cid: strategy.local(ClientView(state.global_state, downlink, state.client_states.get(cid, {}),
+                                             options)).start for cid in range(num_clients)}
+    if all(start is state.global_state for start in starts.values()):
+        return None
+    return starts
 
 
 def _round_bytes(strategy: Strategy, adapter: dict, downlink: dict, updates: list[ClientUpdate]) -> tuple[int, int]:
@@ -275,10 +303,14 @@ def _screen(updates: list[ClientUpdate], reference: dict, extra_reference: dict,
 
 
 def _score_round(exp: Experiment, clients: Clients, global_state: dict, good: list[ClientUpdate],
-                 progress: RunProgress, round_num: int, out: Path) -> records.RoundScores:
+                 progress: RunProgress, round_num: int, out: Path, local: dict | None = None,
+                 personal: dict[int, dict] | None = None) -> records.RoundScores:
     """The evaluations of a round (cllora.evaluation: the global model on the global test set and
-    every client's split in one pass, local models when due); keeps the per-text test losses."""
-    scores = evaluation.score_round(exp, clients, global_state, good, round_num, progress.eval_tick)
+    every client's split in one pass, local models when due, or `local` as already scored; each
+    client's `personal` adapter on its split where the strategy personalises); keeps the per-text
+    test losses."""
+    scores = evaluation.score_round(exp, clients, global_state, good, round_num, progress.eval_tick,
+                                    local, personal)
     evaluation.save_test_losses(out, round_num, scores.test_texts, scores.test_loss)
     return scores
 

@@ -66,21 +66,37 @@ def is_due(every: int, round_num: int, rounds: int) -> bool:
     return every > 0 and (round_num % every == 0 or round_num == rounds)
 
 
+def local_scores(exp: Experiment, good: list, round_num: int,
+                 on_batch: Callable[[], None] | None = None) -> dict[int, tuple[float | None, float | None]]:
+    """Each good update's local model on the global test set (when due) and on its own split (as
+    the client scored it). Scored before the server step: FLoRA/FedEx-LoRA then change the base."""
+    cfg = exp.config
+    local_due = is_due(cfg.eval_local_models, round_num, cfg.rounds)
+    return {u.client_id: (evaluate_test(exp, u.state, on_batch) if local_due else None, u.own_test_loss)
+            for u in good}
+
+
 def score_round(exp: Experiment, clients, global_state: dict, good: list, round_num: int,
-                on_batch: Callable[[], None] | None = None) -> records.RoundScores:
-    """The evaluations of an evaluated round (see the module docstring for what runs when)."""
+                on_batch: Callable[[], None] | None = None, local: dict | None = None,
+                personal: dict[int, dict] | None = None) -> records.RoundScores:
+    """The evaluations of an evaluated round (see the module docstring for what runs when).
+    `local`: the local models' scores if already taken; `personal`: each client's own adapter
+    where the strategy personalises (FedSA-LoRA), scored on that client's split instead of the
+    global one (in-process only; no standard errors then)."""
     cfg = exp.config
     fair = is_due(cfg.fairness_every, round_num, cfg.rounds)
-    if getattr(clients, "splits_on_server", False):
+    if getattr(clients, "splits_on_server", False) and personal is None:
         test, split = _global_pass(exp, global_state, fair, on_batch)
         losses, se = split if split is not None else (None, None)
+    elif getattr(clients, "splits_on_server", False):
+        test, _ = _global_pass(exp, global_state, False, on_batch)
+        losses, se = _personal_pass(exp, personal, on_batch) if fair else (None, None)
     else:  # the clients score their own splits (Flower): losses only
         test, _ = _global_pass(exp, global_state, False, on_batch)
         losses = np.asarray(clients.test_losses(global_state), dtype=np.float64) if fair else None
         se = None
-    local_due = is_due(cfg.eval_local_models, round_num, cfg.rounds)
-    local = {u.client_id: (evaluate_test(exp, u.state, on_batch) if local_due else None, u.own_test_loss)
-             for u in good}
+    if local is None:
+        local = local_scores(exp, good, round_num, on_batch)
     test_loss = token_weighted_loss(test.loss * test.tokens, test.tokens) if test.tokens.sum() else float("nan")
     return records.RoundScores(
         test_loss, losses, local, client_se=se,
@@ -99,11 +115,28 @@ def _global_pass(exp: Experiment, state: dict, with_splits: bool, on_batch):
     entries, sums, tokens = _score(exp, state, plan.batches, on_batch)
     is_test = entries < plan.num_test
     test = _test_texts(exp, entries[is_test], sums[is_test], tokens[is_test])
-    owner, sums, tokens = plan.owner[entries[~is_test]], sums[~is_test], tokens[~is_test]
+    return test, _split_losses(exp, plan.owner[entries[~is_test]], sums[~is_test], tokens[~is_test])
+
+
+def _split_losses(exp: Experiment, owner: np.ndarray, sums: np.ndarray, tokens: np.ndarray):
+    """(each client's token-weighted loss, its standard error) from per-text sums and owners."""
     num_clients = len(exp.data.client_test)
     losses = np.array([sums[owner == c].sum() / tokens[owner == c].sum() if tokens[owner == c].sum() > 0
                        else np.nan for c in range(num_clients)])
-    return test, (losses, client_standard_errors(sums, tokens, owner, num_clients))
+    return losses, client_standard_errors(sums, tokens, owner, num_clients)
+
+
+def _personal_pass(exp: Experiment, personal: dict[int, dict], on_batch):
+    """Each client's own adapter (FedSA-LoRA) on its own split: (client losses, standard errors)."""
+    cfg, data = exp.config, exp.data
+    parts = []
+    for cid, rows in enumerate(data.client_test):
+        batches = length_grouped_batches(data.train_ids, rows, max(cfg.batch_size, 8), cfg.max_length,
+                                         data.pad_id)
+        _, sums, tokens = _score(exp, personal[cid], batches, on_batch)
+        parts.append((np.full(len(sums), cid, dtype=np.int64), sums, tokens))
+    owner, sums, tokens = (np.concatenate(x) for x in zip(*parts))
+    return _split_losses(exp, owner, sums, tokens)
 
 
 def _test_texts(exp: Experiment, rows: np.ndarray, sums: np.ndarray, tokens: np.ndarray) -> TestTexts:

@@ -161,6 +161,7 @@ class Experiment:
     row_client: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fp32_base: dict[str, torch.Tensor] | None = None  # master weights for --eval-fp32, on the device
     eval_plan: object = None  # cllora.evaluation.EvalPlan (the union pass), built on first use
+    base_originals: dict[str, torch.Tensor] | None = None  # base weights before any merge (FLoRA, FedEx)
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -216,8 +217,28 @@ def check_eval_length(config: RunConfig, base_model, tokenizer) -> None:
                         f"{context} tokens; use at most {context}")
 
 
+def merge_into_base(exp: Experiment, total: dict[str, torch.Tensor]) -> None:
+    """Set each base weight named in `total` to its original plus that running total of merged
+    deltas (FLoRA, FedEx-LoRA): in place on the one shared base model, never from the previous
+    merge, so a resume that restores the total gets the same weights. `release` restores them."""
+    from cllora.aggregate.lora import merged_base
+
+    params = dict(exp.model.named_parameters())
+    if exp.base_originals is None:
+        exp.base_originals = {n: params[n].detach().clone() for n in total}
+    with torch.no_grad():
+        for name, weight in merged_base(exp.base_originals, total).items():
+            params[name].copy_(weight)
+
+
 def release(exp: Experiment):
-    """Remove the LoRA layers and return the untouched base model (for the next sweep cell)."""
+    """Restore merged base weights, remove the LoRA layers and return the untouched base model
+    (for the next sweep cell)."""
+    if exp.base_originals:
+        params = dict(exp.model.named_parameters())
+        with torch.no_grad():
+            for name, weight in exp.base_originals.items():
+                params[name].copy_(weight)
     return exp.model.unload()
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from cllora.aggregate.drift import DRIFT_COLUMNS
+from cllora.aggregate.error import ERROR_COLUMNS
 from cllora.config import RunConfig, from_dict
 from cllora.errors import UserError
 from cllora.metrics import fairness, fairness_noise, perplexity
@@ -34,7 +35,7 @@ ROUND_COLUMNS = (
     "fairness_var", "fairness_std", "fairness_min", "fairness_max", "fairness_worst10", "fairness_mean",
     "fairness_var_corrected", "fairness_se_mean", "fairness_jain", "fairness_gini",
     "local_models_test_loss_mean", "local_models_var", "local_models_global_test_loss_mean",
-    "num_participants", "num_failed", "train_loss_mean", *DRIFT_COLUMNS,
+    "num_participants", "num_failed", "train_loss_mean", *DRIFT_COLUMNS, *ERROR_COLUMNS,
     "bytes_up", "bytes_down", "bytes_cumulative",
     "train_seconds", "eval_seconds", "overhead_seconds", "round_seconds",
 )
@@ -80,15 +81,17 @@ class RoundScores:
 
 def round_row(round_num: int, scores: RoundScores | None, updates: list, bytes_up: int, bytes_down: int,
               bytes_cumulative: int, train_s: float, eval_s: float, overhead_s: float,
-              drift: dict | None = None) -> dict:
+              drift: dict | None = None, agg_error: dict | None = None) -> dict:
     """One rounds.csv row; `scores` is None in a round that was not evaluated (empty columns);
-    `drift` holds the clients' drift (cllora.aggregate.drift), None in round 0."""
+    `drift` holds the clients' drift (cllora.aggregate.drift) and `agg_error` the aggregation
+    error of their adapters (cllora.aggregate.error), both None in round 0."""
     good = [u for u in updates if not u.failed]
     train_losses = [u.result.train_loss for u in good]
     return {
         "round": round_num, **_evaluation_columns(scores),
         "num_participants": len(updates), "num_failed": len(updates) - len(good),
         "train_loss_mean": float(np.mean(train_losses)) if train_losses else None, **(drift or {}),
+        **(agg_error or {}),
         "bytes_up": bytes_up, "bytes_down": bytes_down,
         "bytes_cumulative": bytes_cumulative,
         "train_seconds": train_s, "eval_seconds": eval_s, "overhead_seconds": overhead_s,
@@ -333,7 +336,8 @@ def init_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-RESUME_MAY_CHANGE = ("rounds", "precision", "device")  # a run may go further; see check_resume_runtime
+RESUME_MAY_CHANGE = ("rounds", "precision", "device", "log_to")  # a run may go further; see
+# check_resume_runtime for precision/device; a tracker changes no result
 
 
 def config_differences(saved: RunConfig, new: RunConfig, allowed: tuple[str, ...] = ("rounds",)) -> list[str]:

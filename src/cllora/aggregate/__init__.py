@@ -21,7 +21,7 @@ One round, in both engines:
 Bytes per client and round: downlink = shared adapter tensors (s.shares) + downlink tensors;
 uplink = shared adapter tensors + extra. `opts` holds the strategy's own options (its RunConfig
 fields, `Strategy.options`, with `defaults` filling unset ones) and every run's "lr" (client
-learning rate) and "clients" (N).
+learning rate), "clients" (N), "rank" and "lora_alpha" (LoRA's scaling α/r).
 
 What this lets a strategy do: add to the local loss (FedProx), correct gradients and keep
 per-client state (SCAFFOLD), keep server state (FedAvgM/FedAdam/FedYogi/FedAdagrad), change which
@@ -41,13 +41,15 @@ from cllora.aggregate.base import (Aggregated, ClientView, LocalPlan, Options, R
                                    Strategy)
 from cllora.aggregate.drift import DRIFT_COLUMNS, client_drift
 from cllora.aggregate.fedavg import FEDAVG, fedavg
+from cllora.aggregate.lora import FEDEX_LORA, FEDSA_LORA, FFA_LORA, FLORA
 from cllora.aggregate.prox import FEDPROX
 from cllora.aggregate.scaffold import SCAFFOLD
 from cllora.aggregate.server_opt import FEDADAGRAD, FEDADAM, FEDAVGM, FEDYOGI
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (FEDAVG, FEDPROX, SCAFFOLD, FEDAVGM, FEDADAM,
-                                                      FEDYOGI, FEDADAGRAD)}
-RUN_OPTIONS = ("lr", "clients")  # run facts every strategy may read
+                                                      FEDYOGI, FEDADAGRAD, FFA_LORA, FLORA, FEDEX_LORA,
+                                                      FEDSA_LORA)}
+RUN_OPTIONS = ("lr", "clients", "rank", "lora_alpha")  # run facts every strategy may read
 
 
 def get_strategy(name: str) -> Strategy:

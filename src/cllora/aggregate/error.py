@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from cllora.aggregate.lora import State, layer_factors, normalized_weights
+
+if TYPE_CHECKING:
+    import torch
+
+ERROR_COLUMNS = ("agg_error", "agg_error_max_layer")  # rounds.csv columns (empty in round 0)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ def _ratio(num_sq: float, den_sq: float) -> float:
 
 def _stacked_norm_sq(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor]) -> float:
     """‖Σ_k B_k A_k‖²_F via the Gram matrices of the stacked factors (never forms d×k)."""
+    import torch
+
     b = torch.cat(list(bs), dim=1)  # d × Σr
     a = torch.cat(list(as_), dim=0)  # Σr × k
     return float(((b.T @ b) * (a @ a.T)).sum())
@@ -60,8 +65,8 @@ def _stacked_norm_sq(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor]) ->
 def layer_error(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
                 p: Sequence[float]) -> LayerError:
     """E and M of one layer in rank space; `p` are the normalized client weights."""
-    a = [x.to(torch.float64) for x in a_list]
-    b = [x.to(torch.float64) for x in b_list]
+    a = [x.double() for x in a_list]
+    b = [x.double() for x in b_list]
     a_bar = sum(w * x for w, x in zip(p, a))
     b_bar = sum(w * x for w, x in zip(p, b))
     root = [math.sqrt(w) for w in p]
@@ -74,8 +79,8 @@ def layer_error(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
 def layer_error_dense(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
                       p: Sequence[float]) -> LayerError:
     """The same quantities from the materialised d×k products (for tests and small layers)."""
-    a = [x.to(torch.float64) for x in a_list]
-    b = [x.to(torch.float64) for x in b_list]
+    a = [x.double() for x in a_list]
+    b = [x.double() for x in b_list]
     mean = sum(w * (y @ x) for w, x, y in zip(p, a, b))
     error = mean - sum(w * y for w, y in zip(p, b)) @ sum(w * x for w, x in zip(p, a))
     return LayerError(float((error ** 2).sum()), float((mean ** 2).sum()))
@@ -99,4 +104,4 @@ def aggregation_error(states: Sequence[State], weights: Sequence[float], *,
     total = _ratio(sum(e.error_sq for e in per_layer.values()),
                    sum(e.mean_sq for e in per_layer.values()))
     relative = [e.relative for e in per_layer.values() if e.mean_sq > 0]
-    return {"agg_error": total, "agg_error_max_layer": max(relative, default=0.0)}
+    return dict(zip(ERROR_COLUMNS, (total, max(relative, default=0.0))))

@@ -3,6 +3,8 @@ dict and back, so the checkpoint that marks a round complete holds all of it in 
 
 Global adapter tensors keep their names (a FedAvg checkpoint is exactly the adapter); the others
 are prefixed "server::<name>" and "client::<id>::<name>" (adapter names never contain "::").
+The running total of what strategies merged into the frozen base weights (FLoRA, FedEx-LoRA) is
+kept as "base::<base weight name>" (`with_base` / `split_base`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Mapping
 
 from cllora.aggregate.base import State
 
-SERVER, CLIENT, SEP = "server", "client", "::"
+SERVER, CLIENT, BASE, SEP = "server", "client", "base", "::"
 
 
 def pack_state(global_state: State, server_state: State, client_states: Mapping[int, State]) -> State:
@@ -36,3 +38,15 @@ def unpack_state(flat: State) -> tuple[State, State, dict[int, State]]:
         else:
             global_state[key] = value
     return global_state, server_state, client_states
+
+
+def with_base(flat: State, base_total: State) -> State:
+    """A packed state plus the running total of base-weight deltas (nothing added when empty)."""
+    return {**flat, **{f"{BASE}{SEP}{k}": v for k, v in base_total.items()}}
+
+
+def split_base(flat: State) -> tuple[State, State]:
+    """(the packed state without them, the base-weight delta totals by base weight name)."""
+    prefix = f"{BASE}{SEP}"
+    rest = {k: v for k, v in flat.items() if not k.startswith(prefix)}
+    return rest, {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
