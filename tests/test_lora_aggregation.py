@@ -256,6 +256,11 @@ def test_params_round_bytes_from_shapes_only():
     assert all(t.device.type == "meta" for t in adapter.values())
     # the study's Table 1: 73,728 trainable parameters at r = 2 on q/v → 294,912 B in fp32
     assert strategy_round_bytes("fedavg", adapter, 2, 16.0, 2) == (294_912, 294_912)
+    assert strategy_round_bytes("ffa-lora", adapter, 2, 16.0, 2) == (147_456, 147_456)  # B only: half
+    assert strategy_round_bytes("fedsa-lora", adapter, 2, 16.0, 2) == (147_456, 147_456)  # A only
+    assert strategy_round_bytes("flora", adapter, 2, 16.0, 3) == (294_912, 4 * 294_912)  # + 3 stacked
+    residual = 12 * 2 * 768 * 768 * 4  # a 768 × 768 fp32 matrix for q and v of each of 12 layers
+    assert strategy_round_bytes("fedex-lora", adapter, 2, 16.0, 2) == (294_912, 294_912 + residual)
 
 
 # ---------------------------------------------------------------- in the round loop (tiny model)
