@@ -62,7 +62,7 @@ def bench_server(clients: int, repeats: int) -> None:
     shapes = adapter_shapes()
     x = {n: torch.randn(s, generator=gen) * 0.01 for n, s in shapes.items()}
     values = {"prox_mu": 0.01, "server_lr": None, "server_momentum": 0.9, "beta1": 0.9, "beta2": 0.99,
-              "tau": 1e-3, "lr": 5e-4, "clients": 20}
+              "tau": 1e-3, "lr": 5e-4, "clients": 20, "rank": 8, "lora_alpha": 16.0}
     params = sum(int(np.prod(s)) for s in shapes.values())
     print(f"\nServer side of one round, {clients} replies, {params:,} adapter parameters "
           f"({len(shapes)} tensors); median of {repeats}\n")
@@ -93,7 +93,7 @@ def bench_local(steps: int, repeats: int) -> None:
     batches = [Batch(torch.randint(10, 40000, (8, 128), generator=gen), torch.ones(8, 128, dtype=torch.long),
                      np.arange(8)) for _ in range(steps)]
     values = {"prox_mu": 0.01, "server_lr": None, "server_momentum": 0.9, "beta1": 0.9, "beta2": 0.99,
-              "tau": 1e-3, "lr": 5e-4, "clients": 20}
+              "tau": 1e-3, "lr": 5e-4, "clients": 20, "rank": 8, "lora_alpha": 16.0}
     seconds: dict[str, list[float]] = {"fedavg": [], "fedprox": [], "scaffold": []}
     for _ in range(repeats):
         for name in seconds:

@@ -100,16 +100,17 @@ def _scales(scaling: float | Sequence[float], count: int) -> list[float]:
 
 def mean_update(states: Sequence[State], weights: Sequence[float],
                 scaling: float | Sequence[float]) -> Deltas:
-    """Σ p_k s_k B_k A_k of every layer (float64 sums, fp32 result): the exact mean update."""
+    """Σ p_k s_k B_k A_k of every layer as one stacked product [p_1 s_1 B_1 … p_K s_K B_K] @
+    [A_1; …; A_K] (float64, fp32 result): the exact mean update."""
+    import torch
+
     _check_states(states, weights)
     coefficients = [w * s for w, s in zip(normalized_weights(weights), _scales(scaling, len(states)))]
     out = {}
     for layer, (a_key, b_key) in layer_factors(states[0]).items():
-        total = None
-        for c, st in zip(coefficients, states):
-            term = (st[b_key].double() * c) @ st[a_key].double()
-            total = term if total is None else total + term
-        out[layer] = total.float()
+        b = torch.cat([st[b_key].double() * c for c, st in zip(coefficients, states)], dim=1)
+        a = torch.cat([st[a_key].double() for st in states], dim=0)
+        out[layer] = (b @ a).float()
     return out
 
 
