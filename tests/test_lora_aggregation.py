@@ -376,3 +376,15 @@ def test_strategies_that_merge_refuse_other_engines_and_eval_fp32():
         RunConfig(strategy="flora", engine="flower-sim")
     with pytest.raises(UserError, match="eval_fp32"):
         RunConfig(strategy="fedex-lora", eval_fp32=True)
+
+
+def test_run_figure_draws_the_aggregation_error(tmp_path):
+    from cllora.report.figures import plot_aggregation_error, save_run_plots
+
+    rounds = [{"round": 0, "global_test_loss": 3.0, "agg_error": None, "fairness_var": 0.1},
+              {"round": 1, "global_test_loss": 2.5, "agg_error": 0.2, "fairness_var": 0.1},
+              {"round": 2, "global_test_loss": 2.4, "agg_error": 0.3, "fairness_var": 0.1}]
+    ax = plot_aggregation_error(rounds)
+    assert ax.lines[0].get_xydata().tolist() == [[1.0, 0.2], [2.0, 0.3]]  # round 0 has none
+    paths = save_run_plots(tmp_path, rounds, [])
+    assert (tmp_path / "global_loss.png").is_file() and len(paths) == 3

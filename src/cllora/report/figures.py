@@ -146,6 +146,12 @@ def plot_fairness(rounds: list[dict], ax=None, label: str | None = None, **style
     return _plot_rounds(rounds, "fairness_var", "fairness: variance of client test loss", ax, label, **style)
 
 
+def plot_aggregation_error(rounds: list[dict], ax=None, label: str | None = None, **style):
+    """Relative aggregation error ‖Σ p_k B_k A_k − B̄Ā‖ / ‖Σ p_k B_k A_k‖ of each round's client
+    adapters (cllora.aggregate.error): how far averaging A and B separately is from the mean update."""
+    return _plot_rounds(rounds, "agg_error", "aggregation error ‖E‖ / ‖Σ p B A‖", ax, label, **style)
+
+
 def plot_client_losses(clients: list[dict], key: str = "local_model_test_loss", ax=None,
                        max_clients: int = 20):
     """One curve per client: its local model's (or the global model's) loss on its own test split."""
@@ -164,6 +170,9 @@ def save_run_plots(out: Path, rounds: list[dict], clients: list[dict]) -> list[P
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_global_loss(rounds, ax)
     ax.set_title("Global model on the global test set")
+    if curve(rounds, "agg_error"):  # beside the loss, on its own axis (dashed)
+        twin = plot_aggregation_error(rounds, ax.twinx(), color="tab:red", ls="--", alpha=0.8)
+        twin.grid(False)
     figures = [(fig, out / "global_loss.png")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     plot_client_losses(clients, "local_model_test_loss", axes[0])
