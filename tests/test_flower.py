@@ -264,4 +264,12 @@ def test_a_messages_time_splits_into_its_steps():
                    "startup_s": 2.5, "import_s": 1.5, "load_s": 2.0, "data_s": 0.5, "compute_s": 1.75,
                    "return_s": 0.25, "total_s": 10.25}
     assert message_row(3, "train", 4, 100.0, 110.25, {"test-loss": 1.0}) is None  # no clock readings
-    assert 0 < process_age() < 3600  # this process started within the hour
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", "from cllora.flower_timing import process_age as a; print(a())"],
+                          capture_output=True, text=True, check=True)
+    assert 0 < float(done.stdout) < time.monotonic() - start  # a fresh process: younger than the call
+    assert process_age() > float(done.stdout)  # this one is older
