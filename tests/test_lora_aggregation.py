@@ -11,7 +11,7 @@ import torch
 from cllora.aggregate.error import aggregation_error, layer_errors
 from cllora.aggregate.lora import (add_deltas, base_weight_name, fedex_lora, fedsa_client_state,
                                    fedsa_lora, ffa_lora, flora, layer_factors, mean_update, merged_base,
-                                   own_factors, pad_rank, residual_bytes, transfer_bytes)
+                                   own_factors, pad_rank)
 
 A_KEY, B_KEY = "m.layers.{}.q_proj.lora_A.default.weight", "m.layers.{}.q_proj.lora_B.default.weight"
 
@@ -157,17 +157,21 @@ def test_pad_rank_keeps_the_update():
 
 
 def test_bytes_per_method():
+    from cllora.commands.params import strategy_round_bytes
+
     # two square layers d = k = 64, r = 4: A and B hold 256 parameters each → 4 × 256 × 4 = 4096 B
     state = {}
     for i in range(2):
         state[A_KEY.format(i)], state[B_KEY.format(i)] = torch.zeros(4, 64), torch.zeros(64, 4)
-    assert transfer_bytes("fedavg", state) == (4096, 4096)
-    assert transfer_bytes("ffa-lora", state) == (2048, 2048)  # half of FedAvg at the same rank
-    assert transfer_bytes("fedsa-lora", state) == (2048, 2048)
-    assert residual_bytes(state) == 2 * 64 * 64 * 4
-    assert transfer_bytes("fedex-lora", state) == (4096, 4096 + 32768)
-    assert transfer_bytes("flora", state, stacked=[state, state, state]) == (4096, 3 * 4096)
-    assert transfer_bytes("flora", state) == (4096, 0)
+
+    def per_round(name, clients=2):
+        return strategy_round_bytes(name, state, 4, 16.0, clients)
+
+    assert per_round("fedavg") == (4096, 4096)
+    assert per_round("ffa-lora") == (2048, 2048)  # half of FedAvg at the same rank
+    assert per_round("fedsa-lora") == (2048, 2048)
+    assert per_round("fedex-lora") == (4096, 4096 + 2 * 64 * 64 * 4)  # + a d×k residual per layer
+    assert per_round("flora", clients=3) == (4096, 4096 + 3 * 4096)  # fresh adapter + 3 stacked
 
 
 # ---------------------------------------------------------------- on the tiny model's real peft layers

@@ -1,4 +1,5 @@
-"""LoRA-aware aggregation: FFA-LoRA, FLoRA, FedEx-LoRA, FedSA-LoRA, rank padding and their bytes (pure torch).
+"""LoRA-aware aggregation: FFA-LoRA, FLoRA, FedEx-LoRA, FedSA-LoRA and rank padding (pure: tensors in,
+tensors out; torch is used through tensor methods, so importing this module does not import torch).
 
 A state maps peft's parameter names to tensors; each adapted layer has `<layer>.lora_A.<adapter>.weight`
 (A, r×k) and `<layer>.lora_B.<adapter>.weight` (B, d×r), and the layer's update is s·B A with
@@ -17,7 +18,11 @@ s = α/r. Client weights p_k = w_k / Σ w (the clients' training example counts)
 - FedSA-LoRA (Guo et al., 2025, "Selective aggregation for LoRA in federated learning"): only A is
   shared and averaged; each client keeps its own B. The server's global model uses the mean B.
 
-Deltas (what gets merged into a base weight) are returned per layer name, in fp32.
+Deltas (what gets merged into a base weight) are returned per layer name, in fp32; the engine adds
+them to the one shared base model (`experiment.merge_into_base`). Bytes are counted by the engine
+from each Strategy record (`shares`, `downlink`) per sampled client: FLoRA's downlink is the stacked
+factors of the previous round, FedEx-LoRA's its d×k residuals (a real deployment must broadcast
+them to every client, sampled or not, so that all bases stay equal).
 """
 
 from __future__ import annotations
@@ -191,39 +196,6 @@ def pad_rank(state: State, rank: int) -> State:
         else:
             out[k] = t
     return out
-
-
-# ---------------------------------------------------------------- bytes (functions of shapes only)
-
-def factor_bytes(state: State, factor: str, bytes_per_param: int = 4) -> int:
-    """Bytes of all A (or all B) tensors of a state."""
-    return sum(state[k].numel() for k in factor_keys(state, factor)) * bytes_per_param
-
-
-def residual_bytes(state: State, bytes_per_param: int = 4) -> int:
-    """Bytes of one dense d×k matrix per adapted layer (FedEx-LoRA's residual on the downlink)."""
-    return sum(state[b].shape[0] * state[a].shape[1]
-               for a, b in layer_factors(state).values()) * bytes_per_param
-
-
-def transfer_bytes(method: str, state: State, stacked: Sequence[State] = (),
-                   bytes_per_param: int = 4) -> tuple[int, int]:
-    """(uplink, downlink) bytes per sampled client per round of a method at `state`'s shapes.
-
-    FLoRA's downlink is the stacked factors of the clients `stacked` (the previous round's, rank
-    Σ r_k); its fresh adapter comes from the shared seed and costs nothing."""
-    a, b = factor_bytes(state, "A", bytes_per_param), factor_bytes(state, "B", bytes_per_param)
-    if method == "ffa-lora":
-        return b, b
-    if method == "fedsa-lora":
-        return a, a
-    if method == "flora":
-        down = sum(factor_bytes(s, "A", bytes_per_param) + factor_bytes(s, "B", bytes_per_param)
-                   for s in stacked)
-        return a + b, down
-    if method == "fedex-lora":
-        return a + b, a + b + residual_bytes(state, bytes_per_param)
-    return a + b, a + b
 
 
 # ---------------------------------------------------------------- the four methods as strategies
