@@ -142,13 +142,13 @@ def main() -> None:
         runs["cllora"] = cllora_run(tmp / "cllora")
         if args.keep:
             shutil.copytree(tmp / "cllora", args.keep, dirs_exist_ok=True)
-        print(f"  cllora: {runs['cllora']['wall']:.0f} s", file=sys.stderr, flush=True)
+        print(f"  cllora: {json.dumps(runs['cllora'])}", file=sys.stderr, flush=True)
         if not args.skip_flower:
             runs["flower"] = flower_run(tmp)
-            print(f"  flower: {runs['flower']['wall']:.0f} s", file=sys.stderr, flush=True)
+            print(f"  flower: {json.dumps(runs['flower'])}", file=sys.stderr, flush=True)
         if args.before_src:
             runs["before"] = cllora_run(tmp / "before", src=args.before_src)
-            print(f"  before: {runs['before']['wall']:.0f} s", file=sys.stderr, flush=True)
+            print(f"  before: {json.dumps(runs['before'])}", file=sys.stderr, flush=True)
     print_tables(runs, (load_before, open("/proc/loadavg").read().split()[0]))
 
 
