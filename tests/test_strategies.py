@@ -389,3 +389,41 @@ def test_scaffold_doubles_the_bytes_and_keeps_every_clients_control_variate(tiny
     for key, c in server.items():  # c = (1/N) Σ_i c_i over all N = 4 clients (absent ones: 0)
         total = sum(own[i][key] for i in own)
         assert torch.allclose(c, total / 4, atol=1e-6), key
+
+
+# ------------------------------------------------------------------------------ report panel
+
+def _record(strategy, seed, losses, scheme="length", drift=(1.0, 2.0), **options):
+    from pathlib import Path
+
+    from cllora.report.runs import RunRecord
+
+    cfg = {**RunConfig().to_dict(), "model": "m", "scheme": scheme, "alpha": 0.1, "seed": seed,
+           "strategy": strategy, **options}
+    rounds = [{"round": i, "global_test_loss": v, "fairness_var": 0.01 * (i + 1),
+               "drift_mean": None if i == 0 else drift[0], "drift_pairwise": None if i == 0 else drift[1],
+               "bytes_cumulative": 100 * i} for i, v in enumerate(losses)]
+    return RunRecord(f"{strategy}-{seed}", Path("."), cfg, {}, rounds, [], None, None)
+
+
+def test_report_compares_strategies_per_condition_with_seed_intervals():
+    from cllora.report.html import _strategies_html
+    from cllora.report.strategies import strategy_rows
+    from cllora.report.stats import t_half_width
+
+    runs = [_record("fedavg", 0, [3.0, 2.5, 2.4]), _record("fedavg", 1, [3.0, 2.6, 2.2]),
+            _record("fedprox", 0, [3.0, 2.4, 2.1], drift=(0.5, 0.8), prox_mu=0.1),
+            _record("fedavg", 0, [3.0, 2.0], scheme="iid")]  # one strategy only: no comparison
+    rows = strategy_rows(runs)
+    assert [(r["scheme"], r["strategy"], r["seeds"]) for r in rows] == [
+        ("length", "fedprox (prox_mu=0.1)", 1), ("length", "fedavg", 2)]  # sorted by final loss
+    prox, avg = rows
+    assert avg["final_loss"] == pytest.approx(2.3)
+    assert avg["final_loss_hw"] == pytest.approx(t_half_width(np.array([2.4, 2.2])))
+    assert avg["best"] == pytest.approx(2.3) and prox["best"] == pytest.approx(2.1)
+    assert prox["drift"] == 0.5 and prox["pairwise"] == 0.8 and avg["bytes"] == 200
+    assert avg["fairness"] == pytest.approx(0.03)
+    page = _strategies_html(rows)
+    assert "fedprox (prox_mu=0.1) (incomplete)" in page  # its summary.json is missing
+    assert "length skew, α = 0.1" in page and "2.3000 ± " in page
+    assert _strategies_html([]) == ""

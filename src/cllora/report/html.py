@@ -15,6 +15,7 @@ from cllora import __version__, records
 from cllora.report.conditions import model_label, overfit_note
 from cllora.report.draw import Figure
 from cllora.report.runs import RunRecord
+from cllora.report.strategies import strategy_rows
 from cllora.report.stats import (
     MIN_SEEDS, finite, fmt, fmt_count, fmt_g, fmt_interval, fmt_mb, fmt_pm, fmt_signed, short,
 )
@@ -45,7 +46,7 @@ nav a{margin-right:14px;color:#0969da;text-decoration:none}
 
 NAV = ("<nav><a href=\"#claims\">Claims</a><a href=\"#cost\">Communication cost</a>"
        "<a href=\"#global\">Global loss</a><a href=\"#classes\">Length classes</a>"
-       "<a href=\"#tables\">Tables</a>"
+       "<a href=\"#tables\">Tables</a><a href=\"#strategies\">Strategies</a>"
        "<a href=\"#fairness\">Fairness</a><a href=\"#local\">Local training</a>"
        "<a href=\"#partitions\">Partitions</a><a href=\"#runs\">Runs</a></nav>")
 # The study's Table 1 (OPT, LoRA r = 2 on q_proj and v_proj): model, trainable, all parameters.
@@ -98,6 +99,7 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              "(<code>test_loss_c0</code>… in rounds.csv; runs made before them lack it).</p>",
              "<h2 id=\"tables\">Final and best loss per model and scheme</h2>",
              _summary_tables(conds, labels),
+             _strategies_html(strategy_rows(runs)),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
              *(_img(f) for f in figures["fairness"]),
              "<h2 id=\"local\">Local training: per-client test loss, α vs IID</h2>",
@@ -243,6 +245,35 @@ def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
                "coefficient of per-client perplexity. Local models' loss / spread: mean over rounds of "
                "the trained clients' local-model loss on their own split, and its variance across "
                "those clients.</p>")
+    return "\n".join(out)
+
+
+def _strategies_html(rows: list[dict]) -> str:
+    """Strategies side by side per model and condition (only where at least two ran)."""
+    if not rows:
+        return ""
+    out = ["<h2 id=\"strategies\">Federated strategies compared</h2>"]
+    for group in dict.fromkeys((r["setting"], r["scheme"], r["alpha"]) for r in rows):
+        sel = [r for r in rows if (r["setting"], r["scheme"], r["alpha"]) == group]
+        name = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[sel[0]["scheme"]]
+        title = name if sel[0]["scheme"] == "iid" else f"{name}, {sel[0]['condition']}"
+        out.append(f"<h3>{_e(model_label(sel[0]['model']))} · {_e(title)}</h3>")
+        out.append(_table_html(
+            ["Strategy", "Seeds", "Final loss", "Best loss", "Final fairness var", "Drift from global",
+             "Drift between clients", "MB total"],
+            [[_e(r["strategy"] + ("" if r["complete"] else " (incomplete)")), r["seeds"],
+              fmt(r["final_loss"]) + (f" ± {r['final_loss_hw']:.4f}" if finite(r["final_loss_hw"])
+                                       and r["final_loss_hw"] > 0 else ""),
+              fmt(r["best"]), fmt_g(r["fairness"]), fmt_g(r["drift"]), fmt_g(r["pairwise"]),
+              fmt_mb(r["bytes"])] for r in sel],
+            numeric=set(range(1, 8))))
+    out.append("<p class=\"small\">Rows sorted by final loss. Final loss: mean over seeds ± the "
+               "half-width of its 95 % t-interval (two or more seeds); best loss: lowest over rounds, "
+               "mean over seeds. Drift from global / between clients: mean over trained rounds of the "
+               "mean L2 distance of the round's client adapters from the global adapter they started "
+               "from / from each other (rounds.csv drift_mean, drift_pairwise; A and B parameters, not "
+               "their product). MB total: bytes up and down over the run (SCAFFOLD sends twice "
+               "FedAvg's).</p>")
     return "\n".join(out)
 
 

@@ -1,0 +1,80 @@
+"""Federated strategies side by side (pure functions of run records): for runs that differ only in
+`strategy` and its options, one row per strategy and condition (scheme, alpha) with the final and
+best global loss (mean over seeds ± the half-width of the 95 % t-interval), final fairness, client
+drift and bytes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from cllora.aggregate import strategy_option_names
+from cllora.report.conditions import CONDITION_KEYS, condition_label
+from cllora.report.runs import RunRecord
+from cllora.report.stats import curve, finite, mean, t_half_width
+
+
+def strategy_keys() -> tuple[str, ...]:
+    """The config keys a strategy comparison varies: the strategy and every strategy option."""
+    return ("strategy", *strategy_option_names())
+
+
+def base_setting(config: dict) -> str:
+    """What strategies are compared within: every setting but scheme, alpha, seed and the strategy's."""
+    skip = set(CONDITION_KEYS) | set(strategy_keys())
+    return json.dumps({k: v for k, v in sorted(config.items()) if k not in skip}, sort_keys=True)
+
+
+def strategy_label(config: dict) -> str:
+    """The strategy and any option set away from the default, e.g. "fedprox (prox_mu=0.1)"."""
+    from cllora.config import RunConfig
+
+    defaults = RunConfig()
+    changed = [f"{k}={config[k]:g}" for k in strategy_option_names()
+               if isinstance(config.get(k), (int, float)) and config[k] != getattr(defaults, k)]
+    name = config.get("strategy", "fedavg")
+    return name + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _run_numbers(run: RunRecord) -> dict:
+    losses = curve(run.rounds, "global_test_loss")
+    trained = [r for r in run.rounds if r.get("round", 0) >= 1]
+    return {"final": losses[-1][1] if losses else None, "best": min((v for _, v in losses), default=None),
+            "fairness": (curve(run.rounds, "fairness_var") or [(None, None)])[-1][1],
+            "drift": mean(r.get("drift_mean") for r in trained),
+            "pairwise": mean(r.get("drift_pairwise") for r in trained),
+            "bytes": run.rounds[-1].get("bytes_cumulative") if run.rounds else None}
+
+
+def _summary(values: list) -> tuple[float | None, float | None]:
+    """(mean, 95 % t half-width) of the finite values; (None, None) without any."""
+    vals = np.asarray([v for v in values if finite(v)], dtype=float)
+    return (float(vals.mean()), t_half_width(vals)) if len(vals) else (None, None)
+
+
+def strategy_rows(runs: list[RunRecord]) -> list[dict]:
+    """One row per (base setting, scheme, alpha, strategy label), for the base settings and
+    conditions that ran at least two strategies; seeds are averaged."""
+    groups: dict[tuple, dict[str, list[RunRecord]]] = {}
+    for run in runs:
+        cfg = run.config
+        alpha = None if cfg["scheme"] == "iid" else float(cfg["alpha"])
+        key = (base_setting(cfg), cfg["scheme"], alpha)
+        groups.setdefault(key, {}).setdefault(strategy_label(cfg), []).append(run)
+    out = []
+    for (setting, scheme, alpha), by_strategy in groups.items():
+        if len(by_strategy) < 2:
+            continue
+        for label, members in by_strategy.items():
+            numbers = [_run_numbers(r) for r in members]
+            final, final_hw = _summary([n["final"] for n in numbers])
+            out.append({"setting": setting, "model": members[0].config["model"], "scheme": scheme,
+                        "alpha": alpha, "condition": condition_label(scheme, alpha), "strategy": label,
+                        "seeds": len(members), "complete": all(r.complete for r in members),
+                        "final_loss": final, "final_loss_hw": final_hw,
+                        **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "drift",
+                                                                   "pairwise", "bytes")}})
+    return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,
+                                      r["final_loss"] if finite(r["final_loss"]) else float("inf")))
