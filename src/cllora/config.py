@@ -84,7 +84,10 @@ class RunConfig:
     batch_size: int = _setting(8, "texts per local training batch")
     lr: float = _setting(5e-4, "local learning rate")
     optimizer: str = _setting("adamw", "local optimizer (fresh each round)", choices=OPTIMIZERS)
-    strategy: str = _setting("fedavg", "server aggregation", choices=strategy_names)
+    strategy: str = _setting("fedavg", "federated algorithm (cllora.aggregate; its options below): fedavg "
+                             "(the study's), fedprox and scaffold (limit client drift), fedavgm/fedadam/"
+                             "fedyogi/fedadagrad (server optimizers), LoRA-aware aggregation",
+                             choices=strategy_names)
     # strategy options (cllora.aggregate: each strategy lists the ones it reads)
     prox_mu: float = _setting(0.01, "fedprox: weight mu of the proximal term (mu/2)||theta - "
                               "theta_global||^2; 0 = FedAvg (0.01: OpenFedLLM's default)", metavar="MU")
