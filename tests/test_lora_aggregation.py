@@ -392,3 +392,21 @@ def test_run_figure_draws_the_aggregation_error(tmp_path):
     assert ax.lines[0].get_xydata().tolist() == [[1.0, 0.2], [2.0, 0.3]]  # round 0 has none
     paths = save_run_plots(tmp_path, rounds, [])
     assert (tmp_path / "global_loss.png").is_file() and len(paths) == 3
+
+
+def test_report_strategy_table_shows_the_aggregation_error():
+    from pathlib import Path
+
+    from cllora.config import RunConfig
+    from cllora.report.html import _strategies_html
+    from cllora.report.runs import RunRecord
+    from cllora.report.strategies import strategy_rows
+
+    def record(strategy, errors):
+        cfg = {**RunConfig().to_dict(), "model": "m", "scheme": "length", "alpha": 0.1, "strategy": strategy}
+        rounds = [{"round": i, "global_test_loss": 3.0 - i, "agg_error": e} for i, e in enumerate(errors)]
+        return RunRecord(strategy, Path("."), cfg, {}, rounds, [], None, None)
+
+    rows = strategy_rows([record("fedavg", [None, 0.1, 0.3]), record("ffa-lora", [None, 0.0, 0.0])])
+    assert {r["strategy"]: r["agg_error"] for r in rows} == {"fedavg": pytest.approx(0.2), "ffa-lora": 0.0}
+    assert "Aggregation error" in _strategies_html(rows)

@@ -260,20 +260,22 @@ def _strategies_html(rows: list[dict]) -> str:
         out.append(f"<h3>{_e(model_label(sel[0]['model']))} · {_e(title)}</h3>")
         out.append(_table_html(
             ["Strategy", "Seeds", "Final loss", "Best loss", "Final fairness var", "Drift from global",
-             "Drift between clients", "MB total"],
+             "Drift between clients", "Aggregation error", "MB total"],
             [[_e(r["strategy"] + ("" if r["complete"] else " (incomplete)")), r["seeds"],
               fmt(r["final_loss"]) + (f" ± {r['final_loss_hw']:.4f}" if finite(r["final_loss_hw"])
                                        and r["final_loss_hw"] > 0 else ""),
               fmt(r["best"]), fmt_g(r["fairness"]), fmt_g(r["drift"]), fmt_g(r["pairwise"]),
-              fmt_mb(r["bytes"])] for r in sel],
-            numeric=set(range(1, 8))))
+              fmt_g(r["agg_error"]), fmt_mb(r["bytes"])] for r in sel],
+            numeric=set(range(1, 9))))
     out.append("<p class=\"small\">Rows sorted by final loss. Final loss: mean over seeds ± the "
                "half-width of its 95 % t-interval (two or more seeds); best loss: lowest over rounds, "
                "mean over seeds. Drift from global / between clients: mean over trained rounds of the "
                "mean L2 distance of the round's client adapters from the global adapter they started "
                "from / from each other (rounds.csv drift_mean, drift_pairwise; A and B parameters, not "
-               "their product). MB total: bytes up and down over the run (SCAFFOLD sends twice "
-               "FedAvg's).</p>")
+               "their product). Aggregation error: mean over trained rounds of ‖Σ p_k B_k A_k − B̄Ā‖ / "
+               "‖Σ p_k B_k A_k‖ of the round's client adapters (rounds.csv agg_error; 0 for FFA-LoRA). "
+               "MB total: bytes up and down over the run (SCAFFOLD sends twice FedAvg's; FFA-LoRA "
+               "only B; FedEx-LoRA adds a d×k residual per adapted layer to each downlink).</p>")
     return "\n".join(out)
 
 

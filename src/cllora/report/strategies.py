@@ -45,6 +45,7 @@ def _run_numbers(run: RunRecord) -> dict:
             "fairness": (curve(run.rounds, "fairness_var") or [(None, None)])[-1][1],
             "drift": mean(r.get("drift_mean") for r in trained),
             "pairwise": mean(r.get("drift_pairwise") for r in trained),
+            "agg_error": mean(r.get("agg_error") for r in trained),
             "bytes": run.rounds[-1].get("bytes_cumulative") if run.rounds else None}
 
 
@@ -75,6 +76,6 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
                         "seeds": len(members), "complete": all(r.complete for r in members),
                         "final_loss": final, "final_loss_hw": final_hw,
                         **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "drift",
-                                                                   "pairwise", "bytes")}})
+                                                                   "pairwise", "agg_error", "bytes")}})
     return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,
                                       r["final_loss"] if finite(r["final_loss"]) else float("inf")))
