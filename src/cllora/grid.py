@@ -29,7 +29,7 @@ SWEEP_KEYS = ("name", "description")
 # short tags of grid axes in cell names; other keys appear kebab-cased
 AXIS_TAGS = {"alpha": "a", "seed": "s", "local_epochs": "e", "lr": "lr", "rank": "r",
              "clients": "n", "clients_per_round": "k", "rounds": "rounds", "batch_size": "b",
-             "max_length": "len"}
+             "max_length": "len", "strategy": ""}  # "" : the value alone (fedavg, scaffold, ...)
 
 
 @dataclass(frozen=True)
