@@ -34,6 +34,13 @@ def test_iid_collapses_alpha_into_one_cell_per_seed():
     assert iid.config.scheme == "iid" and "alpha" not in iid.axes and iid.config.seed == 1
 
 
+def test_natural_clients_have_no_alpha_either():
+    cells = grid.expand(spec({"scheme": ["natural", "length"], "alpha": [0.1, 1]},
+                             run={"client_key": "president"}))
+    assert names(cells) == ["smollm2-135m/natural-s0", "smollm2-135m/length-a0.1-s0",
+                            "smollm2-135m/length-a1-s0"]
+
+
 def test_per_model_settings_model_major_order_and_slugs():
     s = spec({"scheme": ["quantity"], "model": ["facebook/opt-125m", "smollm2-135m"], "alpha": [0.5]},
              run={"local_epochs": 2, "rounds": 4},

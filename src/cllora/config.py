@@ -14,6 +14,7 @@ from typing import Any, Callable
 from cllora.errors import UserError
 
 SCHEMES = ("iid", "length", "quantity", "natural")
+ALPHA_SCHEMES = ("length", "quantity")  # the Dirichlet schemes: the only ones alpha means anything for
 SMALL_GROUPS = ("drop", "merge")  # natural: what happens to the groups beyond the N largest
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")

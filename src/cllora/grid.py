@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cllora.config import FIELD_NAMES, RunConfig, check_keys, did_you_mean, from_dict
+from cllora.config import ALPHA_SCHEMES, FIELD_NAMES, RunConfig, check_keys, did_you_mean, from_dict
 from cllora.errors import UserError
 
 TABLES = ("sweep", "run", "grid", "per_model", "quick")
@@ -219,7 +219,7 @@ def _cell(spec: GridSpec, run: dict, axes: dict, overrides: dict) -> Cell:
     model = axes.get("model", overrides.get("model", run.get("model", RunConfig.model)))
     settings = {**run, **spec.per_model.get(str(model), {}), **axes, **overrides}
     config = _make_config(settings, axes, spec.source)
-    if config.scheme == "iid":  # alpha means nothing for iid: one cell, with the fixed alpha
+    if config.scheme not in ALPHA_SCHEMES:  # alpha means nothing for iid or natural: one cell, with the fixed alpha
         axes.pop("alpha", None)
         config = _make_config({**settings, "alpha": run.get("alpha", RunConfig.alpha)}, axes, spec.source)
     return Cell("", config, axes)
@@ -282,7 +282,7 @@ def _name_cells(cells: list[Cell], grid: dict[str, list]) -> list[Cell]:
     out = []
     for cell in cells:
         cfg = cell.config
-        parts = [cfg.scheme] + ([] if cfg.scheme == "iid" else [f"a{cfg.alpha:g}"])
+        parts = [cfg.scheme] + ([f"a{cfg.alpha:g}"] if cfg.scheme in ALPHA_SCHEMES else [])
         parts += [f"{AXIS_TAGS.get(k, k.replace('_', '-'))}{_format_value(cell.axes[k])}"
                   for k in varying if k in cell.axes]
         parts.append(f"s{cfg.seed}")

@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from cllora import records
+from cllora.config import ALPHA_SCHEMES
 from cllora.errors import UserError
 from cllora.grid import Cell, GridSpec
 
@@ -49,7 +50,7 @@ def index_entry(cell: Cell, root: Path, status: str | None = None, *, seconds: f
     cfg = cell.config
     return {
         "name": cell.name, "dir": cell.name, "status": status or disk_status,
-        "model": cfg.model, "scheme": cfg.scheme, "alpha": None if cfg.scheme == "iid" else cfg.alpha,
+        "model": cfg.model, "scheme": cfg.scheme, "alpha": cfg.alpha if cfg.scheme in ALPHA_SCHEMES else None,
         "seed": cfg.seed, "rounds": cfg.rounds,
         "rounds_completed": max(last, 0),
         **{k: summary.get(k) for k in SUMMARY_KEYS},

@@ -65,7 +65,9 @@ def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    skew = "" if summary["scheme"] == "iid" else f" α={summary['alpha']:g}"
+    from cllora.config import ALPHA_SCHEMES
+
+    skew = f" α={summary['alpha']:g}" if summary["scheme"] in ALPHA_SCHEMES else ""
     t = Table(title=f"{summary['model']} · {summary['dataset']} · {summary['scheme']}{skew}",
               show_header=False)
     t.add_column(style="bold")

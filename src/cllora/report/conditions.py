@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from cllora.config import ALPHA_SCHEMES
 from cllora.report.runs import RunRecord
 from cllora.report.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
 
@@ -51,7 +52,7 @@ def setting_labels(configs: dict[str, dict]) -> dict[str, str]:
 
 
 def condition_label(scheme: str, alpha: float | None) -> str:
-    return "IID" if scheme == "iid" else f"α = {alpha:g}"
+    return {"iid": "IID", "natural": "natural clients"}.get(scheme) or f"α = {alpha:g}"
 
 
 # ---------------------------------------------------------------- runs and conditions
@@ -85,7 +86,7 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
     last = losses[-1][0] if losses else 0
     return {
         "name": name, "model": config["model"], "setting": setting_key(config),
-        "scheme": config["scheme"], "alpha": None if config["scheme"] == "iid" else float(config["alpha"]),
+        "scheme": config["scheme"], "alpha": float(config["alpha"]) if config["scheme"] in ALPHA_SCHEMES else None,
         "seed": config.get("seed", 0), "rounds_planned": config.get("rounds"),
         "rounds_completed": last,
         "complete": (last >= (config.get("rounds") or 0)) if complete is None else complete,
@@ -175,7 +176,7 @@ def by_setting(conds: list[dict]) -> dict[str, dict]:
                                                 "model": row["model"]})
         if row["scheme"] == "iid":
             entry["iid"] = row
-        else:
+        elif row["scheme"] in ALPHA_SCHEMES:  # natural clients take part in no claim of the study
             entry[row["scheme"]][row["alpha"]] = row
     return out
 
@@ -213,7 +214,7 @@ def local_comparison(runs: list[RunRecord]) -> list[dict]:
         scheme = rec.config["scheme"]
         if scheme == "iid":
             e["iid"] = e["iid"] or rec
-        else:
+        elif scheme in ALPHA_SCHEMES:
             e[scheme].setdefault(float(rec.config["alpha"]), rec)
     pairs = []
     for setting, e in settings.items():

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cllora.config import ALPHA_SCHEMES  # noqa: E402
 from cllora.records import save_figure  # noqa: E402
 from cllora.report.conditions import client_curves  # noqa: E402
 from cllora.report.stats import curve  # noqa: E402
@@ -76,7 +77,7 @@ def plot_partition(partition: dict, ax=None):
         ax.set_xticks(x)
     scheme = SCHEME_TITLES.get(partition["scheme"], partition["scheme"])
     alpha = partition.get("alpha")
-    skew = "" if alpha is None or partition["scheme"] == "iid" else f", \u03b1 = {alpha:g}"
+    skew = f", \u03b1 = {alpha:g}" if alpha is not None and partition["scheme"] in ALPHA_SCHEMES else ""
     ax.set_title(f"{scheme}{skew}: {num_clients} clients")
     ax.set_xlabel("client")
     ax.set_ylabel("examples" if partition["scheme"] == "quantity" else "examples per length class")
@@ -196,6 +197,8 @@ def condition_style(scheme: str, alpha: float | None, index: int = 0) -> dict:
     """Line style of a condition: IID dashed black, α = 0.1 / 1 / 100 red / orange / blue."""
     if scheme == "iid":
         return dict(IID_STYLE)
+    if scheme == "natural":
+        return dict(color="0.35", linestyle="-.")
     color = ALPHA_COLORS.get(float(alpha)) if alpha is not None else None
     if color is None:
         color = plt.get_cmap("tab10")((index + 4) % 10)

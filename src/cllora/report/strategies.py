@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from cllora.aggregate import strategy_option_names
+from cllora.config import ALPHA_SCHEMES
 from cllora.report.conditions import CONDITION_KEYS, condition_label
 from cllora.report.runs import RunRecord
 from cllora.report.stats import curve, finite, mean, t_half_width
@@ -61,7 +62,7 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
     groups: dict[tuple, dict[str, list[RunRecord]]] = {}
     for run in runs:
         cfg = run.config
-        alpha = None if cfg["scheme"] == "iid" else float(cfg["alpha"])
+        alpha = float(cfg["alpha"]) if cfg["scheme"] in ALPHA_SCHEMES else None
         key = (base_setting(cfg), cfg["scheme"], alpha)
         groups.setdefault(key, {}).setdefault(strategy_label(cfg), []).append(run)
     out = []
