@@ -1,5 +1,6 @@
 """A run directory's records: the round/client column schema beside the functions that fill it,
-and every write (config, partition, CSVs, checkpoint, summary, figures).
+and every write of the run directory (config, partition, CSVs, checkpoint, summary), made with
+the atomic writers of `cllora.files` (re-exported here, so a run's writer is one module).
 
 Every file is written atomically (temporary file, then rename), so a run killed at any moment
 never leaves a half-written CSV or checkpoint. The checkpoint (global adapter, the strategy's
@@ -9,15 +10,11 @@ its metadata) is written after the CSVs; on resume, CSV rows past it are dropped
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +22,8 @@ from cllora.aggregate.drift import DRIFT_COLUMNS
 from cllora.aggregate.error import ERROR_COLUMNS
 from cllora.config import RunConfig, from_dict
 from cllora.errors import UserError
+from cllora.files import (atomic_write_bytes, atomic_write_text, read_csv, read_json,  # noqa: F401
+                          read_npz, save_figure, write_csv, write_json, write_npz)  # (the run's writer)
 from cllora.metrics import fairness, fairness_noise, perplexity
 
 if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
@@ -168,99 +167,6 @@ RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summ
              "fairness.png", "test_losses.npz")
 RUN_DIRS = ("adapter", "tensorboard", "mlruns")  # the trackers' local stores (cllora.tracking)
 TEST_LOSSES = "test_losses.npz"  # per-text global test losses (format: cllora.evaluation.save_test_losses)
-
-
-def write_npz(path: Path, arrays: dict[str, Any]) -> None:
-    """Arrays (and scalars) into a compressed .npz, atomically."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray] | None:
-    """The arrays of an .npz file, or None when it is missing or unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged .npz is a zip cut short
-        return None
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def save_figure(fig, path: Path, *more: Path, dpi: int = 110) -> None:
-    """Save a matplotlib figure atomically (temporary file, then rename) to `path` and to each of
-    `more` (other formats, picked by suffix; an SVG carries no date, so it is reproducible), then close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        for target in (path, *more):
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
-            fig.savefig(tmp, dpi=dpi, metadata={"Date": None} if target.suffix == ".svg" else None)
-            os.replace(tmp, target)
-    finally:
-        plt.close(fig)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)  # shortest round-trip form: identical runs give identical bytes
-    return "" if value is None else str(value)
-
-
-def write_csv(path: Path, columns: Iterable[str], rows: list[dict]) -> None:
-    columns = list(columns)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_fmt(row.get(c)) for c in columns])
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    """Rows of a run CSV with numbers parsed (empty cells become None, text stays text)."""
-    def parse(v: str):
-        if v == "":
-            return None
-        for cast in (int, float):
-            try:
-                return cast(v)
-            except ValueError:
-                pass
-        return v
-
-    with open(path, newline="") as fh:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or unreadable (a run still being written)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 # ---------------------------------------------------------------- the run directory

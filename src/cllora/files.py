@@ -1,0 +1,111 @@
+"""Atomic file writes and tolerant reads: CSV, JSON, npz, matplotlib figures.
+
+Every write goes to a temporary file that is then renamed over the target, so a process killed at
+any moment never leaves a half-written file; the readers return None (JSON, npz) for a file that is
+missing or damaged. `cllora.records` builds the run directory on these.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def write_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """Arrays (and scalars) into a compressed .npz, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an .npz file, or None when it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged .npz is a zip cut short
+        return None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_figure(fig, path: Path, *more: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure atomically (temporary file, then rename) to `path` and to each of
+    `more` (other formats, picked by suffix; an SVG carries no date, so it is reproducible), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        for target in (path, *more):
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+            fig.savefig(tmp, dpi=dpi, metadata={"Date": None} if target.suffix == ".svg" else None)
+            os.replace(tmp, target)
+    finally:
+        plt.close(fig)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)  # shortest round-trip form: identical runs give identical bytes
+    return "" if value is None else str(value)
+
+
+def write_csv(path: Path, columns: Iterable[str], rows: list[dict]) -> None:
+    columns = list(columns)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_fmt(row.get(c)) for c in columns])
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a run CSV with numbers parsed (empty cells become None, text stays text)."""
+    def parse(v: str):
+        if v == "":
+            return None
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return v
+
+    with open(path, newline="") as fh:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (a run still being written)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
