@@ -17,9 +17,12 @@ COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_te
 
 
 @pytest.mark.flower
-@pytest.mark.parametrize("strategy", ["fedavg", "scaffold"])  # scaffold: downlink, uplink, client state
-def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path, strategy):
-    config = tiny_config(tiny_model, clients=4, rounds=2, strategy=strategy)
+@pytest.mark.parametrize("changes", [{"strategy": "fedavg"},
+                                     {"strategy": "scaffold"},  # downlink, uplink, client state
+                                     {"scheme": "natural", "client_key": "president"}],  # a node per president
+                         ids=["fedavg", "scaffold", "natural"])
+def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path, changes):
+    config = tiny_config(tiny_model, clients=4, rounds=2, **changes)
     run_experiment(config, tmp_path / "inprocess")
     summary = run_flower_simulation(config.replace(engine="flower-sim"), tmp_path / "flower")
     for name in ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json",
