@@ -236,7 +236,7 @@ def write_run(path, model, scheme, alpha, final, local=2.0, spread=0.01, params=
     path.mkdir(parents=True)
     records.write_json(path / "config.json", {"config": config, **meta})
     if texts:
-        npz = per_text_losses(final, seed, path.as_posix())
+        npz = per_text_losses(final, seed, f"{path.parent.name}/{path.name}")  # stable across tmp dirs
         np.savez(path / "test_losses.npz", **npz)
         final = float(np.sum(npz["tokens"] * npz["loss_final"]) / npz["tokens"].sum())
     rows = [{"round": r, "global_test_loss": loss, "fairness_var": 0.01,
