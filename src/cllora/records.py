@@ -56,11 +56,6 @@ def round_columns(num_classes: int) -> tuple[str, ...]:
     return ROUND_COLUMNS[:at] + class_columns(num_classes) + ROUND_COLUMNS[at:]
 
 
-def uploaded(updates: list) -> int:
-    """Replies that carried an adapter (an excluded one was still sent)."""
-    return sum(u.state is not None for u in updates)
-
-
 @dataclass
 class RoundScores:
     """A round's evaluations: the global model on the global test set and on every client's split,
