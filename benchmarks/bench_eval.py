@@ -12,7 +12,8 @@ RSS of the child and all its descendants (Ray's processes included), sampled eve
     commit before issue 11) for the before/after.
 (b) benchmarks/flower_baseline.py, Flower's LLM template (FedAvg, peft ClientApp, padding to 128,
     server-side evaluation of the 64 test texts only): whole-run wall time and peak memory of cllora
-    against it (targets: <= 0.6x wall, <= 0.4x memory).
+    against it (targets: <= 0.6x wall, <= 0.4x memory); then cllora again doing only the app's work
+    (`fairness_every=0`: the 64 test texts, no client splits), the like-for-like comparison.
 Prints the load average before and after (timings are only meaningful on a quiet machine) and
 markdown tables for BENCHMARKS.md.
 """
@@ -125,6 +126,12 @@ def print_tables(runs: dict, loads: tuple[str, str]) -> None:
           f"{f['final_loss']:.4f} |")
     print(f"| **cllora / Flower** | **{c['wall'] / f['wall']:.2f}x** (target <= 0.6x) | {c['cpu'] / f['cpu']:.2f}x | "
           f"**{c['peak'] / f['peak']:.2f}x** (target <= 0.4x) | | |")
+    if "same-work" in runs:
+        s = runs["same-work"]
+        print(f"| cllora run, the app's work only (`--fairness-every 0`: the 64 test texts) | {s['wall']:.0f} | "
+              f"{s['cpu']:.0f} | {s['peak'] / 2**20:.0f} | {sum(s['eval']) / 3:.1f} | {s['final_loss']:.4f} |")
+        print(f"| **same work: cllora / Flower** | **{s['wall'] / f['wall']:.2f}x** | {s['cpu'] / f['cpu']:.2f}x | "
+              f"**{s['peak'] / f['peak']:.2f}x** | | |")
 
 
 def main() -> None:
@@ -146,6 +153,8 @@ def main() -> None:
         if not args.skip_flower:
             runs["flower"] = flower_run(tmp)
             print(f"  flower: {json.dumps(runs['flower'])}", file=sys.stderr, flush=True)
+            runs["same-work"] = cllora_run(tmp / "same-work", fairness_every=0)
+            print(f"  same work: {json.dumps(runs['same-work'])}", file=sys.stderr, flush=True)
         if args.before_src:
             runs["before"] = cllora_run(tmp / "before", src=args.before_src)
             print(f"  before: {json.dumps(runs['before'])}", file=sys.stderr, flush=True)

@@ -13,7 +13,8 @@ from cllora.engine import run_experiment
 from test_engine import metric_columns, tiny_config
 
 COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_test_loss_mean",
-            "local_models_global_test_loss_mean", "train_loss_mean", "bytes_cumulative", "num_failed")
+            "local_models_global_test_loss_mean", "train_loss_mean", "bytes_cumulative", "num_failed",
+            "fairness_var_corrected", "fairness_se_mean")  # standard errors pooled from the clients' spreads
 
 
 @pytest.mark.flower
@@ -198,10 +199,12 @@ def test_a_client_with_its_own_data_has_its_weight_capped(task_identity):
 def test_a_malformed_evaluate_reply_counts_as_a_failed_client(task_identity):
     import math
 
-    replies = {0: {"test-loss": 1.5}, 1: {"x": 1.0}, 2: None}  # fine, malformed, silent
+    fine = {"test-loss": 1.5, "test-se2": 0.04, "test-resid-ss": 0.3, "test-texts": 3, "test-sum-w2": 0.4}
+    replies = {0: fine, 1: {"x": 1.0}, 2: None}  # fine, malformed, silent
     clients, logged = fake_federation(trained(lambda pid: 1), eval_metrics=replies.get, round_timeout=0.5)
-    losses = clients.test_losses({"w": __import__("torch").zeros(2)})
+    losses, se = clients.test_losses({"w": __import__("torch").zeros(2)})
     assert losses[0] == 1.5 and math.isnan(losses[1]) and math.isnan(losses[2])
+    assert se[0] == pytest.approx(0.2) and math.isnan(se[1]) and math.isnan(se[2])
     assert logged[-1] == ("flower: no local test loss from client 1 (malformed reply: KeyError('test-loss')); "
                           "client 2 (no reply within 0.5 s)")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cllora.metrics import (class_losses, client_standard_errors, fairness_noise, gini, jain_index,
-                            noise_corrected_variance, per_text_losses)
+                            noise_corrected_variance, per_text_losses, pooled_standard_errors, split_spread)
 
 
 def test_per_text_and_class_losses_by_hand():
@@ -28,6 +28,14 @@ def test_standard_error_by_hand():
     se = client_standard_errors([1.0, 3.0, 5.0], [1, 1, 4], [0, 0, 1], 3)
     assert se[0] == pytest.approx(1.0) and se[1] == pytest.approx(math.sqrt(2.0))
     assert math.isnan(se[2])
+
+
+def test_standard_errors_pooled_from_each_clients_spread_by_hand():
+    # what Flower clients send: the same clients as above, one per process, and one that did not reply
+    assert split_spread([1.0, 3.0], [1, 1]) == (1.0, 2.0, 2, 0.5)
+    se = pooled_standard_errors([split_spread([1.0, 3.0], [1, 1]), split_spread([5.0], [4]), None])
+    assert se[0] == pytest.approx(1.0) and se[1] == pytest.approx(math.sqrt(2.0)) and math.isnan(se[2])
+    assert math.isnan(pooled_standard_errors([split_spread([5.0], [4])])[0])  # nothing to pool
 
 
 def test_standard_error_is_token_weighted():

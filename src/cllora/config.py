@@ -123,6 +123,10 @@ class RunConfig:
     lora_dropout: float = _setting(0.0, "LoRA dropout")
     targets: tuple[str, ...] = _setting(("q_proj", "v_proj"), "comma-separated module names that get "
                                         "LoRA adapters", metavar="LIST")
+    client_ranks: str | None = _setting(None, "heterogeneous ranks: one per client (4,8,8,16) or by-size:4,8 "
+                                        "(clients ordered by size, cut into equal groups, smallest first); "
+                                        "each in [1, rank]: a client trains the leading components of the "
+                                        "rank-r adapter; default: every client trains rank", metavar="SPEC")
     # execution
     seed: int = _setting(0, "seed of every random choice (split, partition, sampling, batches, LoRA "
                          "init)", metavar="S")
@@ -158,6 +162,12 @@ class RunConfig:
                      "rank", "max_length", "eval_every"):
             _at_least(name, getattr(self, name), 1)
         _at_least("num_classes", self.num_classes, 2)
+        if isinstance(self.client_ranks, (list, tuple)):  # a TOML list: client_ranks = [4, 8, 8, 16]
+            object.__setattr__(self, "client_ranks", ",".join(str(v) for v in self.client_ranks))
+        if self.client_ranks:
+            from cllora.ranks import check_spec
+
+            check_spec(self.client_ranks, self.clients, self.rank)
         _check_measurement(self)
         for name in ("max_train_examples", "max_test_examples", "client_size", "min_client_size"):
             if getattr(self, name) is not None:

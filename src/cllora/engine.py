@@ -22,6 +22,7 @@ import numpy as np
 
 from cllora import evaluation, records, tracking
 from cllora.aggregate import ClientView, Reply, Strategy, check_update, client_drift, state_nbytes
+from cllora.ranks import sent_nbytes
 from cllora.aggregate.error import aggregation_error
 from cllora.aggregate.lora import add_deltas
 from cllora.aggregate.run_state import pack_state, split_base, unpack_state, with_base
@@ -182,7 +183,7 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
     start = time.perf_counter()
     scores = _score_round(exp, clients, state.global_state, [], progress, 0, out)
     state.rounds.append(records.round_row(0, scores, [], 0, 0, 0, 0.0, time.perf_counter() - start, 0.0))
-    state.clients.extend(records.client_rows(0, exp.config.clients, [], scores))
+    state.clients.extend(records.client_rows(0, exp.config.clients, [], scores, exp.client_ranks))
     _save(out, state, exp.config.num_classes)
     progress.round_done(state.rounds[-1])
     return state
@@ -233,7 +234,7 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     if _aggregate(strategy, options, state, good):
         merge_into_base(exp, state.base_total)
     state.last_round = round_num
-    bytes_up, bytes_down = _round_bytes(strategy, exp.initial_state, downlink, updates)
+    bytes_up, bytes_down = _round_bytes(strategy, exp.initial_state, downlink, updates, exp.client_ranks)
     state.bytes_cumulative += bytes_up + bytes_down
     eval_start = time.perf_counter()
     scores = _score_round(exp, clients, state.global_state, good, progress, round_num, out, local,
@@ -244,7 +245,7 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     state.rounds.append(records.round_row(round_num, scores, updates, bytes_up, bytes_down,
                                           state.bytes_cumulative, train_s, eval_s, overhead, drift,
                                           agg_error))
-    state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores))
+    state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores, exp.client_ranks))
     _save(out, state, exp.config.num_classes)
     progress.round_done(state.rounds[-1])
 
@@ -277,13 +278,16 @@ def _personal_adapters(strategy: Strategy, options: dict, state: RunState,
     return starts
 
 
-def _round_bytes(strategy: Strategy, adapter: dict, downlink: dict, updates: list[ClientUpdate]) -> tuple[int, int]:
+def _round_bytes(strategy: Strategy, adapter: dict, downlink: dict, updates: list[ClientUpdate],
+                 ranks: list[int]) -> tuple[int, int]:
     """(uplink, downlink) bytes of a round: every sampled client receives the shared adapter
     tensors and the strategy's downlink; every client that replied with an adapter sent the
-    shared tensors and its strategy extra."""
-    shared = state_nbytes({k: v for k, v in adapter.items() if strategy.shares(k)})
-    down = (shared + state_nbytes(downlink)) * len(updates)
-    up = sum(shared + state_nbytes(u.extra) for u in updates if u.state is not None)
+    shared tensors and its strategy extra; each at the client's rank (cllora.ranks)."""
+    shared = {k: v for k, v in adapter.items() if strategy.shares(k)}
+    down = sum(sent_nbytes(shared, ranks[u.client_id]) + sent_nbytes(downlink, ranks[u.client_id])
+               for u in updates)
+    up = sum(sent_nbytes(shared, ranks[u.client_id]) + sent_nbytes(u.extra, ranks[u.client_id])
+             for u in updates if u.state is not None)
     return up, down
 
 

@@ -91,10 +91,9 @@ def score_round(exp: Experiment, clients, global_state: dict, good: list, round_
     elif getattr(clients, "splits_on_server", False):
         test, _ = _global_pass(exp, global_state, False, on_batch)
         losses, se = _personal_pass(exp, personal, on_batch) if fair else (None, None)
-    else:  # the clients score their own splits (Flower): losses only
+    else:  # the clients score their own splits (Flower) and report their spreads
         test, _ = _global_pass(exp, global_state, False, on_batch)
-        losses = np.asarray(clients.test_losses(global_state), dtype=np.float64) if fair else None
-        se = None
+        losses, se = clients.test_losses(global_state) if fair else (None, None)
     if local is None:
         local = local_scores(exp, good, round_num, on_batch)
     test_loss = token_weighted_loss(test.loss * test.tokens, test.tokens) if test.tokens.sum() else float("nan")

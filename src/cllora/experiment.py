@@ -21,6 +21,7 @@ import torch
 
 from cllora import partition as part
 from cllora.config import RunConfig
+from cllora.ranks import client_ranks, truncate, zero_grads_above
 from cllora.errors import UserError
 from cllora.seeds import stream, torch_seed
 from cllora.metrics import token_weighted_loss
@@ -162,6 +163,7 @@ class Experiment:
     fp32_base: dict[str, torch.Tensor] | None = None  # master weights for --eval-fp32, on the device
     eval_plan: object = None  # cllora.evaluation.EvalPlan (the union pass), built on first use
     base_originals: dict[str, torch.Tensor] | None = None  # base weights before any merge (FLoRA, FedEx)
+    client_ranks: list[int] = field(default_factory=list)  # each client's LoRA rank (cllora.ranks)
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
@@ -184,6 +186,9 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
     row_client = np.full(len(data.train_ids), -1, dtype=np.int64)
     for cid, rows in enumerate(data.client_test):
         row_client[rows] = cid
+    sizes = [len(rows) for rows in data.client_train]
+    ranks = client_ranks(config.client_ranks, config.rank, config.clients,
+                         sizes if len(sizes) == config.clients else None)
     fp32_base = None
     if config.eval_fp32 and precision != "fp32":  # the original fp32 weights, not bf16 upcast
         from cllora.model import is_lora_name, load_model
@@ -197,7 +202,7 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
         length_grouped_batches(data.test_ids, np.arange(len(data.test_ids)), eval_size,
                                config.eval_length, data.pad_id),
         length_grouped_batches(data.train_ids, union, eval_size, config.max_length, data.pad_id),
-        row_client, fp32_base)
+        row_client, fp32_base, client_ranks=ranks)
 
 
 def model_context(base_model, tokenizer) -> int | None:
@@ -287,9 +292,10 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
 
     cfg, data = exp.config, exp.data
     strategy, options = strategy_of(cfg)
-    view = ClientView(global_state, downlink or {}, own_state or {}, options)
-    plan = strategy.local(view)
     stream_key = client_id if stream_id is None else stream_id
+    rank = exp.client_ranks[stream_key] if exp.client_ranks else cfg.rank
+    view = ClientView(truncate(global_state, rank), downlink or {}, own_state or {}, options)
+    plan = strategy.local(view)
     set_adapter_state(exp.model, plan.start)
     torch.manual_seed(torch_seed(cfg.seed, "train", round_num, stream_key))
     rows = data.client_train[client_id]
@@ -300,15 +306,29 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
                                       data.pad_id, rng)
 
     named = lora_parameters(exp.model)
+    loss_term, grad_hook = plan.bind(named)
+    if rank < cfg.rank:  # a lower-rank client trains only its leading components (cllora.ranks)
+        grad_hook = _then(grad_hook, lambda: zero_grads_above(named, rank))
     result = train_local(exp.model, [p for n, p in named.items() if plan.trains(n)], batches,
                          cfg.local_epochs, cfg.optimizer, cfg.lr, exp.device, on_step,
-                         hooks=StepHooks(*plan.bind(named)))
-    trained = get_adapter_state(exp.model)
-    extra, kept = strategy.finish(view, trained, result.steps)
+                         hooks=StepHooks(loss_term, grad_hook))
+    trained = truncate(get_adapter_state(exp.model), rank)
+    extra, kept = (truncate(s, rank) for s in strategy.finish(view, trained, result.steps))
     update = ClientUpdate(client_id, trained, len(rows), result, extra=extra, client_state=kept)
     if evaluate_own_split and math.isfinite(result.train_loss):
         update.own_test_loss = evaluate_own(exp, update.state, client_id)
     return update
+
+
+def _then(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:
+    """One gradient hook that runs `first` (the strategy's, if any) and then `second`."""
+    if first is None:
+        return second
+
+    def both() -> None:
+        first()
+        second()
+    return both
 
 
 @contextlib.contextmanager
@@ -360,7 +380,16 @@ def evaluate_clients(exp: Experiment, state: dict[str, torch.Tensor],
 def evaluate_own(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,
                  on_batch: Callable[[], None] | None = None) -> float:
     """Loss of an adapter on one client's own local test split (what that client can measure)."""
+    return score_own(exp, state, client_id, on_batch)[0]
+
+
+def score_own(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,
+              on_batch: Callable[[], None] | None = None) -> tuple[float, tuple]:
+    """(loss, `metrics.split_spread`) of an adapter on one client's own local test split: the
+    spread lets a server pool the clients' standard errors without their per-text losses."""
+    from cllora.metrics import split_spread
+
     own = length_grouped_batches(exp.data.train_ids, exp.data.client_test[client_id],
                                  max(exp.config.batch_size, 8), exp.config.max_length, exp.data.pad_id)
     _, sums, tokens = _score(exp, state, own, on_batch)
-    return _loss(sums, tokens)
+    return _loss(sums, tokens), split_spread(sums, tokens)

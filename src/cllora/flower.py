@@ -35,6 +35,7 @@ from flwr.serverapp import Grid, ServerApp
 from cllora import flower_timing as timing
 from cllora.config import RunConfig, check_keys, load_config, load_toml, parse_class_edges
 from cllora.errors import RunFailed, UserError
+from cllora.metrics import pooled_standard_errors
 from cllora.flower_client import client_app, tensors_of  # client_app: also the app of older app dirs
 
 if TYPE_CHECKING:  # torch, transformers and peft load only where they are used
@@ -208,12 +209,15 @@ class FlowerClients:
             update.num_train_examples = self.max_client_examples
         return None
 
-    def test_losses(self, global_state) -> np.ndarray:
-        """Ask every client but those silent this round (they would only cost another timeout);
-        NaN for a client whose reply is missing, an error or malformed, with the reason logged."""
+    def test_losses(self, global_state) -> tuple[np.ndarray, np.ndarray]:
+        """Every client's loss on its own split and its standard error, pooled from the spreads
+        the clients report (`metrics.split_spread`). Every client but those silent this round is
+        asked (they would only cost another timeout); NaN for a client whose reply is missing,
+        an error or malformed, with the reason logged."""
         ids = sorted(set(self.nodes) - self.silent)
         replies = self._exchange(MessageType.EVALUATE, global_state, ids, -1, True)
         losses = np.full(self.config.clients, np.nan)
+        spreads: list = [None] * self.config.clients
         why = {cid: "not asked: no training reply" for cid in self.silent}
         for cid in ids:
             reply = replies.get(cid)
@@ -223,14 +227,18 @@ class FlowerClients:
                 elif reply.has_error():
                     why[cid] = f"client error: {reply.error.reason}"[:200]
                 else:
-                    losses[cid] = float(reply.content["metrics"]["test-loss"])
+                    m = reply.content["metrics"]
+                    losses[cid] = float(m["test-loss"])
+                    spreads[cid] = (float(m["test-se2"]), float(m["test-resid-ss"]), int(m["test-texts"]),
+                                    float(m["test-sum-w2"]))
             except (KeyError, TypeError, ValueError) as exc:
+                losses[cid] = np.nan
                 why[cid] = f"malformed reply: {exc!r}"[:200]
         lost = [cid for cid in sorted(self.nodes) if not math.isfinite(losses[cid])]
         if lost:
             self.log("flower: no local test loss from " + "; ".join(
                 f"client {cid} ({why.get(cid, 'not finite')})" for cid in lost))
-        return losses
+        return losses, pooled_standard_errors(spreads)
 
 
 # ---------------------------------------------------------------- the ServerApp

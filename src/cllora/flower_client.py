@@ -157,9 +157,11 @@ def _train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict,
 
 
 def _evaluate_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict, dict]:
-    from cllora.experiment import evaluate_own
+    from cllora.experiment import score_own
 
-    return {"test-loss": evaluate_own(side.exp, tensors_of(msg.content, "adapter"), side.row)}, {}
+    loss, (se2, resid_ss, texts, sum_w2) = score_own(side.exp, tensors_of(msg.content, "adapter"), side.row)
+    return {"test-loss": loss, "test-se2": se2, "test-resid-ss": resid_ss, "test-texts": texts,
+            "test-sum-w2": sum_w2}, {}
 
 
 @client_app.train()

@@ -80,26 +80,36 @@ def client_standard_errors(loss_sums: Sequence[float], token_counts: Sequence[in
     """
     sums, tokens = np.asarray(loss_sums, np.float64), np.asarray(token_counts, np.float64)
     owners = np.asarray(owners)
+    return pooled_standard_errors([split_spread(sums[owners == k], tokens[owners == k])
+                                   for k in range(num_clients)])
+
+
+def split_spread(loss_sums: Sequence[float], token_counts: Sequence[int]) -> tuple[float, float, int, float]:
+    """What one client's own texts say about its loss's noise, for `pooled_standard_errors`:
+    (SE² for m >= 2 texts else NaN, Σ (ℓ_i - L)², m, Σ w_i²). A Flower client sends these four
+    numbers, so the server pools exactly as the in-process engine does."""
+    sums, tokens = np.asarray(loss_sums, np.float64), np.asarray(token_counts, np.float64)
     keep = tokens > 0
-    sums, tokens, owners = sums[keep], tokens[keep], owners[keep]
-    ell = sums / tokens
-    se2 = np.full(num_clients, np.nan)
-    resid_ss, dof = 0.0, 0
-    single = []
-    for k in range(num_clients):
-        mine = owners == k
-        m = int(mine.sum())
-        if m == 0:
+    sums, tokens = sums[keep], tokens[keep]
+    m = len(tokens)
+    if m == 0:
+        return float("nan"), 0.0, 0, float("nan")
+    ell, w = sums / tokens, tokens / tokens.sum()
+    dev = ell - float(np.sum(w * ell))
+    se2 = m / (m - 1) * float(np.sum(w ** 2 * dev ** 2)) if m >= 2 else float("nan")
+    return se2, float(np.sum(dev ** 2)), m, float(np.sum(w ** 2))
+
+
+def pooled_standard_errors(spreads: Sequence[tuple[float, float, int, float] | None]) -> np.ndarray:
+    """Each client's standard error from its `split_spread` (None: unknown → NaN); one-text clients
+    get the pooled within-client variance times their Σ w_i² (see `client_standard_errors`)."""
+    known = [s for s in spreads if s is not None and s[2] >= 2]
+    resid_ss, dof = sum(s[1] for s in known), sum(s[2] - 1 for s in known)
+    se2 = np.full(len(spreads), np.nan)
+    for k, spread in enumerate(spreads):
+        if spread is None or spread[2] == 0:
             continue
-        w = tokens[mine] / tokens[mine].sum()
-        dev = ell[mine] - float(np.sum(w * ell[mine]))
-        if m == 1:
-            single.append((k, float(np.sum(w ** 2))))
-            continue
-        se2[k] = m / (m - 1) * float(np.sum(w ** 2 * dev ** 2))
-        resid_ss, dof = resid_ss + float(np.sum(dev ** 2)), dof + m - 1
-    for k, sum_w2 in single:
-        se2[k] = resid_ss / dof * sum_w2 if dof > 0 else np.nan
+        se2[k] = spread[0] if spread[2] >= 2 else (resid_ss / dof * spread[3] if dof > 0 else np.nan)
     return np.sqrt(se2)
 
 

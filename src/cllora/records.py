@@ -39,7 +39,7 @@ ROUND_COLUMNS = (
     "train_seconds", "eval_seconds", "overhead_seconds", "round_seconds",
 )
 CLIENT_COLUMNS = (
-    "round", "client_id", "participated", "failed", "num_train_examples", "train_loss", "train_seconds",
+    "round", "client_id", "rank", "participated", "failed", "num_train_examples", "train_loss", "train_seconds",
     "local_model_test_loss", "local_model_global_test_loss", "global_model_local_test_loss",
     "global_model_local_test_se", "local_test_texts", "error",
 )
@@ -134,7 +134,8 @@ def _client_measurement(scores: RoundScores | None, cid: int) -> dict:
     return out
 
 
-def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundScores | None) -> list[dict]:
+def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundScores | None,
+                ranks: list[int]) -> list[dict]:
     """One clients.csv row per client per round: participation, failure and its reason, training;
     the evaluation columns only in an evaluated round."""
     by_id = {u.client_id: u for u in updates}
@@ -144,7 +145,7 @@ def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundSc
         u = by_id.get(cid)
         global_test, own_test = local.get(cid, (None, None))
         rows.append({
-            "round": round_num, "client_id": cid, "participated": int(u is not None),
+            "round": round_num, "client_id": cid, "rank": ranks[cid], "participated": int(u is not None),
             "failed": int(u is not None and u.failed),
             "num_train_examples": None if u is None else u.num_train_examples,
             "train_loss": None if u is None else u.result.train_loss,
