@@ -1,5 +1,5 @@
 """LoRA-aware aggregation: the aggregation error (rank space vs dense vs hand-computed), FFA-LoRA,
-FLoRA, FedEx-LoRA, FedSA-LoRA, rank padding and bytes, on random tensors and on real peft layers."""
+FLoRA, FedEx-LoRA, FedSA-LoRA and bytes, on random tensors and on real peft layers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from cllora.aggregate.error import aggregation_error, layer_errors
 from cllora.aggregate.lora import (add_deltas, base_weight_name, fedex_lora, fedsa_client_state,
                                    fedsa_lora, ffa_lora, flora, layer_factors, mean_update, merged_base,
-                                   own_factors, pad_rank)
+                                   own_factors)
 
 A_KEY, B_KEY = "m.layers.{}.q_proj.lora_A.default.weight", "m.layers.{}.q_proj.lora_B.default.weight"
 
@@ -146,14 +146,6 @@ def test_fedsa_shares_a_and_keeps_each_clients_b():
     first = fedsa_client_state(server, {})  # before its first round: B at its (zero) initialisation
     assert torch.equal(first[B_KEY.format(1)], torch.zeros(4, 3))
     assert torch.equal(first[A_KEY.format(1)], server[A_KEY.format(1)])
-
-
-def test_pad_rank_keeps_the_update():
-    state = make_state(torch.Generator().manual_seed(5))
-    padded = pad_rank(state, 5)
-    assert padded[A_KEY.format(0)].shape == (5, 5) and padded[B_KEY.format(0)].shape == (6, 5)
-    assert torch.allclose(mean_update([padded], [1], 1.0)["m.layers.0.q_proj"],
-                          state[B_KEY.format(0)] @ state[A_KEY.format(0)], atol=1e-6)
 
 
 def test_bytes_per_method():

@@ -62,8 +62,13 @@ class MlflowTracker:
     """One MLflow run in a local file store `<run>/mlruns` (`mlflow ui --backend-store-uri ...`)."""
 
     def __init__(self, out: Path, config: dict):
+        import os
+
         import mlflow
 
+        # MLflow 3 refuses a file store unless asked: the skinny client has no database backend,
+        # and a file store is what needs no server, no network and no extra package
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.mlflow = mlflow
         mlflow.set_tracking_uri((Path(out) / "mlruns").resolve().as_uri())
         mlflow.set_experiment("cllora")

@@ -1,4 +1,4 @@
-"""LoRA-aware aggregation: FFA-LoRA, FLoRA, FedEx-LoRA, FedSA-LoRA and rank padding (pure: tensors in,
+"""LoRA-aware aggregation: FFA-LoRA, FLoRA, FedEx-LoRA, FedSA-LoRA (pure: tensors in,
 tensors out; torch is used through tensor methods, so importing this module does not import torch).
 
 A state maps peft's parameter names to tensors; each adapted layer has `<layer>.lora_A.<adapter>.weight`
@@ -181,21 +181,6 @@ def merged_base(originals: State, total: State) -> State:
     restores the total gets the very same weights; in bf16 the merge is rounded to bf16 once."""
     return {name: (originals[name].float() + total[name].to(originals[name].device)).to(originals[name].dtype)
             for name in total}
-
-
-def pad_rank(state: State, rank: int) -> State:
-    """Zero-pad every A (r×k → rank×k) and B (d×r → d×rank): s·B A is unchanged (heterogeneous ranks)."""
-    out = {}
-    for k, t in state.items():
-        if is_a(k):
-            out[k] = t.new_zeros((rank, t.shape[1]))
-            out[k][: t.shape[0]] = t
-        elif is_b(k):
-            out[k] = t.new_zeros((t.shape[0], rank))
-            out[k][:, : t.shape[1]] = t
-        else:
-            out[k] = t
-    return out
 
 
 # ---------------------------------------------------------------- the four methods as strategies
