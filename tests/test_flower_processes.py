@@ -34,6 +34,7 @@ def test_superlink_and_two_supernodes_run_the_experiment(tiny_model, tmp_path):
     assert row["status"] == "finished:completed", (row, log[-3000:])
     assert "cllora: run finished" in log
     assert not set(groups) & set(_process_groups().values()), "Flower processes left running"
+    assert not fed.root.exists(), "the federation's temporary folder was left behind"
     out = tmp_path / "out"
     for name in ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json",
                  "global_loss.png", "adapter/adapter_model.safetensors"):

@@ -427,3 +427,23 @@ def test_report_compares_strategies_per_condition_with_seed_intervals():
     assert "fedprox (prox_mu=0.1) (incomplete)" in page  # its summary.json is missing
     assert "length skew, α = 0.1" in page and "2.3000 ± " in page
     assert _strategies_html([]) == ""
+
+
+def test_report_draws_each_strategys_mean_curves_per_condition():
+    from cllora.report.figures import strategy_figure
+    from cllora.report.strategies import strategy_curves
+
+    runs = [_record("fedprox", 0, [3.0, 2.4, 2.1], prox_mu=0.1), _record("fedavg", 0, [3.0, 2.5, 2.4]),
+            _record("fedavg", 1, [3.0, 2.6, 2.2]), _record("fedavg", 0, [3.0, 2.7], scheme="iid"),
+            _record("scaffold", 0, [3.0, 2.9], scheme="iid", drift=(4.0, 5.0))]
+    (entry,) = strategy_curves(runs)
+    assert [c["condition"] for c in entry["conditions"]] == ["α = 0.1", "IID"]  # skewed first
+    length, iid = entry["conditions"]
+    assert list(length["curves"]) == ["fedavg", "fedprox (prox_mu=0.1)"]  # the registry's order
+    assert length["curves"]["fedavg"]["global_test_loss"] == [(0, 3.0), (1, 2.55), (2, 2.3)]  # mean of seeds
+    assert iid["curves"]["scaffold"]["drift_mean"] == [(1, 4.0)]
+    fig = strategy_figure(entry["conditions"], "t")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 6  # 2 conditions × (loss, aggregation error, drift)
+    assert [len(ax.lines) for ax in axes[:3]] == [2, 2, 2]
+    assert list(axes[0].lines[0].get_ydata()) == [3.0, 2.55, 2.3]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,11 +43,14 @@ def threads_per_node(num_nodes: int) -> int:
 
 
 class LocalFederation:
-    """Start with `LocalFederation(n).start()`, run apps with `run`, always `stop()` (or use `with`)."""
+    """Start with `LocalFederation(n).start()`, run apps with `run`, always `stop()` (or use `with`).
+    A federation in its own temporary folder (no `root` given) removes it on stop, unless it stops
+    on an error: then the folder and its logs stay for a look (the error names it)."""
 
     def __init__(self, num_nodes: int, root: Path | None = None, node_configs: list[str] | None = None,
                  env: dict[str, str] | None = None):
         self.num_nodes = num_nodes
+        self.owns_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="clfl", dir="/tmp"))  # short: socket paths
         threads = threads_per_node(num_nodes)
         self.node_configs = node_configs or [
@@ -61,8 +65,8 @@ class LocalFederation:
     def __enter__(self) -> "LocalFederation":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop(keep_logs=exc_type is not None)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "wb")
@@ -101,8 +105,9 @@ class LocalFederation:
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{name} did not come up:\n{self.log_text(name)[-2000:]}")
+                self.stop(keep_logs=True)
+                raise RuntimeError(f"{name} did not come up (logs in {self.root}):\n"
+                                   f"{self.log_text(name)[-2000:]}")
             time.sleep(0.1)
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -148,7 +153,8 @@ class LocalFederation:
         groups = set(_groups([p.pid for p in [self.superlink, *self.nodes] if p is not None]))
         return [pid for pid, pgid in _process_groups().items() if pgid in groups]
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: bool = False) -> None:
+        """Stop every process of the federation; remove its own temporary folder unless `keep_logs`."""
         roots = [p.pid for p in [self.superlink, *self.nodes] if p is not None]
         groups = _groups(roots)
         _kill_groups(groups, signal.SIGTERM)
@@ -162,6 +168,8 @@ class LocalFederation:
                     p.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
+        if self.owns_root and not keep_logs:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _process_groups() -> dict[int, int]:

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "communication cost table, global test loss per round per model (one curve per α "
                     "and IID, mean with a 95 % band over seeds), loss per length class (length skew vs "
                     "IID), fairness per round, per-client local curves (α vs IID), the partition of "
-                    "every run, final/best-loss tables, and the study's claims, each with its effect, "
+                    "every run, final/best-loss tables, strategies side by side (a table, and loss, aggregation "
+                    "error and client drift per round), and the study's claims, each with its effect, "
                     "95 % interval (over seeds, or a paired bootstrap over test texts), number of seeds "
                     "and a verdict: supported, contradicted or inconclusive.",
         epilog="Examples:\n  cllora report sweeps/study-length-quick\n  cllora report runs/20261124-101500\n"

@@ -10,13 +10,14 @@ from typing import Callable
 from cllora.grid import slug
 from cllora.records import save_figure
 from cllora.report.conditions import (
-    by_setting, class_difference, client_curves, local_comparison, local_key, setting_key,
+    by_setting, class_difference, client_curves, local_comparison, local_key, model_label, setting_key,
 )
 from cllora.report.figures import (
     SCHEME_TITLES, class_labels, class_loss_figure, client_pair_figure, comparison_figure,
-    partition_figure,
+    partition_figure, strategy_figure,
 )
 from cllora.report.runs import RunRecord
+from cllora.report.strategies import strategy_curves
 
 BAND = " Bands: 95 % t-interval of the mean over seeds."
 
@@ -38,7 +39,7 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
     fig_dir = root / "figures"
     fig_dir.mkdir(exist_ok=True)
     out: dict[str, list[Figure]] = {"global": [], "classes": [], "fairness": [], "local": [],
-                                    "partition": []}
+                                    "partition": [], "strategies": []}
 
     def save(section: str, key: str, fig, title: str, caption: str) -> None:
         png, svg = fig_dir / f"{key}.png", fig_dir / f"{key}.svg"
@@ -48,6 +49,7 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
     _draw_global(conds, labels, save)
     _draw_classes(conds, runs, labels, save)
     _draw_local(runs, labels, save)
+    _draw_strategies(runs, save)
     for rec in runs:
         if rec.partition is None:
             continue
@@ -131,6 +133,19 @@ def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:
              f"Per-client test loss, {label}, {scheme_name} α = {pair['alpha']:g} vs IID (the study's {fig_no})",
              f"One curve per client: {what}. Panels share the y axis. Seed "
              f"{pair['skewed'].config.get('seed', 0)}.")
+
+
+def _draw_strategies(runs: list[RunRecord], save) -> None:
+    """Strategies side by side, per setting: loss, aggregation error and drift per round."""
+    for i, entry in enumerate(strategy_curves(runs)):
+        model = model_label(entry["model"])
+        save("strategies", f"strategies_{slug(model)}_{i}",
+             strategy_figure(entry["conditions"], f"{model}: strategies side by side"),
+             f"Strategies side by side, {model}",
+             "Per round, mean over seeds, one colour per strategy: the global model's test loss; the "
+             "aggregation error ‖Σ p_k B_k A_k − B̄Ā‖ / ‖Σ p_k B_k A_k‖ of the round's client adapters "
+             "(0 for FFA-LoRA, whose clients share A); the mean distance of the clients' adapters from "
+             "the global adapter they started from (client drift).")
 
 
 def _panels(conds: list[dict], settings: list[str], labels: dict[str, str], scheme: str,

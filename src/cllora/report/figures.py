@@ -299,3 +299,34 @@ def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss 
     fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig
+
+
+STRATEGY_PANELS = (("global_test_loss", "global test loss (nats/token)"),
+                   ("agg_error", "aggregation error ‖E‖ / ‖Σ p B A‖"),
+                   ("drift_mean", "client drift from the global adapter"))
+
+
+def strategy_figure(conditions: list[dict], title: str):
+    """One row per condition, one column per STRATEGY_PANELS metric, one colour per strategy
+    (the same in every panel): dict(condition, curves={strategy: {key: [(round, value)]}}) each."""
+    rows = max(1, len(conditions))
+    fig, axes = plt.subplots(rows, len(STRATEGY_PANELS), figsize=(13.5, 3.1 * rows + 0.8), squeeze=False)
+    names = list(dict.fromkeys(name for c in conditions for name in c["curves"]))
+    colors = {name: plt.get_cmap("tab10" if len(names) <= 10 else "tab20")(i) for i, name in enumerate(names)}
+    for row, cond in zip(axes, conditions):
+        for ax, (key, ylabel) in zip(row, STRATEGY_PANELS):
+            for name, curves in cond["curves"].items():
+                points = curves.get(key) or []
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, lw=1.3,
+                        color=colors[name], label=name)
+            _round_axes(ax, ylabel)
+            where = cond["condition"] if cond["scheme"] == "iid" else \
+                f"{SCHEME_TITLES[cond['scheme']]}, {cond['condition']}"
+            ax.set_title(_wrap(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 4.3), fontsize=10)
+    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
+                   frameon=False, fontsize=9)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=11)
+    fig.tight_layout(rect=(0, 0.9 / (3.1 * rows + 0.8) if handles else 0, 1, 1))
+    return fig

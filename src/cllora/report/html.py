@@ -100,6 +100,7 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              "<h2 id=\"tables\">Final and best loss per model and scheme</h2>",
              _summary_tables(conds, labels),
              _strategies_html(strategy_rows(runs)),
+             *(_img(f) for f in figures.get("strategies", [])),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
              *(_img(f) for f in figures["fairness"]),
              "<h2 id=\"local\">Local training: per-client test loss, α vs IID</h2>",

@@ -1,7 +1,8 @@
 """Federated strategies side by side (pure functions of run records): for runs that differ only in
 `strategy` and its options, one row per strategy and condition (scheme, alpha) with the final and
 best global loss (mean over seeds ± the half-width of the 95 % t-interval), final fairness, client
-drift and bytes.
+drift and bytes; and the per-round curves (global loss, aggregation error, drift) of each strategy,
+mean over seeds, for the report's strategy figures.
 """
 
 from __future__ import annotations
@@ -56,19 +57,22 @@ def _summary(values: list) -> tuple[float | None, float | None]:
     return (float(vals.mean()), t_half_width(vals)) if len(vals) else (None, None)
 
 
-def strategy_rows(runs: list[RunRecord]) -> list[dict]:
-    """One row per (base setting, scheme, alpha, strategy label), for the base settings and
-    conditions that ran at least two strategies; seeds are averaged."""
+def _comparisons(runs: list[RunRecord]) -> dict[tuple, dict[str, list[RunRecord]]]:
+    """{(base setting, scheme, alpha): {strategy label: runs}} where at least two strategies ran."""
     groups: dict[tuple, dict[str, list[RunRecord]]] = {}
     for run in runs:
         cfg = run.config
         alpha = float(cfg["alpha"]) if cfg["scheme"] in ALPHA_SCHEMES else None
         key = (base_setting(cfg), cfg["scheme"], alpha)
         groups.setdefault(key, {}).setdefault(strategy_label(cfg), []).append(run)
+    return {key: by_strategy for key, by_strategy in groups.items() if len(by_strategy) >= 2}
+
+
+def strategy_rows(runs: list[RunRecord]) -> list[dict]:
+    """One row per (base setting, scheme, alpha, strategy label), for the base settings and
+    conditions that ran at least two strategies; seeds are averaged."""
     out = []
-    for (setting, scheme, alpha), by_strategy in groups.items():
-        if len(by_strategy) < 2:
-            continue
+    for (setting, scheme, alpha), by_strategy in _comparisons(runs).items():
         for label, members in by_strategy.items():
             numbers = [_run_numbers(r) for r in members]
             final, final_hw = _summary([n["final"] for n in numbers])
@@ -80,3 +84,41 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
                                                                    "pairwise", "agg_error", "bytes")}})
     return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,
                                       r["final_loss"] if finite(r["final_loss"]) else float("inf")))
+
+
+CURVE_KEYS = ("global_test_loss", "agg_error", "drift_mean")
+
+
+def _mean_curve(members: list[RunRecord], key: str) -> list[tuple[int, float]]:
+    """(round, mean over the runs that have that round) of one rounds.csv column."""
+    by_round: dict[int, list[float]] = {}
+    for run in members:
+        for r, v in curve(run.rounds, key):
+            by_round.setdefault(r, []).append(v)
+    return [(r, float(np.mean(v))) for r, v in sorted(by_round.items())]
+
+
+def _registry_order(item: tuple[str, list[RunRecord]]) -> tuple[int, str]:
+    """FedAvg first, then the registry's order (cllora.aggregate), then the label."""
+    from cllora.aggregate import STRATEGIES
+
+    names = list(STRATEGIES)
+    name = item[1][0].config.get("strategy", "fedavg")
+    return (names.index(name) if name in names else len(names), item[0])
+
+
+def strategy_curves(runs: list[RunRecord]) -> list[dict]:
+    """Per base setting, per condition (length, quantity, then IID): each strategy's mean curve of
+    every CURVE_KEYS column. [{setting, model, conditions: [{scheme, alpha, condition, curves:
+    {strategy: {key: [(round, value)]}}}]}]"""
+    settings: dict[str, dict] = {}
+    for (setting, scheme, alpha), by_strategy in _comparisons(runs).items():
+        entry = settings.setdefault(setting, {"setting": setting, "conditions": [],
+                                              "model": next(iter(by_strategy.values()))[0].config["model"]})
+        entry["conditions"].append({
+            "scheme": scheme, "alpha": alpha, "condition": condition_label(scheme, alpha),
+            "curves": {label: {k: _mean_curve(members, k) for k in CURVE_KEYS}
+                       for label, members in sorted(by_strategy.items(), key=_registry_order)}})
+    for entry in settings.values():
+        entry["conditions"].sort(key=lambda c: (c["scheme"] == "iid", c["scheme"], c["alpha"] or 0.0))
+    return list(settings.values())
