@@ -50,9 +50,13 @@ def build_plan(exp: Experiment) -> EvalPlan:
     owners = [np.full(len(rows), cid) for cid, rows in enumerate(data.client_test)]
     owner = np.concatenate([np.full(len(data.test_ids), -1), *owners]).astype(np.int64)
     ids = [t[:cfg.eval_length] for t in data.test_ids] + [data.train_ids[r][:cfg.max_length] for r in split_rows]
-    batches = length_grouped_batches(ids, np.arange(len(ids)), max(cfg.batch_size, 8),
-                                     max(cfg.eval_length, cfg.max_length), data.pad_id)
-    return EvalPlan(batches, len(data.test_ids), owner)
+    num_test, size = len(data.test_ids), max(cfg.batch_size, 8)
+    # the global test texts in batches of their own, exactly as exp.global_test_batches: a text's
+    # score must not depend on which client texts share its batch (padding changes the kernels'
+    # shapes, and so the last bits in bf16), or the test loss would differ between partitions
+    batches = (length_grouped_batches(ids, np.arange(num_test), size, cfg.eval_length, data.pad_id)
+               + length_grouped_batches(ids, np.arange(num_test, len(ids)), size, cfg.max_length, data.pad_id))
+    return EvalPlan(batches, num_test, owner)
 
 
 def _plan(exp: Experiment) -> EvalPlan:
