@@ -447,3 +447,21 @@ def test_report_draws_each_strategys_mean_curves_per_condition():
     assert len(axes) == 6  # 2 conditions × (loss, aggregation error, drift)
     assert [len(ax.lines) for ax in axes[:3]] == [2, 2, 2]
     assert list(axes[0].lines[0].get_ydata()) == [3.0, 2.55, 2.3]
+
+
+def test_each_strategy_is_compared_with_fedavg_paired_by_seed():
+    from cllora.report.html import _strategies_html
+    from cllora.report.strategies import strategy_rows
+    from cllora.report.stats import t_interval
+
+    avg = [3.0, 3.2, 3.1]
+    adam = [2.9, 3.09, 2.98]  # lower than FedAvg in every seed, by 0.1, 0.11, 0.12
+    runs = [_record("fedavg", s, [3.5, v]) for s, v in enumerate(avg)] + \
+           [_record("fedadam", s, [3.5, v]) for s, v in enumerate(adam)]
+    rows = {r["strategy"]: r for r in strategy_rows(runs)}
+    assert rows["fedavg"]["vs_baseline"] is None
+    est = rows["fedadam"]["vs_baseline"]
+    effect, low, high = t_interval([-0.1, -0.11, -0.12])
+    assert est["effect"] == pytest.approx(effect) and est["low"] == pytest.approx(low)
+    assert est["high"] == pytest.approx(high) and est["verdict"] == "contradicted"  # lower: better
+    assert "lower (t, seeds)" in _strategies_html(list(rows.values()))

@@ -13,9 +13,11 @@ import numpy as np
 
 from cllora.aggregate import strategy_option_names
 from cllora.config import ALPHA_SCHEMES
-from cllora.report.conditions import CONDITION_KEYS, condition_label
+from cllora.report.conditions import CONDITION_KEYS, condition_label, final_texts
 from cllora.report.runs import RunRecord
-from cllora.report.stats import curve, finite, mean, t_half_width
+from cllora.report.stats import compare, curve, finite, mean, t_half_width
+
+BASELINE = "fedavg"
 
 
 def strategy_keys() -> tuple[str, ...]:
@@ -73,6 +75,7 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
     conditions that ran at least two strategies; seeds are averaged."""
     out = []
     for (setting, scheme, alpha), by_strategy in _comparisons(runs).items():
+        baseline = by_strategy.get(BASELINE)
         for label, members in by_strategy.items():
             numbers = [_run_numbers(r) for r in members]
             final, final_hw = _summary([n["final"] for n in numbers])
@@ -80,10 +83,33 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
                         "alpha": alpha, "condition": condition_label(scheme, alpha), "strategy": label,
                         "seeds": len(members), "complete": all(r.complete for r in members),
                         "final_loss": final, "final_loss_hw": final_hw,
+                        "vs_baseline": None if baseline is None or label == BASELINE
+                        else versus(members, baseline),
                         **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "drift",
                                                                    "pairwise", "agg_error", "bytes")}})
     return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,
                                       r["final_loss"] if finite(r["final_loss"]) else float("inf")))
+
+
+def _by_seed(members: list[RunRecord]) -> tuple[dict[int, float], dict]:
+    """Each seed's final global loss and final per-text losses (None where a run lacks them)."""
+    finals, texts = {}, {}
+    for run in members:
+        losses = curve(run.rounds, "global_test_loss")
+        if losses:
+            seed = int(run.config.get("seed", 0))
+            finals[seed] = losses[-1][1]
+            texts[seed] = final_texts(run.test_losses, losses[-1][0])
+    return finals, ({s: t for s, t in texts.items() if t is not None} if all(
+        t is not None for t in texts.values()) else {})
+
+
+def versus(members: list[RunRecord], baseline: list[RunRecord]) -> dict | None:
+    """Final global loss of a strategy minus FedAvg's, paired by seed (and by test text): effect,
+    95 % interval and method as every other comparison of the report (cllora.report.stats)."""
+    (finals, texts), (base_finals, base_texts) = _by_seed(members), _by_seed(baseline)
+    return compare([finals, base_finals], lambda m: m[0] - m[1],
+                   [texts, base_texts] if texts and base_texts else None)
 
 
 CURVE_KEYS = ("global_test_loss", "agg_error", "drift_mean")
