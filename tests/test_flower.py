@@ -20,8 +20,10 @@ COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_te
 @pytest.mark.flower
 @pytest.mark.parametrize("changes", [{"strategy": "fedavg"},
                                      {"strategy": "scaffold"},  # downlink, uplink, client state
+                                     {"strategy": "ffa-lora"},  # only B travels
+                                     {"client_ranks": "1,4,2,4"},  # each ClientApp trains its own rank
                                      {"scheme": "natural", "client_key": "president"}],  # a node per president
-                         ids=["fedavg", "scaffold", "natural"])
+                         ids=["fedavg", "scaffold", "ffa-lora", "client-ranks", "natural"])
 def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path, changes):
     config = tiny_config(tiny_model, clients=4, rounds=2, **changes)
     run_experiment(config, tmp_path / "inprocess")
@@ -39,6 +41,7 @@ def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path, ch
     clients_a = records.read_csv(tmp_path / "inprocess" / "clients.csv")
     clients_b = records.read_csv(tmp_path / "flower" / "clients.csv")
     assert [c["participated"] for c in clients_a] == [c["participated"] for c in clients_b]
+    assert [c["rank"] for c in clients_a] == [c["rank"] for c in clients_b]
     assert summary["final_test_loss"] < summary["initial_test_loss"]
 
 
