@@ -290,9 +290,9 @@ def _versus_cell(est: dict | None) -> str:
     if not est:
         return "—"
     side = {"supported": "higher", "contradicted": "lower"}.get(est["verdict"], "inconclusive")
-    how = "t, seeds" if est["method"].startswith("t-interval") else \
-        "bootstrap" if "bootstrap" in est["method"] else "1 seed"
-    return _e(f"{fmt_effect(est)} {side} ({how})")
+    how = " (t, seeds)" if est["method"].startswith("t-interval") else \
+        " (bootstrap)" if "bootstrap" in est["method"] else ""  # else fmt_effect says "(no interval)"
+    return _e(f"{fmt_effect(est)} {side}{how}")
 
 
 def _runs_html(rows: list[dict], index: dict) -> str:
