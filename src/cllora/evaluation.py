@@ -86,7 +86,7 @@ def score_round(exp: Experiment, clients, global_state: dict, good: list, round_
     """The evaluations of an evaluated round (see the module docstring for what runs when).
     `local`: the local models' scores if already taken; `personal`: each client's own adapter
     where the strategy personalises (FedSA-LoRA), scored on that client's split instead of the
-    global one (in-process only; no standard errors then)."""
+    global one (in-process only: over Flower each client scores the global model on its split)."""
     cfg = exp.config
     fair = is_due(cfg.fairness_every, round_num, cfg.rounds)
     if getattr(clients, "splits_on_server", False) and personal is None:
