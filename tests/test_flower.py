@@ -21,9 +21,11 @@ COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_te
 @pytest.mark.parametrize("changes", [{"strategy": "fedavg"},
                                      {"strategy": "scaffold"},  # downlink, uplink, client state
                                      {"strategy": "ffa-lora"},  # only B travels
+                                     {"strategy": "flora"},  # merges into every node's base
+                                     {"strategy": "fedex-lora"},
                                      {"client_ranks": "1,4,2,4"},  # each ClientApp trains its own rank
                                      {"scheme": "natural", "client_key": "president"}],  # a node per president
-                         ids=["fedavg", "scaffold", "ffa-lora", "client-ranks", "natural"])
+                         ids=["fedavg", "scaffold", "ffa-lora", "flora", "fedex-lora", "client-ranks", "natural"])
 def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path, changes):
     config = tiny_config(tiny_model, clients=4, rounds=2, **changes)
     run_experiment(config, tmp_path / "inprocess")

@@ -251,12 +251,9 @@ def _check_measurement(cfg: "RunConfig") -> None:
 
 
 def _check_base_merges(cfg: "RunConfig") -> None:
-    """FLoRA and FedEx-LoRA merge into the one shared base model of the in-process engine."""
+    """FLoRA and FedEx-LoRA merge into the base model (the server's and each client's)."""
     from cllora.aggregate.lora import MERGES_BASE
 
-    if cfg.strategy in MERGES_BASE and cfg.engine != "inprocess":
-        raise UserError(f"strategy {cfg.strategy!r} merges updates into the base weights, which only "
-                        f"engine 'inprocess' supports; got engine {cfg.engine!r}")
     if cfg.strategy in MERGES_BASE and cfg.eval_fp32:
         raise UserError(f"strategy {cfg.strategy!r} merges updates into the base weights, which "
                         "eval_fp32's separate fp32 copy would not see; drop eval_fp32 or use precision fp32")

@@ -163,6 +163,7 @@ class Experiment:
     fp32_base: dict[str, torch.Tensor] | None = None  # master weights for --eval-fp32, on the device
     eval_plan: object = None  # cllora.evaluation.EvalPlan (the union pass), built on first use
     base_originals: dict[str, torch.Tensor] | None = None  # base weights before any merge (FLoRA, FedEx)
+    base_total: dict[str, torch.Tensor] | None = None  # the running delta total merged into them
     client_ranks: list[int] = field(default_factory=list)  # each client's LoRA rank (cllora.ranks)
 
     @property
@@ -231,6 +232,7 @@ def merge_into_base(exp: Experiment, total: dict[str, torch.Tensor]) -> None:
     params = dict(exp.model.named_parameters())
     if exp.base_originals is None:
         exp.base_originals = {n: params[n].detach().clone() for n in total}
+    exp.base_total = total
     with torch.no_grad():
         for name, weight in merged_base(exp.base_originals, total).items():
             params[name].copy_(weight)

@@ -50,12 +50,14 @@ APP_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}  # never reinsta
 # ---------------------------------------------------------------- messages
 
 def _request(state: dict, config_json: str, round_num: int, evaluate: bool, node_id: int,
-             message_type: str, downlink: dict | None = None) -> Message:
+             message_type: str, downlink: dict | None = None, base: dict | None = None) -> Message:
     content = RecordDict({"adapter": ArrayRecord(state),
                           "config": ConfigRecord({"run": config_json, "round": round_num,
                                                   "evaluate": evaluate})})
     if downlink:  # the strategy's tensors beside the adapter (SCAFFOLD: the server's c)
         content["downlink"] = ArrayRecord(downlink)
+    if base:  # FLoRA / FedEx-LoRA: the running total merged into the base weights so far
+        content["base"] = ArrayRecord(base)
     return Message(content, dst_node_id=node_id, message_type=message_type, group_id=str(round_num))
 
 
@@ -92,6 +94,7 @@ class FlowerClients:
                  connect_timeout: float = CONNECT_TIMEOUT,
                  max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES, timings: Path | None = None):
         self.grid, self.log, self.max_client_examples = grid, log, max_client_examples
+        self.exp = exp  # its base_total: what FLoRA / FedEx-LoRA merged into the server's base
         self.config: RunConfig = exp.config
         self.config_json = json.dumps(self.config.to_dict(), sort_keys=True)
         self.timeout = self.config.round_timeout
@@ -140,7 +143,7 @@ class FlowerClients:
                   evaluate: bool, downlink: dict | None = None) -> dict[int, Message]:
         """Send `state` to the clients' nodes; their replies by client id (missing = no reply)."""
         messages = [_request(state, self.config_json, round_num, evaluate, self.nodes[cid], message_type,
-                             downlink) for cid in client_ids]
+                             downlink, self.exp.base_total) for cid in client_ids]
         sent, arrived = time.time(), {}
         replies = _replies(self.grid, messages, client_ids, self.timeout, arrived)
         self._record_timings(message_type, replies, sent, arrived)

@@ -117,6 +117,10 @@ def _handle(msg: Message, context: Context, work: Callable) -> Message:
     imports = timing.heavy_imports()
     threads = thread_budget(dict(context.node_config))
     side = client_experiment(str(msg.content["config"]["run"]), dict(context.node_config))
+    if "base" in msg.content:  # FLoRA / FedEx-LoRA: the server's merges, onto this node's base
+        from cllora.experiment import merge_into_base
+
+        merge_into_base(side.exp, tensors_of(msg.content, "base"))
     start = time.perf_counter()
     metrics, arrays = work(side, msg, context)
     metrics.update({"partition-id": side.pid, "threads": threads, "import-seconds": imports,

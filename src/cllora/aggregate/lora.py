@@ -271,4 +271,4 @@ FEDEX_LORA = Strategy("fedex-lora", "Singhal et al. 2025: A ← Ā, B ← B̄, W
 FEDSA_LORA = Strategy("fedsa-lora", "Guo et al. 2025: A ← Σ p_k A_k shared, each client keeps its own B "
                       "(the global model uses B̄)", fedsa_aggregate, local=fedsa_local,
                       finish=fedsa_finish, shares=is_a)
-MERGES_BASE = (FLORA.name, FEDEX_LORA.name)  # need the in-process engine's one shared base model
+MERGES_BASE = (FLORA.name, FEDEX_LORA.name)  # change the base model (server's and clients')
