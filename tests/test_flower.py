@@ -172,7 +172,7 @@ def fake_federation(train_metrics, eval_metrics=None, own_data=(), sizes=(30, 20
         return Message(RecordDict(content), reply_to=m)
 
     exp = SimpleNamespace(config=RunConfig().replace(clients=3, clients_per_round=3, **config),
-                          data=SimpleNamespace(client_train=[np.arange(n) for n in sizes]))
+                          data=SimpleNamespace(client_train=[np.arange(n) for n in sizes]), base_total=None)
     logged = []
     return FlowerClients(FakeGrid(answer), exp, logged.append), logged
 
