@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from bench_strategies import machine, times_ms  # noqa: E402  (the sibling script: same machine line)
+
 MODEL = "smollm2-135m"
 METHODS = ("fedavg", "ffa-lora", "flora", "fedex-lora", "fedsa-lora")
-
-
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, " \
-           f"Python {platform.python_version()}, load {open('/proc/loadavg').read().split()[0]}"
 
 
 def random_states(rank: int, clients: int) -> tuple[dict, list[dict]]:
@@ -49,12 +43,7 @@ def random_states(rank: int, clients: int) -> tuple[dict, list[dict]]:
 
 
 def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return statistics.median(times_ms(fn, repeats))
 
 
 def mb(state: dict) -> float:

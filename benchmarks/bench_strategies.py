@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from cllora.config import RunConfig  # noqa: E402
 
 MODEL = "smollm2-135m"
+OPTION_VALUES = {**RunConfig().to_dict(), "lr": 5e-4, "clients": 20, "rank": 8}  # every strategy's defaults
 
 
 def machine() -> str:
@@ -65,14 +66,13 @@ def bench_server(clients: int, repeats: int) -> None:
     gen = torch.Generator().manual_seed(0)
     shapes = adapter_shapes()
     x = {n: torch.randn(s, generator=gen) * 0.01 for n, s in shapes.items()}
-    values = {**RunConfig().to_dict(), "lr": 5e-4, "clients": 20, "rank": 8}
     params = sum(int(np.prod(s)) for s in shapes.values())
     print(f"\nServer side of one round, {clients} replies, {params:,} adapter parameters "
           f"({len(shapes)} tensors); fastest and median of {repeats}\n")
     print("| strategy | server ms / round (min) | median | min vs fedavg |\n|---|---:|---:|---:|")
     base = None
     for name in STRATEGIES:
-        strategy, opts = get_strategy(name), strategy_options(name, values)
+        strategy, opts = get_strategy(name), strategy_options(name, OPTION_VALUES)
         server = strategy.init_server(x, opts)
         replies = [Reply({n: v + 0.001 * torch.randn(v.shape, generator=gen) for n, v in x.items()}, 10 + i,
                          {n: torch.randn(v.shape, generator=gen) for n, v in strategy.uplink(x).items()}, i)
@@ -83,13 +83,14 @@ def bench_server(clients: int, repeats: int) -> None:
         print(f"| {name} | {ms:.1f} | {1000 * statistics.median(times):.1f} | {ms / base:.2f}x |")
 
 
-def _timed(fn, repeats: int) -> float:
+def times_ms(fn, repeats: int) -> list[float]:
+    """Milliseconds of each of `repeats` calls of fn (bench_aggregation uses it too)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
 
 
 def bench_hooks(repeats: int) -> None:
@@ -98,15 +99,14 @@ def bench_hooks(repeats: int) -> None:
     gen = torch.Generator().manual_seed(0)
     x = {n: torch.randn(s, generator=gen) * 0.01 for n, s in adapter_shapes().items()}
     params = {n: torch.nn.Parameter(v + 0.001) for n, v in x.items()}
-    values = {**RunConfig().to_dict(), "lr": 5e-4, "clients": 20, "rank": 8}
-    prox = get_strategy("fedprox").local(ClientView(x, {}, {}, strategy_options("fedprox", values)))
+    prox = get_strategy("fedprox").local(ClientView(x, {}, {}, strategy_options("fedprox", OPTION_VALUES)))
     scaffold = get_strategy("scaffold")
-    opts = strategy_options("scaffold", values)
+    opts = strategy_options("scaffold", OPTION_VALUES)
     plan = scaffold.local(ClientView(x, scaffold.downlink(scaffold.init_server(x, opts)), {}, opts))
     for p in params.values():
         p.grad = torch.zeros_like(p)
-    prox_ms = _timed(lambda: prox.loss_term(params).backward(), repeats)
-    scaffold_ms = _timed(lambda: plan.grad_hook(params), repeats)
+    prox_ms = min(times_ms(lambda: prox.loss_term(params).backward(), repeats))
+    scaffold_ms = min(times_ms(lambda: plan.grad_hook(params), repeats))
     print(f"\nStep hooks alone on {len(params)} adapter tensors ({sum(p.numel() for p in params.values()):,} "
           f"parameters), fastest of {repeats}\n")
     print(f"| hook | ms / step |\n|---|---:|\n| fedprox: (mu/2)||theta - theta_g||^2, forward + backward | "
@@ -125,11 +125,10 @@ def bench_local(steps: int, repeats: int) -> None:
     gen = torch.Generator().manual_seed(1)
     batches = [Batch(torch.randint(10, 40000, (8, 128), generator=gen), torch.ones(8, 128, dtype=torch.long),
                      np.arange(8)) for _ in range(steps)]
-    values = {**RunConfig().to_dict(), "lr": 5e-4, "clients": 20, "rank": 8}
     seconds: dict[str, list[float]] = {"fedavg": [], "fedprox": [], "scaffold": []}
     for _ in range(repeats):
         for name in seconds:
-            strategy, opts = get_strategy(name), strategy_options(name, values)
+            strategy, opts = get_strategy(name), strategy_options(name, OPTION_VALUES)
             downlink = strategy.downlink(strategy.init_server(start_state, opts))
             plan = strategy.local(ClientView(start_state, downlink, {}, opts))
             set_adapter_state(model, plan.start)
