@@ -49,13 +49,13 @@ def build_plan(exp: Experiment) -> EvalPlan:
     split_rows = np.concatenate(data.client_test).astype(np.int64) if data.client_test else np.zeros(0, np.int64)
     owners = [np.full(len(rows), cid) for cid, rows in enumerate(data.client_test)]
     owner = np.concatenate([np.full(len(data.test_ids), -1), *owners]).astype(np.int64)
-    ids = [t[:cfg.eval_length] for t in data.test_ids] + [data.train_ids[r][:cfg.max_length] for r in split_rows]
-    num_test, size = len(data.test_ids), max(cfg.batch_size, 8)
-    # the global test texts in batches of their own, exactly as exp.global_test_batches: a text's
-    # score must not depend on which client texts share its batch (padding changes the kernels'
-    # shapes, and so the last bits in bf16), or the test loss would differ between partitions
-    batches = (length_grouped_batches(ids, np.arange(num_test), size, cfg.eval_length, data.pad_id)
-               + length_grouped_batches(ids, np.arange(num_test, len(ids)), size, cfg.max_length, data.pad_id))
+    num_test = len(data.test_ids)
+    ids = list(data.test_ids) + [data.train_ids[r] for r in split_rows]  # entry i of the union
+    # the global test texts keep their own batches (exp.global_test_batches, entries 0..num_test-1):
+    # a text's score must not depend on which client texts share its batch (padding changes the
+    # kernels' shapes, and so the last bits in bf16), or the test loss would differ between partitions
+    batches = exp.global_test_batches + length_grouped_batches(
+        ids, np.arange(num_test, len(ids)), max(cfg.batch_size, 8), cfg.max_length, data.pad_id)
     return EvalPlan(batches, num_test, owner)
 
 
