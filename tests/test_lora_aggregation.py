@@ -63,6 +63,40 @@ def test_rank_space_equals_dense():
     assert 0 < total["agg_error"] <= total["agg_error_max_layer"]
 
 
+def test_rank_space_equals_dense_relative_to_the_round_start():
+    gen = torch.Generator().manual_seed(3)
+    states, start = [make_state(gen) for _ in range(3)], make_state(gen)
+    fast, dense = layer_errors(states, [2, 5, 1], start), layer_errors(states, [2, 5, 1], start, dense=True)
+    for layer in dense:
+        assert fast[layer].mean_sq == pytest.approx(dense[layer].mean_sq, rel=1e-10)
+        assert fast[layer].error_sq == pytest.approx(dense[layer].error_sq, rel=1e-10)
+    # on scalars: start B A = 2·1 = 2, clients (1,2) and (3,4): M = 7, U = 5, E = 1
+    err = aggregation_error([scalar_state(2, 1), scalar_state(4, 3)], [1, 1], scalar_state(1, 2))
+    assert err["agg_error"] == pytest.approx(1 / 5)
+
+
+def test_constant_client_deviations_give_a_constant_error():
+    # rank 2: the global adapter grows round after round in component 0, the clients deviate from
+    # it by the same moves every round in component 1. This round's update and its error are then
+    # the same every round, so the relative error must be constant (dividing by the cumulative
+    # product ‖Σ p_k B_k A_k‖ instead would make it fall by construction)
+    gen = torch.Generator().manual_seed(4)
+    d, k = 6, 5
+    moves = [(torch.randn(d, generator=gen), torch.randn(k, generator=gen)) for _ in range(3)]
+    b0, a0 = torch.randn(d, generator=gen), torch.randn(k, generator=gen)
+    errors, cumulative = [], []
+    for t in range(1, 6):
+        glob = {A_KEY.format(0): torch.stack([t * a0, torch.zeros(k)]),
+                B_KEY.format(0): torch.stack([t * b0, torch.zeros(d)], dim=1)}
+        clients = [{A_KEY.format(0): torch.stack([t * a0, am]), B_KEY.format(0): torch.stack([t * b0, bm], dim=1)}
+                   for bm, am in moves]
+        errors.append(aggregation_error(clients, [3, 1, 2], glob)["agg_error"])
+        cumulative.append(aggregation_error(clients, [3, 1, 2])["agg_error"])
+    assert errors[0] > 0.01
+    assert errors == pytest.approx([errors[0]] * 5, rel=1e-9)
+    assert cumulative[-1] < 0.5 * cumulative[0]  # the old scale falls although nothing changed
+
+
 def test_error_is_zero_for_one_identical_or_ffa_clients():
     gen = torch.Generator().manual_seed(1)
     one = make_state(gen)

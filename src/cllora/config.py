@@ -130,6 +130,9 @@ class RunConfig:
     # execution
     seed: int = _setting(0, "seed of every random choice (split, partition, sampling, batches, LoRA "
                          "init)", metavar="S")
+    replicate: int = _setting(0, "training replicate: a nonzero value re-draws client sampling, batch "
+                              "order and LoRA init under the same seed, keeping the data split and "
+                              "partition (two replicates differ only in training randomness)", metavar="R")
     device: str = _setting("auto", "where to train", choices=DEVICES)
     precision: str = _setting("auto", "base-weight precision (LoRA weights stay fp32); auto = bf16 on "
                               "hardware with fast bf16", choices=PRECISIONS)
@@ -162,6 +165,8 @@ class RunConfig:
                      "rank", "max_length", "eval_every"):
             _at_least(name, getattr(self, name), 1)
         _at_least("num_classes", self.num_classes, 2)
+        _at_least("seed", self.seed, 0)
+        _at_least("replicate", self.replicate, 0)
         if isinstance(self.client_ranks, (list, tuple)):  # a TOML list: client_ranks = [4, 8, 8, 16]
             object.__setattr__(self, "client_ranks", ",".join(str(v) for v in self.client_ranks))
         if self.client_ranks:

@@ -227,7 +227,8 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     train_s = time.perf_counter() - round_start
     good = _screen(updates, exp.initial_state, strategy.uplink(exp.initial_state), round_num, out, log)
     drift = client_drift(state.global_state, [u.state for u in good])
-    agg_error = aggregation_error([u.state for u in good], [u.num_train_examples for u in good])
+    agg_error = aggregation_error([u.state for u in good], [u.num_train_examples for u in good],
+                                  state.global_state)
     eval_start = time.perf_counter()  # local models are scored on the base they trained on
     local = evaluation.local_scores(exp, good, round_num, progress.eval_tick) if evaluate_now else None
     eval_s = time.perf_counter() - eval_start

@@ -102,7 +102,7 @@ def score_round(exp: Experiment, clients, global_state: dict, good: list, round_
         local = local_scores(exp, good, round_num, on_batch)
     test_loss = token_weighted_loss(test.loss * test.tokens, test.tokens) if test.tokens.sum() else float("nan")
     return records.RoundScores(
-        test_loss, losses, local, client_se=se,
+        test_loss, losses, local, local_se={u.client_id: u.own_test_se for u in good}, client_se=se,
         client_texts=np.array([len(rows) for rows in exp.data.client_test], dtype=np.int64),
         class_losses=class_losses(test.loss * test.tokens, test.tokens, test.length_class, cfg.num_classes),
         test_texts=test)

@@ -179,7 +179,7 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
     from cllora.model import attach_lora, get_adapter_state
 
     data = data or prepare_data(config, tokenizer, log)
-    torch.manual_seed(torch_seed(config.seed, "lora_init"))
+    torch.manual_seed(torch_seed(config.seed, "lora_init", replicate=config.replicate))
     check_eval_length(config, base_model, tokenizer)
     model = attach_lora(base_model, config.rank, config.lora_alpha, config.lora_dropout, config.targets)
     eval_size = max(config.batch_size, 8)
@@ -251,7 +251,7 @@ def release(exp: Experiment):
 
 def sample_clients(config: RunConfig, round_num: int) -> list[int]:
     """The k clients of a round: seeded by (seed, round), so every engine and a resume agree."""
-    rng = stream(config.seed, "sample", round_num)
+    rng = stream(config.seed, "sample", round_num, replicate=config.replicate)
     return sorted(int(c) for c in rng.choice(config.clients, size=config.clients_per_round, replace=False))
 
 
@@ -264,6 +264,7 @@ class ClientUpdate:
     num_train_examples: int
     result: TrainResult
     own_test_loss: float | None = None  # the local model on the client's own local test split
+    own_test_se: float | None = None  # that loss's standard error (texts as the sampling units)
     error: str | None = None  # why the update is excluded from the average (set by the engine)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # strategy uplink (SCAFFOLD: Δc_i)
     client_state: dict[str, torch.Tensor] | None = None  # what the client keeps (None: kept elsewhere)
@@ -299,11 +300,11 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
     view = ClientView(truncate(global_state, rank), downlink or {}, own_state or {}, options)
     plan = strategy.local(view)
     set_adapter_state(exp.model, plan.start)
-    torch.manual_seed(torch_seed(cfg.seed, "train", round_num, stream_key))
+    torch.manual_seed(torch_seed(cfg.seed, "train", round_num, stream_key, replicate=cfg.replicate))
     rows = data.client_train[client_id]
 
     def batches(epoch: int) -> list[Batch]:
-        rng = stream(cfg.seed, "batches", round_num, stream_key, epoch)
+        rng = stream(cfg.seed, "batches", round_num, stream_key, epoch, replicate=cfg.replicate)
         return length_grouped_batches(data.train_ids, rows, cfg.batch_size, cfg.max_length,
                                       data.pad_id, rng)
 
@@ -318,7 +319,7 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
     extra, kept = (truncate(s, rank) for s in strategy.finish(view, trained, result.steps))
     update = ClientUpdate(client_id, trained, len(rows), result, extra=extra, client_state=kept)
     if evaluate_own_split and math.isfinite(result.train_loss):
-        update.own_test_loss = evaluate_own(exp, update.state, client_id)
+        update.own_test_loss, update.own_test_se = own_loss_and_se(exp, update.state, client_id)
     return update
 
 
@@ -383,6 +384,14 @@ def evaluate_own(exp: Experiment, state: dict[str, torch.Tensor], client_id: int
                  on_batch: Callable[[], None] | None = None) -> float:
     """Loss of an adapter on one client's own local test split (what that client can measure)."""
     return score_own(exp, state, client_id, on_batch)[0]
+
+
+def own_loss_and_se(exp: Experiment, state: dict[str, torch.Tensor], client_id: int) -> tuple[float, float]:
+    """(loss, standard error) of an adapter on one client's own local test split."""
+    from cllora.metrics import pooled_standard_errors
+
+    loss, spread = score_own(exp, state, client_id)
+    return loss, float(pooled_standard_errors([spread])[0])
 
 
 def score_own(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,

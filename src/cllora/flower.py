@@ -191,6 +191,7 @@ class FlowerClients:
             result = TrainResult(float(m["train-loss"]), int(m["steps"]), int(m["tokens"]),
                                  float(m["train-seconds"]))
             update = ClientUpdate(cid, state, int(m["num-examples"]), result, m.get("own-test-loss"),
+                                  own_test_se=m.get("own-test-se"),
                                   extra=tensors_of(reply.content, "extra") or {})
         except (KeyError, TypeError, ValueError) as exc:
             return ClientUpdate(cid, None, 0, nothing, error=f"malformed reply: {exc!r}"[:300])

@@ -11,6 +11,7 @@ train or evaluate message. Each reply says where its time went (`cllora.flower_t
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
@@ -157,6 +158,8 @@ def _train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict,
                "tokens": r.tokens, "train-seconds": r.seconds}
     if update.own_test_loss is not None:
         metrics["own-test-loss"] = update.own_test_loss
+    if update.own_test_se is not None and math.isfinite(update.own_test_se):
+        metrics["own-test-se"] = update.own_test_se
     return metrics, {"adapter": update.state, "extra": update.extra}
 
 

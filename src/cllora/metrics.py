@@ -113,6 +113,19 @@ def pooled_standard_errors(spreads: Sequence[tuple[float, float, int, float] | N
     return np.sqrt(se2)
 
 
+def excess_variance(losses: Sequence[float], standard_errors: Sequence[float]) -> float:
+    """var_pop(L̂) − (N − 1)/N · mean(SE²) over the clients with a finite loss and standard error,
+    NOT floored: an unbiased estimate of var_pop(μ) that can be negative, so that its means over
+    rounds and seeds stay unbiased (a floor at 0 biases it upwards, more so the noisier the splits).
+    NaN when no client has both."""
+    loss, se = np.asarray(losses, np.float64), np.asarray(standard_errors, np.float64)
+    ok = np.isfinite(loss) & np.isfinite(se)
+    n = int(ok.sum())
+    if n == 0:
+        return float("nan")
+    return float(np.var(loss[ok])) - (n - 1) / n * float(np.mean(se[ok] ** 2))
+
+
 def noise_corrected_variance(losses: Sequence[float], standard_errors: Sequence[float]) -> float:
     """Variance of the clients' *true* losses: the observed population variance minus what sampling
     noise adds to it, floored at 0 (method of moments, as τ² in a random-effects meta-analysis).
@@ -121,13 +134,8 @@ def noise_corrected_variance(losses: Sequence[float], standard_errors: Sequence[
     + (N - 1)/N · mean(SE²); so var_pop(μ) ≈ max(0, var_pop(L̂) - (N - 1)/N · mean(SE²)), over the
     clients whose loss and standard error are both finite (NaN when none).
     """
-    loss, se = np.asarray(losses, np.float64), np.asarray(standard_errors, np.float64)
-    ok = np.isfinite(loss) & np.isfinite(se)
-    n = int(ok.sum())
-    if n == 0:
-        return float("nan")
-    noise = (n - 1) / n * float(np.mean(se[ok] ** 2))
-    return max(0.0, float(np.var(loss[ok])) - noise)
+    excess = excess_variance(losses, standard_errors)
+    return excess if math.isnan(excess) else max(0.0, excess)
 
 
 def jain_index(values: Sequence[float]) -> float:

@@ -24,7 +24,7 @@ from cllora.config import RunConfig, from_dict
 from cllora.errors import UserError
 from cllora.files import (atomic_write_bytes, atomic_write_text, read_csv, read_json,  # noqa: F401
                           read_npz, save_figure, write_csv, write_json, write_npz)  # (the run's writer)
-from cllora.metrics import fairness, fairness_noise, perplexity
+from cllora.metrics import excess_variance, fairness, fairness_noise, perplexity
 
 if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
     import torch
@@ -33,14 +33,16 @@ ROUND_COLUMNS = (
     "round", "global_test_loss", "global_test_ppl",
     "fairness_var", "fairness_std", "fairness_min", "fairness_max", "fairness_worst10", "fairness_mean",
     "fairness_var_corrected", "fairness_se_mean", "fairness_jain", "fairness_gini",
-    "local_models_test_loss_mean", "local_models_var", "local_models_global_test_loss_mean",
+    "local_models_test_loss_mean", "local_models_var", "local_models_var_corrected",
+    "local_models_global_test_loss_mean",
     "num_participants", "num_failed", "train_loss_mean", *DRIFT_COLUMNS, *ERROR_COLUMNS,
     "bytes_up", "bytes_down", "bytes_cumulative",
     "train_seconds", "eval_seconds", "overhead_seconds", "round_seconds",
 )
 CLIENT_COLUMNS = (
     "round", "client_id", "rank", "participated", "failed", "num_train_examples", "train_loss", "train_seconds",
-    "local_model_test_loss", "local_model_global_test_loss", "global_model_local_test_loss",
+    "local_model_test_loss", "local_model_test_se", "local_model_global_test_loss",
+    "global_model_local_test_loss",
     "global_model_local_test_se", "local_test_texts", "error",
 )
 
@@ -67,6 +69,7 @@ class RoundScores:
     test_loss: float
     client_losses: np.ndarray | None
     local: dict[int, tuple[float | None, float | None]] = field(default_factory=dict)
+    local_se: dict[int, float | None] = field(default_factory=dict)  # of each local model's own-split loss
     client_se: np.ndarray | None = None
     client_texts: np.ndarray | None = None  # texts in each client's local test split
     class_losses: list[float] = field(default_factory=list)
@@ -99,6 +102,8 @@ def _evaluation_columns(scores: RoundScores | None) -> dict:
     fair = fairness(scores.client_losses) if scores.client_losses is not None \
         else dict.fromkeys(("mean", "var", "std", "min", "max", "worst10"))  # not measured: empty
     local_own = [own for _, own in scores.local.values() if own is not None]
+    own_se = [scores.local_se.get(c) for c, (_, own) in scores.local.items() if own is not None]
+    own_se = [np.nan if se is None else se for se in own_se]
     local_global = [glob for glob, _ in scores.local.values() if glob is not None]
     return {**_measurement_columns(scores),
         "global_test_loss": scores.test_loss, "global_test_ppl": perplexity(scores.test_loss),
@@ -106,6 +111,9 @@ def _evaluation_columns(scores: RoundScores | None) -> dict:
         "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
         "local_models_test_loss_mean": float(np.mean(local_own)) if local_own else None,
         "local_models_var": float(np.var(local_own)) if local_own else None,
+        # unbiased (not floored: may be < 0) so that means over rounds and seeds stay unbiased
+        "local_models_var_corrected": excess_variance(local_own, own_se) if local_own and
+        np.isfinite(own_se).all() else None,
         "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
     }
 
@@ -140,6 +148,7 @@ def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundSc
     the evaluation columns only in an evaluated round."""
     by_id = {u.client_id: u for u in updates}
     local = scores.local if scores is not None else {}
+    local_se = scores.local_se if scores is not None else {}
     rows = []
     for cid in range(num_clients):
         u = by_id.get(cid)
@@ -151,6 +160,7 @@ def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundSc
             "train_loss": None if u is None else u.result.train_loss,
             "train_seconds": None if u is None else u.result.seconds,
             "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
+            "local_model_test_se": local_se.get(cid),
             **_client_measurement(scores, cid),
             "error": None if u is None else u.error,
         })

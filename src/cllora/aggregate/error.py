@@ -15,9 +15,18 @@ Gram matrices of size (K·r)×(K·r) without forming any d×k matrix:
 and E likewise with the centred factors √p_k (B_k − B̄), √p_k (A_k − Ā) (no cancellation: E is
 exactly zero when the clients agree on A or on B, as FFA-LoRA's frozen A makes them).
 
+The error is put on the scale of *this round's* mean update U = M − B_g A_g, where B_g A_g is the
+adapter the clients started from (the global one; FLoRA's fresh one, whose B is 0). U stacks the
+same way, with the global factors as one more term of weight −1 (Σ p_k = 1):
+
+    U = [√p_1 B_1 … √p_K B_K  B_g] [√p_1 A_1; …; √p_K A_K; −A_g]
+
+Dividing by ‖M‖ instead would use the clients' *cumulative* product since round 0 for FedAvg and
+FedEx-LoRA (whose error would then fall by construction) and one round's for FLoRA: not one scale.
+
 Reported per round (the LoRA scaling α/r is common to every term and cancels):
-    agg_error           = sqrt(Σ_l ‖E_l‖²) / sqrt(Σ_l ‖M_l‖²)   (over all adapted layers l)
-    agg_error_max_layer = max_l ‖E_l‖ / ‖M_l‖                  (layers with M_l = 0 skipped)
+    agg_error           = sqrt(Σ_l ‖E_l‖²) / sqrt(Σ_l ‖U_l‖²)   (over all adapted layers l)
+    agg_error_max_layer = max_l ‖E_l‖ / ‖U_l‖                  (layers with U_l = 0 skipped)
 """
 
 from __future__ import annotations
@@ -36,14 +45,14 @@ ERROR_COLUMNS = ("agg_error", "agg_error_max_layer")  # rounds.csv columns (empt
 
 @dataclass(frozen=True)
 class LayerError:
-    """Squared Frobenius norms of one layer's error E and of its true mean update M."""
+    """Squared Frobenius norms of one layer's error E and of this round's true mean update U."""
 
     error_sq: float
     mean_sq: float
 
     @property
     def relative(self) -> float:
-        """‖E‖/‖M‖; 0 when both are zero, NaN when only M is."""
+        """‖E‖/‖U‖; 0 when both are zero, NaN when only U is."""
         return _ratio(self.error_sq, self.mean_sq)
 
 
@@ -63,44 +72,54 @@ def _stacked_norm_sq(bs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor]) ->
 
 
 def layer_error(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
-                p: Sequence[float]) -> LayerError:
-    """E and M of one layer in rank space; `p` are the normalized client weights."""
+                p: Sequence[float], a_ref: torch.Tensor | None = None,
+                b_ref: torch.Tensor | None = None) -> LayerError:
+    """E and U of one layer in rank space; `p` are the normalized client weights, (a_ref, b_ref)
+    the factors the clients started from (None: zero, so U = M)."""
     a = [x.double() for x in a_list]
     b = [x.double() for x in b_list]
     a_bar = sum(w * x for w, x in zip(p, a))
     b_bar = sum(w * x for w, x in zip(p, b))
     root = [math.sqrt(w) for w in p]
-    mean_sq = _stacked_norm_sq([w * x for w, x in zip(root, b)], [w * x for w, x in zip(root, a)])
+    bs, as_ = [w * x for w, x in zip(root, b)], [w * x for w, x in zip(root, a)]
+    if a_ref is not None and b_ref is not None:
+        bs, as_ = bs + [b_ref.double()], as_ + [-a_ref.double()]
+    mean_sq = _stacked_norm_sq(bs, as_)
     error_sq = _stacked_norm_sq([w * (x - b_bar) for w, x in zip(root, b)],
                                 [w * (x - a_bar) for w, x in zip(root, a)])
     return LayerError(error_sq, mean_sq)
 
 
 def layer_error_dense(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
-                      p: Sequence[float]) -> LayerError:
+                      p: Sequence[float], a_ref: torch.Tensor | None = None,
+                      b_ref: torch.Tensor | None = None) -> LayerError:
     """The same quantities from the materialised d×k products (for tests and small layers)."""
     a = [x.double() for x in a_list]
     b = [x.double() for x in b_list]
     mean = sum(w * (y @ x) for w, x, y in zip(p, a, b))
     error = mean - sum(w * y for w, y in zip(p, b)) @ sum(w * x for w, x in zip(p, a))
-    return LayerError(float((error ** 2).sum()), float((mean ** 2).sum()))
+    update = mean if a_ref is None or b_ref is None else mean - b_ref.double() @ a_ref.double()
+    return LayerError(float((error ** 2).sum()), float((update ** 2).sum()))
 
 
-def layer_errors(states: Sequence[State], weights: Sequence[float], *,
+def layer_errors(states: Sequence[State], weights: Sequence[float], reference: State | None = None, *,
                  dense: bool = False) -> dict[str, LayerError]:
-    """Each adapted layer's error (by layer name) for clients' adapter states and weights."""
+    """Each adapted layer's error (by layer name) for clients' adapter states and weights, on the
+    scale of the update from `reference` (the adapter they started from; None: from zero)."""
     p = normalized_weights(weights)
     compute = layer_error_dense if dense else layer_error
     out = {}
     for layer, (a_key, b_key) in layer_factors(states[0]).items():
-        out[layer] = compute([s[a_key] for s in states], [s[b_key] for s in states], p)
+        ref = (reference[a_key], reference[b_key]) if reference is not None else (None, None)
+        out[layer] = compute([s[a_key] for s in states], [s[b_key] for s in states], p, *ref)
     return out
 
 
-def aggregation_error(states: Sequence[State], weights: Sequence[float], *,
-                      dense: bool = False) -> dict[str, float]:
-    """`agg_error` (all layers together) and `agg_error_max_layer` of one round's client adapters."""
-    per_layer = layer_errors(states, weights, dense=dense)
+def aggregation_error(states: Sequence[State], weights: Sequence[float], reference: State | None = None,
+                      *, dense: bool = False) -> dict[str, float]:
+    """`agg_error` (all layers together) and `agg_error_max_layer` of one round's client adapters,
+    relative to this round's mean update from `reference` (the global adapter they started from)."""
+    per_layer = layer_errors(states, weights, reference, dense=dense)
     total = _ratio(sum(e.error_sq for e in per_layer.values()),
                    sum(e.mean_sq for e in per_layer.values()))
     relative = [e.relative for e in per_layer.values() if e.mean_sq > 0]
