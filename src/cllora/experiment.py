@@ -180,7 +180,7 @@ def prepare_experiment(config: RunConfig, base_model, tokenizer, device: torch.d
 
     data = data or prepare_data(config, tokenizer, log)
     torch.manual_seed(torch_seed(config.seed, "lora_init", replicate=config.replicate))
-    check_eval_length(config, base_model, tokenizer)
+    check_context(config, base_model, tokenizer)
     model = attach_lora(base_model, config.rank, config.lora_alpha, config.lora_dropout, config.targets)
     eval_size = max(config.batch_size, 8)
     union = np.concatenate(data.client_test) if data.client_test else np.zeros(0, np.int64)
@@ -215,12 +215,15 @@ def model_context(base_model, tokenizer) -> int | None:
     return context
 
 
-def check_eval_length(config: RunConfig, base_model, tokenizer) -> None:
-    """--eval-max-length may not exceed the model's context (checked before anything is written)."""
+def check_context(config: RunConfig, base_model, tokenizer) -> None:
+    """--max-length and --eval-max-length may not exceed the model's context (checked before
+    anything is written)."""
     context = model_context(base_model, tokenizer)
-    if config.eval_max_length is not None and context is not None and config.eval_max_length > context:
-        raise UserError(f"eval_max_length ({config.eval_max_length}) is above the model's context of "
-                        f"{context} tokens; use at most {context}")
+    for name in ("max_length", "eval_max_length"):
+        value = getattr(config, name)
+        if value is not None and context is not None and value > context:
+            raise UserError(f"{name} ({value}) is above the model's context of {context} tokens; "
+                            f"use at most {context}")
 
 
 def merge_into_base(exp: Experiment, total: dict[str, torch.Tensor]) -> None:

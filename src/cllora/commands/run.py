@@ -54,11 +54,31 @@ def run(args: argparse.Namespace) -> int:
     from cllora.progress import RunProgress
 
     config, out, resume = resolve(args)
+    if resume and _already_done(config, out):
+        return 0
     progress = RunProgress(enabled=not args.quiet)
     summary = runner(config.engine)(config, out, resume=resume, overwrite=args.overwrite,
                                     progress=progress, log=progress.log)
     print_summary(summary)
     return 0
+
+
+def _already_done(config: RunConfig, out: Path) -> bool:
+    """A finished run resumed without more rounds: say so and change nothing (True), after the
+    same compatibility checks a resume makes."""
+    from cllora import records
+
+    records.check_run_dir(out, config, resume=True, overwrite=False)
+    status, completed = records.run_status(out, config.rounds)
+    if status != "done":
+        return False
+    print(f"the run in {str(out)!r} is already complete ({completed} rounds); nothing to do "
+          f"(pass --rounds {completed + 1} or more to continue it)")
+    return True
+
+
+def _number(value, spec: str, missing: str) -> str:
+    return missing if value is None else format(value, spec)
 
 
 def print_summary(summary: dict) -> None:
@@ -76,7 +96,8 @@ def print_summary(summary: dict) -> None:
                                                    f"{summary['final_test_loss']:.4f}")
     t.add_row("best test loss (round)", f"{summary['best_test_loss']:.4f} ({summary['best_round']})")
     t.add_row("final perplexity", f"{summary['final_test_ppl']:.2f}")
-    t.add_row("final fairness (variance across clients)", f"{summary['final_fairness_var']:.5f}")
+    t.add_row("final fairness (variance across clients)",
+              _number(summary["final_fairness_var"], ".5f", "not measured (--fairness-every 0)"))
     t.add_row("communicated", f"{summary['total_bytes'] / 1e6:.2f} MB")
     t.add_row("train / eval time", f"{summary['total_train_seconds']:.0f} s / "
                                    f"{summary['total_eval_seconds']:.0f} s")
