@@ -6,11 +6,13 @@ the corpus split (which rows are training rows) and needs no random draws. Clien
 natural, unequal sizes; rows are never shared.
 
 - `partition_natural`: the groups as clients (the N largest; the rest left out or merged).
-- `fit_length_alpha` / `fit_quantity_alpha`: the alpha of `--scheme length` / `--scheme quantity`
-  whose partitions are, on average, as heterogeneous as a natural partition (mean TV distance of
-  the class mixes / Gini of the sizes), with an interval (the simulations' spread and a bootstrap
-  over clients). Why simulation matching rather than a Dirichlet likelihood: see
-  `cllora.partition_stats.fit_alpha`.
+- `fit_length_alpha`: the Dirichlet alpha of the clients' class (length) mixes, fitted by matching
+  the mean TV distance of simulated clients of the natural clients' own sizes, sampling noise
+  included, so that random clients of unequal sizes come out as IID, not as skewed.
+- `fit_quantity_alpha`: the alpha of `--scheme quantity` whose client sizes have, on average, the
+  natural clients' Gini. Both give an interval (the simulations' spread and a bootstrap over
+  clients); why simulation matching rather than a Dirichlet likelihood: see
+  `cllora.partition_stats.fit_alpha_to_simulations`.
 - `same_size_iid_tv`: the mean TV distance that random clients of the same sizes show (for scale).
 """
 
@@ -22,8 +24,9 @@ import numpy as np
 
 from cllora.errors import UserError
 from cllora.partition import (DEFAULT_MIN_CLIENT_SIZE, Partition, _check_int, _check_labels, _check_rng,
-                              partition_length, partition_quantity)
-from cllora.partition_stats import AlphaFit, bootstrap_clients, class_counts, client_tv, fit_alpha, gini
+                              _equal_size, _min_size)
+from cllora.partition_stats import (ALPHA_GRID, AlphaFit, bootstrap_clients, class_counts, client_tv,
+                                    fit_alpha_to_simulations, gini, mean_tv, sample_class_counts)
 
 OTHER = "(other)"  # the name of the client that merges the small groups
 
@@ -94,40 +97,67 @@ def _notes(names: np.ndarray, counts: np.ndarray, kept: list[int], other: list[i
 # ---------------------------------------------------------------- which alpha does it look like?
 
 def fit_length_alpha(partition: Partition, labels, num_classes: int, rng: np.random.Generator, *,
-                     client_size: int | None = None, draws: int = 500, reps: int = 30) -> AlphaFit:
-    """The alpha of length skew (`--scheme length --clients N --client-size S` over `labels`) whose
-    partitions have, on average, the mean TV distance of this partition's class mixes to their
-    pooled mix. `client_size` as for the partitioner (default floor(n / N); pass the natural
-    clients' mean size to keep the total number of texts)."""
+                     client_size: int | None = None, draws: int = 500, reps: int = 200) -> AlphaFit:
+    """The Dirichlet alpha of the clients' class mixes: simulated clients of this partition's own
+    sizes, each drawing its mix from Dirichlet(alpha·K·pooled shares) (the length partitioner's
+    Dirichlet(alpha·1) when the classes are equally large) and its counts from a multinomial of
+    its size, show on average the observed mean TV distance of the class mixes to the pooled mix.
+
+    The multinomial sampling is what lets random clients look random: a client of 20 texts is far
+    from the pooled mix by chance alone, so only the TV distance beyond that is read as skew, and
+    clients whose distance lies within the simulations' spread at the grid's largest alpha get an
+    interval reaching it (`AlphaFit.iid_like`). The fitted alpha describes the mixes, not the
+    noise: `--scheme length` at that alpha gives clients with those mixes and no sampling noise.
+    `reps` simulated partitions per alpha, `draws` bootstrap resamples of the clients; empty
+    clients are skipped. `client_size` is ignored (it set the size of the equal-size simulated
+    clients before the fit used the clients' own sizes) and kept for callers that pass it."""
     labels = _check_labels(labels, num_classes)
     counts = class_counts(partition.clients, labels, num_classes)
-    n = len(partition.clients)
-
-    def simulate(alpha: float, sim_rng: np.random.Generator) -> float:
-        sim = partition_length(labels, n, sim_rng, alpha=alpha, num_classes=num_classes,
-                               client_size=client_size)
-        return float(client_tv(class_counts(sim.clients, labels, num_classes)).mean())
-
-    boot = bootstrap_clients(lambda idx: float(client_tv(counts[idx]).mean()), n, rng, draws)
-    return fit_alpha(float(client_tv(counts).mean()), boot, simulate, rng, reps=reps)
+    counts = counts[counts.sum(axis=1) > 0]
+    if len(counts) < 2:
+        raise ValueError(f"fitting alpha needs at least 2 non-empty clients, got {len(counts)}")
+    sizes, pooled = counts.sum(axis=1), counts.sum(axis=0)
+    sims = np.stack([mean_tv(sample_class_counts(sizes, pooled, float(a), reps, rng)) for a in ALPHA_GRID])
+    boot = mean_tv(counts[rng.integers(0, len(counts), (draws, len(counts)))])
+    return fit_alpha_to_simulations(float(mean_tv(counts)), boot, sims, grid=ALPHA_GRID)
 
 
 def fit_quantity_alpha(partition: Partition, labels, num_classes: int, rng: np.random.Generator, *,
                        client_size: int | None = None, min_client_size: int | None = None,
-                       draws: int = 500, reps: int = 30) -> AlphaFit:
+                       draws: int = 500, reps: int = 200) -> AlphaFit:
     """The alpha of quantity skew (`--scheme quantity --clients N --client-size S` over `labels`)
-    whose partitions have, on average, this partition's Gini of client sizes."""
+    whose partitions have, on average, this partition's Gini of client sizes.
+
+    The sizes are simulated as the quantity partitioner draws them (`quantity_sizes`), not with
+    sampling noise: the statistic is the sizes themselves, which natural clients show exactly."""
     labels = _check_labels(labels, num_classes)
     sizes = np.array([len(rows) for rows in partition.clients], dtype=float)
     n = len(sizes)
-
-    def simulate(alpha: float, sim_rng: np.random.Generator) -> float:
-        sim = partition_quantity(labels, n, sim_rng, alpha=alpha, num_classes=num_classes,
-                                 client_size=client_size, min_client_size=min_client_size)
-        return gini([len(rows) for rows in sim.clients])
-
+    total = n * _equal_size(len(labels), n, client_size, None) if client_size is not None else len(labels)
+    low, _ = _min_size(min_client_size, n, total)
+    sims = np.stack([_gini_rows(quantity_sizes(n, total, low, float(a), reps, rng)) for a in ALPHA_GRID])
     boot = bootstrap_clients(lambda idx: gini(sizes[idx]), n, rng, draws)
-    return fit_alpha(gini(sizes), boot, simulate, rng, reps=reps)
+    return fit_alpha_to_simulations(gini(sizes), boot, sims, grid=ALPHA_GRID)
+
+
+def quantity_sizes(num_clients: int, total: int, low: int, alpha: float, reps: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(reps, num_clients) client sizes as `partition_quantity` draws them: low + a Dirichlet(alpha·1)
+    share of total - num_clients·low, largest-remainder rounded (reps=1 reproduces its draw)."""
+    rest = total - num_clients * low
+    shares = rng.dirichlet(np.full(num_clients, alpha), size=reps) + 1e-300
+    exact = rest * shares / shares.sum(axis=1, keepdims=True)
+    counts = np.floor(exact).astype(np.int64)
+    short = rest - counts.sum(axis=1, keepdims=True)
+    rank = np.argsort(np.argsort(counts - exact, axis=1, kind="stable"), axis=1)
+    return low + counts + (rank < short)
+
+
+def _gini_rows(x: np.ndarray) -> np.ndarray:
+    """`gini` of each row of a (rows, values) array of positive values."""
+    x = np.sort(np.asarray(x, dtype=float), axis=1)
+    ranks = np.arange(1, x.shape[1] + 1)
+    return ((2 * ranks - x.shape[1] - 1) * x).sum(axis=1) / (x.shape[1] * x.sum(axis=1))
 
 
 def same_size_iid_tv(partition: Partition, labels, num_classes: int, rng: np.random.Generator,

@@ -3,10 +3,13 @@
 Pure numpy, like `cllora.partition`: one set of functions describes synthetic and natural partitions
 alike, so their numbers are directly comparable.
 
-- `class_counts`, `client_tv`, `gini`, `heterogeneity_stats`: how skewed a partition is.
+- `class_counts`, `client_tv`, `mean_tv`, `gini`, `heterogeneity_stats`: how skewed a partition is.
 - `partition_to_dict`: the JSON form of a partition (partition.json).
-- `fit_alpha`: the alpha whose simulated partitions have a given statistic on average, with a
-  bootstrap interval (the estimator of `cllora partition --fit-alpha`; see its docstring for why).
+- `sample_class_counts`: clients of given sizes whose class mixes are Dirichlet draws and whose
+  counts are multinomial samples of them (the model `--fit-alpha` fits to natural clients).
+- `fit_alpha` / `fit_alpha_to_simulations`: the alpha whose simulated partitions have a given
+  statistic on average, with an interval (the estimator of `cllora partition --fit-alpha`; see
+  `fit_alpha_to_simulations` for why).
 """
 
 from __future__ import annotations
@@ -45,6 +48,16 @@ def client_tv(counts: np.ndarray) -> np.ndarray:
     pooled = counts.sum(axis=0) / max(sizes.sum(), 1.0)
     full = sizes > 0
     return 0.5 * np.abs(counts[full] / sizes[full, None] - pooled).sum(axis=1)
+
+
+def mean_tv(counts: np.ndarray) -> np.ndarray:
+    """`client_tv(...).mean()` over the clients axis of (..., clients, classes) counts, for many
+    partitions at once; every client must be non-empty."""
+    counts = np.asarray(counts, dtype=float)
+    pooled = counts.sum(axis=-2, keepdims=True)
+    pooled /= pooled.sum(axis=-1, keepdims=True)
+    mixes = counts / counts.sum(axis=-1, keepdims=True)
+    return 0.5 * np.abs(mixes - pooled).sum(axis=-1).mean(axis=-1)
 
 
 def gini(values) -> float:
@@ -127,6 +140,24 @@ def partition_to_dict(partition: Partition, labels, *, scheme: str, alpha: float
 
 # ---------------------------------------------------------------- fitting alpha
 
+def sample_class_counts(sizes, shares, alpha: float, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """(reps, clients, classes) class counts: client k's mix p_k ~ Dirichlet(alpha·K·shares) over the
+    K classes with a positive share (Dirichlet(alpha·1), the length partitioner's, when the shares
+    are equal), then its counts ~ Multinomial(sizes[k], p_k): the skew plus the sampling noise a
+    real client of that size shows. Classes with share 0 get count 0."""
+    sizes, shares = np.asarray(sizes, dtype=np.int64), np.asarray(shares, dtype=float)
+    present = shares > 0
+    conc = alpha * present.sum() * shares[present] / shares.sum()
+    shape = (reps, len(sizes), len(conc))
+    # Gamma(a) = Gamma(a + 1) · U^(1/a), in logs: exact, and no underflow to 0 for small a
+    log_gamma = np.log(rng.gamma(conc + 1.0, size=shape)) + np.log1p(-rng.random(shape)) / conc
+    mixes = np.exp(log_gamma - log_gamma.max(axis=-1, keepdims=True))
+    mixes /= mixes.sum(axis=-1, keepdims=True)
+    counts = np.zeros(shape[:2] + (len(shares),), dtype=np.int64)
+    counts[..., present] = rng.multinomial(sizes, mixes)
+    return counts
+
+
 @dataclass(frozen=True)
 class AlphaFit:
     """A fitted alpha and its interval, the union of two: `model_interval` (the alphas whose simulated
@@ -143,31 +174,59 @@ class AlphaFit:
     grid: tuple[float, ...]  # the alphas simulated
     curve: tuple[float, ...]  # mean simulated statistic at each alpha (non-increasing)
 
+    @property
+    def iid_like(self) -> bool:
+        """The interval reaches the grid's largest alpha (1000 by default, where a client's class
+        mix is the global one within sampling noise): the data cannot tell these clients from IID."""
+        return self.high >= self.grid[-1]
+
+    def describe(self) -> str:
+        """One line: "alpha 2.41 (interval 1.58 - 3.85)", or the IID verdict when it applies."""
+        low = f"<= {_short(self.low)}" if self.low <= self.grid[0] else _short(self.low)
+        if self.iid_like:
+            return (f"indistinguishable from IID (interval from alpha {low} to >= {_short(self.grid[-1])}, "
+                    "the largest alpha simulated)")
+        return f"alpha {_short(self.alpha)} (interval {low} - {_short(self.high)})"
+
+
+def _short(x: float) -> str:
+    return f"{x:.3g}" if x < 999.5 else f"{x:.0f}"
+
 
 def fit_alpha(observed: float, bootstrap: np.ndarray, simulate: Callable[[float, np.random.Generator], float],
               rng: np.random.Generator, *, grid: np.ndarray = ALPHA_GRID, reps: int = 30,
               level: float = 0.95) -> AlphaFit:
-    """The alpha at which `simulate(alpha, rng)` (a statistic that falls as alpha grows, e.g. the
-    mean TV distance of a length-skew partition) equals `observed` on average, with an interval.
-
-    Estimator: simulation matching (method of simulated moments). `reps` partitions are simulated at
-    each grid alpha; the mean statistic per alpha, made non-increasing, is inverted by
-    interpolation in log alpha. Simulating the very partitioner a user would run (its sizes,
-    run-out handling and rounding) means that partitions drawn at the fitted alpha show the
-    observed statistic. Interval: the union of (a) the alphas at which the observed value lies
-    within the simulated statistic's central `level` range (inverting the simulated quantiles: the
-    variability of the Dirichlet model itself) and (b) the alphas fitted to `bootstrap`, the
-    statistic on clients resampled with replacement, at the same quantiles (the variability of the
-    real clients, which the model may not capture).
-
-    Why not the maximum likelihood of the clients' class proportions under Dirichlet(alpha·1): the
-    length partitioner's clients do not hold their Dirichlet draws (over-demanded classes run out
-    and their share moves elsewhere, counts are rounded), and observed proportions have exact zeros
-    (log 0) that need an arbitrary smoothing, which pulls small alphas up. On 2,000 texts, 20
-    clients and 20 seeds per alpha, this interval held the true alpha in 95-100 % of length-skew
-    and 90-100 % of quantity-skew partitions for alpha in {0.1, 1, 10}."""
+    """`fit_alpha_to_simulations` with `simulate(alpha, rng)` (one simulated statistic) called
+    `reps` times at each grid alpha."""
     grid = np.asarray(grid, dtype=float)
     sims = np.array([[simulate(float(a), rng) for _ in range(reps)] for a in grid])
+    return fit_alpha_to_simulations(observed, bootstrap, sims, grid=grid, level=level)
+
+
+def fit_alpha_to_simulations(observed: float, bootstrap: np.ndarray, sims: np.ndarray, *,
+                             grid: np.ndarray = ALPHA_GRID, level: float = 0.95) -> AlphaFit:
+    """The alpha at which the simulated statistic (`sims[i]`: draws at `grid[i]`; a statistic that
+    falls as alpha grows, e.g. a mean TV distance) equals `observed` on average, with an interval.
+
+    Estimator: simulation matching (method of simulated moments). The mean statistic per alpha,
+    made non-increasing, is inverted by interpolation in log alpha. Interval: the union of (a) the
+    alphas at which the observed value lies within the simulated statistic's central `level` range
+    (inverting the simulated quantiles: the variability of the model itself, sampling noise
+    included) and (b) the alphas fitted to `bootstrap`, the statistic on clients resampled with
+    replacement, at the same quantiles (the variability of the real clients, which the model may
+    not capture). An observed value inside the spread at the grid's largest alpha gives an interval
+    that reaches it (`AlphaFit.iid_like`).
+
+    Why not the maximum likelihood of the clients' class proportions under a Dirichlet: observed
+    proportions have exact zeros (log 0) that need an arbitrary smoothing, which pulls small alphas
+    up, and small clients' proportions carry sampling noise that a Dirichlet on proportions reads
+    as skew. Matching one statistic of simulated clients of the observed sizes (see
+    `cllora.partition_natural.fit_length_alpha`) needs neither (a Dirichlet-multinomial likelihood
+    would too; matching keeps the fit on the statistic the partition report shows). Coverage of the interval on
+    clients drawn at a known alpha: `benchmarks/bench_alpha_fit.py` (BENCHMARKS.md)."""
+    grid, sims = np.asarray(grid, dtype=float), np.asarray(sims, dtype=float)
+    if sims.ndim != 2 or len(sims) != len(grid):
+        raise ValueError(f"sims must hold one row of draws per grid alpha ({len(grid)}), got shape {sims.shape}")
     tail = (1 - level) / 2
     mono = lambda values: np.minimum.accumulate(values)  # noqa: E731
     curve = mono(sims.mean(axis=1))
