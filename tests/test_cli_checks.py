@@ -52,3 +52,59 @@ def test_max_length_above_the_context_is_refused_before_anything_is_written(tiny
     refused(capsys, tiny_args(tiny_model, out, "--max-length", "600"),
             "max_length (600) is above the model's context of 512 tokens; use at most 512")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--scheme", "length", "--alpha", "0.5", "--client-key", "president"],
+     "client_key ('president') is only used with scheme natural, not with scheme 'length'"),
+    (["--scheme", "iid", "--alpha", "0.1"], "alpha (0.1) is only used with scheme length/quantity"),
+    (["--scheme", "iid", "--small-groups", "merge"], "small_groups ('merge') is only used with scheme natural"),
+    (["--round-timeout", "30"], "round_timeout (30.0) is only used with engine flower-sim, not with "
+                                "engine 'inprocess'"),
+])
+def test_settings_a_run_would_ignore_are_refused(tiny_model, tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    refused(capsys, tiny_args(tiny_model, out, *flags), message)
+    assert not out.exists()
+
+
+def test_a_config_file_setting_the_run_would_ignore_is_refused(tiny_model, tmp_path, capsys):
+    (tmp_path / "exp.toml").write_text('[run]\nscheme = "iid"\nalpha = 0.1\n')
+    out = tmp_path / "run"
+    refused(capsys, tiny_args(tiny_model, out, "--config", str(tmp_path / "exp.toml")),
+            "alpha (0.1) is only used with scheme length/quantity, not with scheme 'iid'")
+    assert not out.exists()
+    # cllora partition refuses it the same way
+    refused(capsys, ["partition", "--model", tiny_model, "--scheme", "quantity", "--client-key", "party"],
+            "client_key ('party') is only used with scheme natural")
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('eval_fp32 = "no"', "eval_fp32 must be true or false, got 'no'"),
+    ("targets = 5", "targets must be a list of names or comma-separated text, got 5"),
+    ('seed = "a"', "seed must be an integer, got 'a'"),
+    ("seed = -1", "seed must be an integer >= 0, got -1"),
+])
+def test_wrong_toml_types_exit_2_and_write_nothing(tiny_model, tmp_path, capsys, toml, message):
+    (tmp_path / "exp.toml").write_text(f"[run]\n{toml}\n")
+    out = tmp_path / "run"
+    refused(capsys, tiny_args(tiny_model, out, "--config", str(tmp_path / "exp.toml")), message)
+    assert not out.exists()
+
+
+def test_a_bad_grid_value_fails_up_front(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    refused(capsys, ["sweep", "--preset", "study-length", "--quick", "--grid", "seed=a", "--dry-run",
+                     "--out", str(out)], "seed must be an integer, got 'a'")
+    refused(capsys, ["sweep", "--preset", "study-length", "--quick", "--grid", "seed=0,a", "--out", str(out)],
+            "seed must be an integer, got 'a'")
+    assert not out.exists()
+
+
+def test_a_grid_may_give_alpha_to_cells_that_ignore_it(tmp_path, capsys):
+    (tmp_path / "grid.toml").write_text('[run]\nalpha = 0.1\nclient_key = "president"\n'
+                                        '[grid]\nscheme = ["iid", "length", "natural"]\n')
+    assert main(["sweep", "--config", str(tmp_path / "grid.toml"), "--dry-run",
+                 "--out", str(tmp_path / "sweep")]) == 0
+    shown = capsys.readouterr().out
+    assert "3 cells" in shown and "iid-s0" in shown and "length-a0.1-s0" in shown

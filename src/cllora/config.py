@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from cllora.config_types import (check_at_least, check_at_least_zero, check_choice, check_positive,
+                                  checked_value)
 from cllora.errors import UserError
 
 SCHEMES = ("iid", "length", "quantity", "natural")
@@ -22,6 +23,12 @@ DEVICES = ("auto", "cpu", "cuda")
 LENGTH_MEASURES = ("tokens", "sentences")
 TRACKERS = ("tensorboard", "mlflow")  # --log-to (cllora.tracking)
 ENGINES = ("inprocess", "flower-sim")  # Flower deployment runs through `flwr run` (cllora.flower)
+SCHEME_TITLES = {"iid": "IID", "length": "length skew", "quantity": "quantity skew",
+                 "natural": "natural clients"}  # how figures and tables name each scheme
+# settings that mean something only for some values of another: {setting: (that other, its values)};
+# a single run refuses one given where it would be ignored (check_given); a grid's cells ignore them
+APPLIES_ONLY_WITH = {"alpha": ("scheme", ALPHA_SCHEMES), "client_key": ("scheme", ("natural",)),
+                     "small_groups": ("scheme", ("natural",)), "round_timeout": ("engine", ("flower-sim",))}
 
 
 def strategy_names() -> tuple[str, ...]:
@@ -54,8 +61,8 @@ class RunConfig:
                                     "dataset has its own validation split)")
     max_train_examples: int | None = _setting(2000, "seeded subsample of training texts, for speed")
     max_test_examples: int | None = _setting(200, "seeded subsample of global test texts, for speed")
-    max_length: int = _setting(256, "tokens the model sees per text (longer texts are truncated; the "
-                               "study used 128)")
+    max_length: int = _setting(256, "tokens the model sees per text (longer texts are truncated; at "
+                               "most the model's context; the study used 128)")
     # partition
     scheme: str = _setting("iid", "how texts are split over clients", choices=SCHEMES)
     alpha: float = _setting(1.0, "Dirichlet concentration: small = very skewed, large = near IID",
@@ -142,33 +149,46 @@ class RunConfig:
     round_timeout: float | None = _setting(
         None, "Flower engines: seconds to wait for the sampled clients' replies; a client that has not "
         "answered by then counts as failed; none = no limit")
+    # client-level differential privacy (DP-FedAvg, cllora.privacy): on only when dp_clip is set
+    dp_clip: float | None = _setting(None, "client-level DP: clip each sampled client's update (its adapter "
+                                     "minus the global one, all tensors together) to this L2 norm; the "
+                                     "server adds Gaussian noise and divides by clients_per_round; none "
+                                     "= no DP", metavar="C")
+    dp_noise: float | None = _setting(None, "client-level DP: noise multiplier z (noise std z*C on the sum "
+                                      "of clipped updates); or give dp_target_epsilon", metavar="Z")
+    dp_target_epsilon: float | None = _setting(None, "client-level DP: solve z before the run so that "
+                                               "epsilon after all rounds is at most this", metavar="E")
+    dp_delta: float | None = _setting(None, "client-level DP: delta of the (epsilon, delta) guarantee, "
+                                      "below 1/clients; default min(1/clients^1.1, 1e-5)", metavar="D")
 
     def __post_init__(self) -> None:
-        _choice("scheme", self.scheme, SCHEMES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("device", self.device, DEVICES)
-        _choice("length_measure", self.length_measure, LENGTH_MEASURES)
-        _choice("engine", self.engine, ENGINES)
-        _choice("small_groups", self.small_groups, SMALL_GROUPS)
+        if isinstance(self.client_ranks, (list, tuple)):  # a TOML list: client_ranks = [4, 8, 8, 16]
+            object.__setattr__(self, "client_ranks", ",".join(str(v) for v in self.client_ranks))
+        _check_types(self)
+        check_choice("scheme", self.scheme, SCHEMES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("length_measure", self.length_measure, LENGTH_MEASURES)
+        check_choice("engine", self.engine, ENGINES)
+        check_choice("small_groups", self.small_groups, SMALL_GROUPS)
         if self.scheme == "natural" and not self.client_key:
             raise UserError("scheme natural needs client_key, the column whose values are the clients "
                             "(e.g. --client-key president)")
-        _choice("strategy", self.strategy, strategy_names())
+        check_choice("strategy", self.strategy, strategy_names())
         _check_strategy_options(self)
-        _positive("alpha", self.alpha)
-        _positive("lr", self.lr)
-        _positive("lora_alpha", self.lora_alpha)
+        _check_privacy(self)
+        check_positive("alpha", self.alpha)
+        check_positive("lr", self.lr)
+        check_positive("lora_alpha", self.lora_alpha)
         if self.round_timeout is not None:
-            _positive("round_timeout", self.round_timeout)
+            check_positive("round_timeout", self.round_timeout)
         for name in ("clients", "clients_per_round", "rounds", "local_epochs", "batch_size",
                      "rank", "max_length", "eval_every"):
-            _at_least(name, getattr(self, name), 1)
-        _at_least("num_classes", self.num_classes, 2)
-        _at_least("seed", self.seed, 0)
-        _at_least("replicate", self.replicate, 0)
-        if isinstance(self.client_ranks, (list, tuple)):  # a TOML list: client_ranks = [4, 8, 8, 16]
-            object.__setattr__(self, "client_ranks", ",".join(str(v) for v in self.client_ranks))
+            check_at_least(name, getattr(self, name), 1)
+        check_at_least("num_classes", self.num_classes, 2)
+        check_at_least("seed", self.seed, 0)
+        check_at_least("replicate", self.replicate, 0)
         if self.client_ranks:
             from cllora.ranks import check_spec
 
@@ -176,7 +196,7 @@ class RunConfig:
         _check_measurement(self)
         for name in ("max_train_examples", "max_test_examples", "client_size", "min_client_size"):
             if getattr(self, name) is not None:
-                _at_least(name, getattr(self, name), 1)
+                check_at_least(name, getattr(self, name), 1)
         if self.clients_per_round > self.clients:
             raise UserError(f"clients_per_round must be <= clients ({self.clients}), "
                             f"got {self.clients_per_round}")
@@ -216,9 +236,13 @@ class RunConfig:
         return from_dict({**self.to_dict(), **changes})
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+def _check_types(cfg: "RunConfig") -> None:
+    """Every setting against its annotation (cllora.config_types), in the field's form (an int
+    for a float becomes a float, a list or comma-separated text a tuple); a setting with choices is
+    checked against them instead."""
+    for f in fields(cfg):
+        if not f.metadata.get("choices"):
+            object.__setattr__(cfg, f.name, checked_value(f.name, getattr(cfg, f.name), f.type))
 
 
 def _check_strategy_options(cfg: "RunConfig") -> None:
@@ -226,15 +250,15 @@ def _check_strategy_options(cfg: "RunConfig") -> None:
     does not read it (it would silently do nothing)."""
     from cllora.aggregate import STRATEGIES, unused_options
 
-    _at_least_zero("prox_mu", cfg.prox_mu)
+    check_at_least_zero("prox_mu", cfg.prox_mu)
     if cfg.server_lr is not None:
-        _positive("server_lr", cfg.server_lr)
+        check_positive("server_lr", cfg.server_lr)
     for name in ("server_momentum", "beta1", "beta2"):
         value = getattr(cfg, name)
-        _at_least_zero(name, value)
+        check_at_least_zero(name, value)
         if not value < 1:
             raise UserError(f"{name} must be in [0, 1), got {value!r}")
-    _positive("tau", cfg.tau)
+    check_positive("tau", cfg.tau)
     _check_base_merges(cfg)
     unused = unused_options(cfg.strategy, cfg.to_dict(), {f.name: f.default for f in fields(cfg)})
     if unused:
@@ -246,13 +270,23 @@ def _check_strategy_options(cfg: "RunConfig") -> None:
 def _check_measurement(cfg: "RunConfig") -> None:
     """Bounds of the measurement settings (the model's context is checked once the model is loaded)."""
     if cfg.eval_max_length is not None:
-        _at_least("eval_max_length", cfg.eval_max_length, 2)
-    _at_least("fairness_every", cfg.fairness_every, 0)
-    _at_least("eval_local_models", cfg.eval_local_models, 0)
+        check_at_least("eval_max_length", cfg.eval_max_length, 2)
+    check_at_least("fairness_every", cfg.fairness_every, 0)
+    check_at_least("eval_local_models", cfg.eval_local_models, 0)
     if cfg.min_local_test is not None:
-        _at_least("min_local_test", cfg.min_local_test, 1)
+        check_at_least("min_local_test", cfg.min_local_test, 1)
     if cfg.log_to is not None:
-        _choice("log_to", cfg.log_to, TRACKERS)
+        check_choice("log_to", cfg.log_to, TRACKERS)
+
+
+def _check_privacy(cfg: "RunConfig") -> None:
+    """Client-level DP settings go together and with the strategy (cllora.privacy.settings)."""
+    from cllora.privacy.settings import check_dp_settings
+
+    try:
+        check_dp_settings(cfg.to_dict())
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _check_base_merges(cfg: "RunConfig") -> None:
@@ -262,23 +296,6 @@ def _check_base_merges(cfg: "RunConfig") -> None:
     if cfg.strategy in MERGES_BASE and cfg.eval_fp32:
         raise UserError(f"strategy {cfg.strategy!r} merges updates into the base weights, which "
                         "eval_fp32's separate fp32 copy would not see; drop eval_fp32 or use precision fp32")
-
-
-def _at_least_zero(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-            or value < 0:
-        raise UserError(f"{name} must be a number >= 0, got {value!r}")
-
-
-def _positive(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-            or value <= 0:
-        raise UserError(f"{name} must be a number > 0, got {value!r}")
-
-
-def _at_least(name: str, value: Any, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
@@ -308,19 +325,9 @@ def check_keys(keys, where: str) -> None:
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
-    """Build a RunConfig from plain values (TOML, JSON, CLI), naming any unknown key."""
+    """Build a RunConfig from plain values (TOML, JSON, CLI), naming any unknown key (the types
+    are checked and converted by RunConfig itself)."""
     check_keys(values, "config")
-    values = dict(values)
-    if isinstance(values.get("targets"), str):
-        values["targets"] = tuple(t.strip() for t in values["targets"].split(",") if t.strip())
-    elif values.get("targets") is not None:
-        values["targets"] = tuple(values["targets"])
-    if values.get("class_edges") is not None:
-        values["class_edges"] = tuple(float(x) for x in values["class_edges"])
-    for key in ("alpha", "lr", "lora_alpha", "test_fraction", "local_test_fraction", "lora_dropout",
-                "round_timeout", "prox_mu", "server_lr", "server_momentum", "beta1", "beta2", "tau"):
-        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
-            values[key] = float(values[key])
     return RunConfig(**values)
 
 
@@ -335,11 +342,28 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
 
+def file_settings(path: str | Path) -> dict[str, Any]:
+    """The run settings of a TOML file: its [run] table, or its top level."""
+    data = load_toml(path)
+    return data.get("run", data)
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """Defaults, then the TOML file's [run] table (or top level), then non-None overrides."""
     values: dict[str, Any] = {}
     if path is not None:
-        data = load_toml(path)
-        values.update(data.get("run", data))
+        values.update(file_settings(path))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(values)
+
+
+def check_given(config: RunConfig, given) -> None:
+    """Refuse a setting the user gave for one run (a flag or the config file) that the run would
+    ignore (APPLIES_ONLY_WITH), as strategy options are refused for a strategy that ignores them."""
+    for name in given:
+        if name in APPLIES_ONLY_WITH:
+            other, values = APPLIES_ONLY_WITH[name]
+            if getattr(config, other) not in values:
+                raise UserError(f"{name} ({getattr(config, name)!r}) is only used with {other} "
+                                f"{'/'.join(values)}, not with {other} {getattr(config, other)!r}; "
+                                f"leave it out")

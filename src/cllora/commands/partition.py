@@ -60,17 +60,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora.config import load_config
+    from cllora.config import check_given, file_settings, from_dict
     from cllora.errors import UserError
 
     if args.max_rows < 0:
         raise UserError(f"--max-rows must be >= 0, got {args.max_rows}")
     if args.dirichlet_demo:
         return dirichlet_demo(args)
-    config = load_config(args.config, **config_overrides(args, PARTITION_FIELDS))
+    given = {**(file_settings(args.config) if args.config else {}),
+             **config_overrides(args, PARTITION_FIELDS)}
+    config = from_dict(given)
     if args.fit_alpha and config.scheme != "natural":
         raise UserError(f"--fit-alpha fits a Dirichlet alpha to natural clients, so it needs --scheme "
                         f"natural --client-key KEY; got scheme {config.scheme!r}")
+    check_given(config, given)
     from cllora.experiment import prepare_data
     from cllora.model import load_tokenizer
 

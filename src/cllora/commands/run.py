@@ -29,24 +29,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
+    """The run's config, directory and whether it resumes; a setting given (flag or config file)
+    that this run would ignore is refused (cllora.config.check_given)."""
     from cllora import records
-    from cllora.config import from_dict, load_config, load_toml
+    from cllora.config import check_given, file_settings, from_dict
     from cllora.errors import UserError
 
-    overrides = config_overrides(args)
+    given = {**(file_settings(args.config) if args.config else {}), **config_overrides(args)}
     if args.resume:
         out = Path(args.resume)
         if args.out and Path(args.out) != out:
             raise UserError(f"--out {args.out!r} and --resume {args.resume!r} name different directories")
         if not records.is_run_dir(out):
             raise UserError(f"--resume {args.resume!r}: not a cllora run directory (no config.json)")
-        base = records.saved_config(out).to_dict()
-        if args.config:
-            base.update(load_toml(args.config).get("run", load_toml(args.config)))
-        return from_dict({**base, **overrides}), out, True
-    config = load_config(args.config, **overrides)
-    out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return config, out, False
+        config = from_dict({**records.saved_config(out).to_dict(), **given})
+    else:
+        config = from_dict(given)
+        out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    check_given(config, given)
+    return config, out, bool(args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
