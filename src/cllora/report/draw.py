@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from cllora.config import SCHEME_TITLES
 from cllora.grid import slug
 from cllora.records import save_figure
 from cllora.report.conditions import (
     by_setting, class_difference, client_curves, local_comparison, local_key, model_label, setting_key,
 )
 from cllora.report.figures import (
-    SCHEME_TITLES, class_labels, class_loss_figure, client_pair_figure, comparison_figure,
+    class_labels, class_loss_figure, client_pair_figure, comparison_figure,
     partition_figure, strategy_figure,
 )
 from cllora.report.runs import RunRecord

@@ -18,12 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cllora.config import ALPHA_SCHEMES  # noqa: E402
+from cllora.config import ALPHA_SCHEMES, SCHEME_TITLES  # noqa: E402
 from cllora.records import save_figure  # noqa: E402
 from cllora.report.conditions import client_curves  # noqa: E402
 from cllora.report.stats import curve  # noqa: E402
 
-SCHEME_TITLES = {"iid": "IID", "length": "length skew", "quantity": "quantity skew"}
 # Fixed colours for the study's conditions, so every figure reads the same way.
 ALPHA_COLORS = {0.1: "#d62728", 1.0: "#ff7f0e", 100.0: "#1f77b4"}
 IID_STYLE = {"color": "#222222", "ls": "--", "marker": "s"}
@@ -320,8 +319,8 @@ def strategy_figure(conditions: list[dict], title: str):
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, lw=1.3,
                         color=colors[name], label=name)
             _round_axes(ax, ylabel)
-            where = cond["condition"] if cond["scheme"] == "iid" else \
-                f"{SCHEME_TITLES[cond['scheme']]}, {cond['condition']}"
+            where = f"{SCHEME_TITLES[cond['scheme']]}, {cond['condition']}" \
+                if cond["scheme"] in ALPHA_SCHEMES else cond["condition"]  # "IID", "natural clients"
             ax.set_title(_wrap(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 4.3), fontsize=10)
     handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
     if handles:
