@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from cllora import evaluation, records, tracking
+from cllora import evaluation, private_round, records, tracking
 from cllora.aggregate import ClientView, Reply, Strategy, check_update, client_drift, state_nbytes
 from cllora.ranks import sent_nbytes
 from cllora.aggregate.error import aggregation_error
@@ -86,6 +86,7 @@ class RunState:
     server_state: dict = field(default_factory=dict)
     client_states: dict[int, dict] = field(default_factory=dict)
     base_total: dict = field(default_factory=dict)  # running total merged into base weights (FLoRA, FedEx)
+    dp: private_round.DpPlan | None = None  # client-level DP (re-derived from the config, not saved)
 
 
 def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
@@ -109,6 +110,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     data = prepare_data(config, runtime.tokenizer, log)
     truncation = data.truncation(config.max_length)
     _report_data(data, truncation, config, log)
+    dp = private_round.plan(config, data.labels, data.client_train, log)  # before the model loads
     exp = prepare_experiment(config, runtime.load_base(config, log), runtime.tokenizer, runtime.device,
                              runtime.precision, data, log)
     progress = progress or RunProgress(enabled=False)
@@ -126,6 +128,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
         _save_partition_plot(out / "partition.png", partition)
         reached = clients(exp, progress)
         state = _start_state(exp, reached, out, progress)
+        state.dp = dp
         with progress.run(config.rounds, start=state.last_round):
             for round_num in range(state.last_round + 1, config.rounds + 1):
                 _run_round(exp, reached, state, round_num, out, progress, log)
@@ -226,13 +229,15 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
                           downlink, state.client_states)
     train_s = time.perf_counter() - round_start
     good = _screen(updates, exp.initial_state, strategy.uplink(exp.initial_state), round_num, out, log)
+    private, dp_row = private_round.private_reply(state.dp, cfg, state.global_state, good, round_num) \
+        if state.dp else (None, {})
     drift = client_drift(state.global_state, [u.state for u in good])
     agg_error = aggregation_error([u.state for u in good], [u.num_train_examples for u in good],
                                   state.global_state)
     eval_start = time.perf_counter()  # local models are scored on the base they trained on
     local = evaluation.local_scores(exp, good, round_num, progress.eval_tick) if evaluate_now else None
     eval_s = time.perf_counter() - eval_start
-    if _aggregate(strategy, options, state, good):
+    if _aggregate(strategy, options, state, good, private):
         merge_into_base(exp, state.base_total)
     state.last_round = round_num
     bytes_up, bytes_down = _round_bytes(strategy, exp.initial_state, downlink, updates, exp.client_ranks)
@@ -243,19 +248,22 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
         if evaluate_now else None
     eval_s += time.perf_counter() - eval_start
     overhead = time.perf_counter() - round_start - train_s - eval_s
-    state.rounds.append(records.round_row(round_num, scores, updates, bytes_up, bytes_down,
-                                          state.bytes_cumulative, train_s, eval_s, overhead, drift,
-                                          agg_error))
+    state.rounds.append({**records.round_row(round_num, scores, updates, bytes_up, bytes_down,
+                                             state.bytes_cumulative, train_s, eval_s, overhead, drift,
+                                             agg_error), **dp_row})
     state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores, exp.client_ranks))
     _save(out, state, exp.config.num_classes)
     progress.round_done(state.rounds[-1])
 
 
-def _aggregate(strategy: Strategy, options: dict, state: RunState, good: list[ClientUpdate]) -> bool:
-    """The strategy's server step over the good updates; the clients' new own states are kept
-    (a failed client keeps its old one, as the server ignored its update). True when the step
-    added to the base weights' running delta total (the caller merges it into the model)."""
-    replies = [Reply(u.state, u.num_train_examples, u.extra, u.client_id) for u in good]
+def _aggregate(strategy: Strategy, options: dict, state: RunState, good: list[ClientUpdate],
+               private: Reply | None = None) -> bool:
+    """The strategy's server step over the good updates (with client-level DP, over the one
+    `private` reply instead: the noised mean of their clipped updates); the clients' new own
+    states are kept (a failed client keeps its old one, as the server ignored its update). True
+    when the step added to the base weights' running delta total (the caller merges it)."""
+    replies = [private] if private is not None else \
+        [Reply(u.state, u.num_train_examples, u.extra, u.client_id) for u in good]
     step = strategy.aggregate(state.global_state, state.server_state, replies, options)
     if step.base_delta:
         state.base_total = add_deltas(state.base_total, step.base_delta)

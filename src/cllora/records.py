@@ -25,6 +25,7 @@ from cllora.errors import UserError
 from cllora.files import (atomic_write_bytes, atomic_write_text, read_csv, read_json,  # noqa: F401
                           read_npz, save_figure, write_csv, write_json, write_npz)  # (the run's writer)
 from cllora.metrics import excess_variance, fairness, fairness_noise, perplexity
+from cllora.privacy.clip import DP_COLUMNS, clip_columns
 
 if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
     import torch
@@ -36,6 +37,7 @@ ROUND_COLUMNS = (
     "local_models_test_loss_mean", "local_models_var", "local_models_var_corrected",
     "local_models_global_test_loss_mean",
     "num_participants", "num_failed", "train_loss_mean", *DRIFT_COLUMNS, *ERROR_COLUMNS,
+    *DP_COLUMNS,  # client-level DP (cllora.private_round): empty without DP
     "bytes_up", "bytes_down", "bytes_cumulative",
     "train_seconds", "eval_seconds", "overhead_seconds", "round_seconds",
 )
@@ -53,9 +55,10 @@ def class_columns(num_classes: int) -> tuple[str, ...]:
 
 
 def round_columns(num_classes: int) -> tuple[str, ...]:
-    """rounds.csv's columns for a run of `num_classes` length classes (after global_test_ppl)."""
+    """rounds.csv's columns for a run of `num_classes` length classes (the class losses after
+    global_test_ppl, DP's clip statistics by class at the end)."""
     at = ROUND_COLUMNS.index("global_test_ppl") + 1
-    return ROUND_COLUMNS[:at] + class_columns(num_classes) + ROUND_COLUMNS[at:]
+    return ROUND_COLUMNS[:at] + class_columns(num_classes) + ROUND_COLUMNS[at:] + clip_columns(num_classes)
 
 
 @dataclass

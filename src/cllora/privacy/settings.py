@@ -1,0 +1,68 @@
+"""Which client-level DP settings go together, and how each federated strategy composes with DP.
+
+Pure: plain values in, a ValueError naming the setting and its value out (config.py words it as
+the user's error). DP is on exactly when `dp_clip` is set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# every strategy → (composes with DP-FedAvg?, why); the README's table is this one
+COMPOSITION = {
+    "fedavg": (True, "the server step is the noised mean itself"),
+    "fedprox": (True, "the proximal term is local training; the server step is the noised mean"),
+    "fedavgm": (True, "server momentum steps along the noised mean: post-processing"),
+    "fedadam": (True, "the adaptive server step uses only the noised mean: post-processing"),
+    "fedyogi": (True, "the adaptive server step uses only the noised mean: post-processing"),
+    "fedadagrad": (True, "the adaptive server step uses only the noised mean: post-processing"),
+    "ffa-lora": (True, "A is frozen and public (seeded); the noised mean of B is what is released"),
+    "scaffold": (False, "each client also sends its control-variate change, which would need its own "
+                        "clipping and noise"),
+    "flora": (False, "the server merges every client's own B_k A_k into the base weights, unnoised"),
+    "fedex-lora": (False, "the residual merged into the base weights is built from each client's "
+                          "own factors, unnoised"),
+    "fedsa-lora": (False, "each client's own B is evaluated and kept per client, outside the noised mean"),
+}
+DP_OPTIONS = ("dp_noise", "dp_target_epsilon", "dp_delta")  # read only when dp_clip is set
+
+
+def _number(name: str, value: Any, low_open: float = 0.0) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or value <= low_open:
+        raise ValueError(f"{name} must be a number > {low_open:g}, got {value!r}")
+    return float(value)
+
+
+def check_dp_settings(values: dict[str, Any]) -> None:
+    """The DP settings of a run (`values`: its settings by name) are complete and consistent: a clip
+    C > 0; exactly one of dp_noise z > 0 and dp_target_epsilon E > 0; δ in (0, 1/N); a strategy
+    that composes. Without dp_clip, no other DP setting may be given (it would do nothing)."""
+    clip = values.get("dp_clip")
+    if clip is None:
+        given = [name for name in DP_OPTIONS if values.get(name) is not None]
+        if given:
+            raise ValueError(f"{given[0]} = {values[given[0]]!r} needs dp_clip (client-level DP is "
+                             "on only with a clip norm, e.g. --dp-clip 1.0)")
+        return
+    _number("dp_clip", clip)
+    noise, target = values.get("dp_noise"), values.get("dp_target_epsilon")
+    if (noise is None) == (target is None):
+        raise ValueError("dp_clip needs exactly one of dp_noise (the noise multiplier z) and "
+                         f"dp_target_epsilon (solve z for that epsilon); got dp_noise={noise!r}, "
+                         f"dp_target_epsilon={target!r}")
+    if noise is not None:
+        _number("dp_noise", noise)
+    else:
+        _number("dp_target_epsilon", target)
+    delta, clients = values.get("dp_delta"), values["clients"]
+    if delta is not None and not (_number("dp_delta", delta) < 1.0 / clients):
+        raise ValueError(f"dp_delta must be below 1/clients = {1.0 / clients:.3g} (a larger delta "
+                         f"allows publishing one client's data outright), got {delta!r}")
+    strategy = values.get("strategy", "fedavg")
+    composes, why = COMPOSITION.get(strategy, (False, "its privacy has not been worked out"))
+    if not composes:
+        ok = ", ".join(name for name, (yes, _) in COMPOSITION.items() if yes)
+        raise ValueError(f"strategy {strategy!r} does not compose with client-level DP ({why}); "
+                         f"with dp_clip use one of {ok}")
