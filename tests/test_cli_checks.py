@@ -149,3 +149,32 @@ def test_report_of_a_natural_sweep_with_two_strategies(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--quiet"]) == 0
     assert "Traceback" not in capsys.readouterr().err
     assert list((tmp_path / "figures").glob("strateg*.png"))
+
+
+def cut_mid_line(path):
+    """Cut a file in the middle of its last line, as an interrupted copy would."""
+    text = path.read_text()
+    path.write_text(text[:text.rstrip("\n").rfind("\n") + 6])
+
+
+def test_csvs_cut_mid_line_are_read_without_the_cut_line(tiny_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_model, out)) == 0
+    cut_mid_line(out / "rounds.csv")
+    cut_mid_line(out / "clients.csv")
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    said = "".join(capsys.readouterr())
+    assert "rounds.csv: its last line is cut short" in said and "clients.csv: its last line is cut" in said
+    assert [r["round"] for r in records.read_csv(out / "rounds.csv", log=lambda m: None)] == [0]
+    # a resume reads them the same way and goes on
+    assert main(["run", "--resume", str(out), "--rounds", "2", "--quiet"]) == 0
+    assert "its last line is cut short" in capsys.readouterr().err
+    assert [r["round"] for r in records.read_csv(out / "rounds.csv")][-1] == 2
+
+
+def test_a_damaged_csv_row_before_the_last_is_named(tmp_path):
+    path = tmp_path / "rounds.csv"
+    path.write_text("round,global_test_loss\n0,3.0\n1\n2,2.5\n")
+    with pytest.raises(ValueError, match="rounds.csv: line 3 has 1 fields, not 2; the file is damaged"):
+        records.read_csv(path)

@@ -11,11 +11,14 @@ import csv
 import io
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
+
+from cllora.errors import UserError
 
 
 def write_npz(path: Path, arrays: dict[str, Any]) -> None:
@@ -87,8 +90,13 @@ def write_csv(path: Path, columns: Iterable[str], rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def read_csv(path: Path) -> list[dict]:
-    """Rows of a run CSV with numbers parsed (empty cells become None, text stays text)."""
+def read_csv(path: Path, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Rows of a run CSV with numbers parsed (empty cells become None, text stays text).
+
+    Tolerant of a file cut mid-line (copied, or written by another tool, while it grew; cllora's
+    own writes are atomic): a last line without its newline is left out and said through `log`
+    (default: a note on stderr). A row of the wrong length before the last is damage, not a cut:
+    a UserError naming the file and line."""
     def parse(v: str):
         if v == "":
             return None
@@ -100,7 +108,23 @@ def read_csv(path: Path) -> list[dict]:
         return v
 
     with open(path, newline="") as fh:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        text = fh.read()
+    records = list(csv.reader(io.StringIO(text)))
+    if text and not text.endswith("\n"):
+        records.pop()
+        (log or _note)(f"{path}: its last line is cut short (no newline at the end); read without it")
+    if not records:
+        return []
+    header, rows = records[0], records[1:]
+    for number, row in enumerate(rows, start=2):
+        if row and len(row) != len(header):
+            raise UserError(f"{path}: line {number} has {len(row)} fields, not {len(header)}; the file "
+                            "is damaged")
+    return [{k: parse(v) for k, v in zip(header, row)} for row in rows if row]
+
+
+def _note(message: str) -> None:
+    print(f"cllora: note: {message}", file=sys.stderr)
 
 
 def read_json(path: Path) -> Any:

@@ -89,8 +89,8 @@ def load_run(path: Path, root: Path, log: Callable[[str], None] = print) -> RunR
     return RunRecord(
         name=path.relative_to(root).as_posix() if path != root else ".", path=path,
         config=raw["config"], meta={k: v for k, v in raw.items() if k != "config"},
-        rounds=records.read_csv(path / "rounds.csv"),
-        clients=records.read_csv(clients_csv) if clients_csv.is_file() else [],
+        rounds=records.read_csv(path / "rounds.csv", log),
+        clients=records.read_csv(clients_csv, log) if clients_csv.is_file() else [],
         partition=records.read_json(path / "partition.json"),
         summary=records.read_json(path / "summary.json"), test_losses=read_test_losses(path, log))
 
