@@ -239,3 +239,17 @@ def test_dp_run_records_epsilon_and_clipping_and_resumes_identically(tiny_model,
     run_experiment(cfg.replace(dp_noise=1e-6), tmp_path / "c", log=lambda m: None)
     quiet = records.load_checkpoint(tmp_path / "c")[1]
     assert not all(torch.allclose(saved_a[k], quiet[k]) for k in saved_a)
+
+
+def test_plan_solves_z_for_the_target_and_inf_means_clipping_only():
+    from cllora.private_round import plan
+
+    labels = np.arange(40) % 5
+    rows = [np.arange(i, 40, 20) for i in range(20)]
+    cfg = RunConfig(clients=20, clients_per_round=2, rounds=10, dp_clip=0.5, dp_target_epsilon=8.0)
+    dp = plan(cfg, labels, rows, log=lambda m: None)
+    assert dp.epsilons[-1] <= 8.0 and dp.delta == 1e-5 and dp.denominator == 2
+    assert dp.noise_multiplier == pytest.approx(privacy.noise_for_epsilon(8.0, 2, 20, 10, 1e-5))
+    free = plan(cfg.replace(dp_target_epsilon=math.inf), labels, rows, log=lambda m: None)
+    assert free.noise_multiplier == 0.0 and all(math.isinf(e) for e in free.epsilons)
+    assert plan(RunConfig(), labels, rows, log=lambda m: None) is None

@@ -3,14 +3,16 @@
 `plan` turns the run's settings into what every round needs (the clip norm, the noise multiplier,
 solved from a target ε if asked, δ, ε after each round from cllora.privacy's accountant, and each
 client's dominant length class); it raises a UserError before anything is written when a target
-cannot be met. `private_reply` clips the round's good updates, sums them, adds noise from the
-"dp_noise" seed stream of (seed, round) and divides by clients_per_round: the strategy then takes
+cannot be met (dp_target_epsilon = inf: no noise, ε = ∞, the clipping-only baseline).
+`private_reply` clips the round's good updates, sums them, adds noise from the "dp_noise" seed
+stream of (seed, round) and divides by clients_per_round: the strategy then takes
 that one noised mean as its only reply (its server step is post-processing). Both engines run it
 from the shared round loop (cllora.engine); a resume re-derives everything from the config.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -44,12 +46,15 @@ def plan(config: RunConfig, labels: np.ndarray, client_train: Sequence[np.ndarra
     k, n = config.clients_per_round, config.clients
     delta = config.dp_delta if config.dp_delta is not None else privacy.default_delta(n)
     z = config.dp_noise
-    if z is None:
+    if z is None and math.isinf(config.dp_target_epsilon):  # ε = ∞: clipping only, no noise
+        z = 0.0
+    elif z is None:
         try:
             z = privacy.noise_for_epsilon(config.dp_target_epsilon, k, n, config.rounds, delta, SAMPLING)
         except ValueError as exc:
             raise UserError(f"dp_target_epsilon: {exc}") from None
-    eps = privacy.epsilons(float(z), k, n, config.rounds, delta, SAMPLING)
+    eps = privacy.epsilons(float(z), k, n, config.rounds, delta, SAMPLING) if z > 0 \
+        else [math.inf] * config.rounds
     log(f"client-level DP: clip {config.dp_clip:g}, noise multiplier {z:.4g}, {k} of {n} clients a round "
         f"(sampled without replacement), epsilon {eps[-1]:.3g} at delta {delta:.3g} after "
         f"{config.rounds} rounds")

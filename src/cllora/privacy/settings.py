@@ -37,7 +37,8 @@ def _number(name: str, value: Any, low_open: float = 0.0) -> float:
 
 def check_dp_settings(values: dict[str, Any]) -> None:
     """The DP settings of a run (`values`: its settings by name) are complete and consistent: a clip
-    C > 0; exactly one of dp_noise z > 0 and dp_target_epsilon E > 0; δ in (0, 1/N); a strategy
+    C > 0; exactly one of dp_noise z > 0 and dp_target_epsilon E > 0 (E = inf: clipping and
+    the fixed denominator without noise, the grid's ε = ∞ baseline); δ in (0, 1/N); a strategy
     that composes. Without dp_clip, no other DP setting may be given (it would do nothing)."""
     clip = values.get("dp_clip")
     if clip is None:
@@ -54,7 +55,7 @@ def check_dp_settings(values: dict[str, Any]) -> None:
                          f"dp_target_epsilon={target!r}")
     if noise is not None:
         _number("dp_noise", noise)
-    else:
+    elif not (isinstance(target, float) and math.isinf(target) and target > 0):  # inf: clipping only
         _number("dp_target_epsilon", target)
     delta, clients = values.get("dp_delta"), values["clients"]
     if delta is not None and not (_number("dp_delta", delta) < 1.0 / clients):
