@@ -158,12 +158,14 @@ def test_fitted_quantity_alpha_recovers_the_partitioners_alpha(alpha):
 @pytest.mark.parametrize("alpha", [0.1, 1.0])
 def test_length_skew_at_the_fitted_alpha_is_fitted_back(alpha):
     """`--scheme length` at alpha with the study-natural preset's share of the texts (20 clients of
-    74 of 2,000) is fitted back to alpha. (At alpha 10 it is not: the partitioner's rounded clients
-    lack the sampling noise of real ones, so they look more mixed; see BENCHMARKS.md.)"""
+    74 of 2,000) is fitted back near alpha (median of 5 seeds within a factor 1.5). At alpha 10 it
+    is not: the partitioner's rounded clients lack the sampling noise of real ones and look more
+    mixed (BENCHMARKS.md, bench_alpha_fit)."""
     labels = RNG(42).integers(0, 5, 2000)
-    length = part.make_partition("length", labels, 20, RNG(0), alpha=alpha, num_classes=5, client_size=74)
-    fit = fit_length_alpha(length, labels, 5, RNG(100))
-    assert fit.low <= alpha <= fit.high
+    fits = [fit_length_alpha(part.make_partition("length", labels, 20, RNG(seed), alpha=alpha, num_classes=5,
+                                                 client_size=74), labels, 5, RNG(100 + seed)).alpha
+            for seed in range(5)]
+    assert alpha / 1.5 <= np.median(fits) <= alpha * 1.5
 
 
 def test_sample_class_counts_is_dirichlet_multinomial():

@@ -104,13 +104,17 @@ def fit_length_alpha(partition: Partition, labels, num_classes: int, rng: np.ran
     its size, show on average the observed mean TV distance of the class mixes to the pooled mix.
 
     The multinomial sampling is what lets random clients look random: a client of 20 texts is far
-    from the pooled mix by chance alone, so only the TV distance beyond that is read as skew, and
+    from the pooled mix by chance alone, so only the distance beyond that is read as skew, and
     clients whose distance lies within the simulations' spread at the grid's largest alpha get an
     interval reaching it (`AlphaFit.iid_like`). The fitted alpha describes the mixes, not the
-    noise: `--scheme length` at that alpha gives clients with those mixes and no sampling noise.
-    `reps` simulated partitions per alpha, `draws` bootstrap resamples of the clients; empty
-    clients are skipped. `client_size` is ignored (it set the size of the equal-size simulated
-    clients before the fit used the clients' own sizes) and kept for callers that pass it."""
+    noise: `--scheme length` at that alpha draws clients with such mixes but no sampling noise (and,
+    when it uses every text, classes that run out), so they look more alike than these clients.
+
+    `reps` simulated partitions per alpha; `draws` bootstrap resamples of the clients' distances,
+    each to the pooled mix of all clients (against a resample's own pooled mix, the repeated
+    clients pull it towards themselves and bias the resampled mean down, which with few clients
+    stretched the interval to IID). Empty clients are skipped. `client_size` is ignored: it sized
+    the equal-size clients the fit simulated before it used the clients' own sizes."""
     labels = _check_labels(labels, num_classes)
     counts = class_counts(partition.clients, labels, num_classes)
     counts = counts[counts.sum(axis=1) > 0]
@@ -118,8 +122,9 @@ def fit_length_alpha(partition: Partition, labels, num_classes: int, rng: np.ran
         raise ValueError(f"fitting alpha needs at least 2 non-empty clients, got {len(counts)}")
     sizes, pooled = counts.sum(axis=1), counts.sum(axis=0)
     sims = np.stack([mean_tv(sample_class_counts(sizes, pooled, float(a), reps, rng)) for a in ALPHA_GRID])
-    boot = mean_tv(counts[rng.integers(0, len(counts), (draws, len(counts)))])
-    return fit_alpha_to_simulations(float(mean_tv(counts)), boot, sims, grid=ALPHA_GRID)
+    tv = client_tv(counts)  # each client's distance to the pooled mix of all of them
+    boot = tv[rng.integers(0, len(tv), (draws, len(tv)))].mean(axis=1)
+    return fit_alpha_to_simulations(float(tv.mean()), boot, sims, grid=ALPHA_GRID)
 
 
 def fit_quantity_alpha(partition: Partition, labels, num_classes: int, rng: np.random.Generator, *,

@@ -181,7 +181,7 @@ class AlphaFit:
         return self.high >= self.grid[-1]
 
     def describe(self) -> str:
-        """One line: "alpha 2.41 (interval 1.58 - 3.85)", or the IID verdict when it applies."""
+        """One line: "alpha 2.74 (interval 1.73 - 4.38)", or the IID verdict when it applies."""
         low = f"<= {_short(self.low)}" if self.low <= self.grid[0] else _short(self.low)
         if self.iid_like:
             return (f"indistinguishable from IID (interval from alpha {low} to >= {_short(self.grid[-1])}, "
