@@ -5,6 +5,7 @@ client drift, and the strategy options' validation."""
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -91,11 +92,31 @@ def test_fedavgm_without_momentum_at_lr_1_is_fedavg_and_default_lr_is_1_minus_be
     assert strategy_options("fedadam", {**OPTS, "server_lr": None})["server_lr"] == 1e-2
 
 
-def test_every_strategy_is_documented_and_server_state_is_flat():
+STATEFUL = {"fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold", "flora", "fedex-lora"}  # server state
+
+
+def test_every_strategy_is_documented_and_its_server_state_survives_the_checkpoint():
+    from pathlib import Path
+
+    from cllora.aggregate.run_state import pack_state, unpack_state
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    papers = [s.paper for s in STRATEGIES.values()]
+    assert len(set(papers)) == len(papers)  # one citation each, not a copied placeholder
+    adapter = {"m.q_proj.lora_A.default.weight": torch.randn(2, 3), "m.q_proj.lora_B.default.weight": torch.randn(4, 2)}
+    opts = {**OPTS, "lora_alpha": 4.0, "rank": 2}
     for name, strategy in STRATEGIES.items():
-        assert strategy.name == name and strategy.paper
-        state = strategy.init_server({"a.lora_A": torch.ones(2, 3)}, {**OPTS, "tau": 0.5})
-        assert all(isinstance(v, torch.Tensor) for v in state.values())
+        assert strategy.name == name and re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", readme), name
+        assert re.search(r"\b(19|20)\d\d\b", strategy.paper), f"{name}: no year in {strategy.paper!r}"
+        server = strategy.init_server(adapter, strategy_options(name, {**RunConfig().to_dict(), **opts}))
+        replies = [Reply({k: v + i for k, v in adapter.items()}, 1.0 + i, strategy.uplink(adapter), i)
+                   for i in range(2)]
+        step = strategy.aggregate(adapter, server, replies, strategy_options(name, {**RunConfig().to_dict(), **opts}))
+        assert (len(step.server_state) > 0) == (name in STATEFUL), name  # kept, or nothing to keep
+        assert all(isinstance(v, torch.Tensor) for v in step.server_state.values()), name
+        glob, kept, _ = unpack_state(pack_state(step.global_state, step.server_state, {}))
+        assert glob.keys() == step.global_state.keys() and kept.keys() == step.server_state.keys(), name
+        assert all(torch.equal(kept[k], v) for k, v in step.server_state.items()), name
 
 
 # ------------------------------------------------------------------------------- FedProx
