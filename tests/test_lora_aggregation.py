@@ -123,6 +123,20 @@ def test_unpaired_layers_and_bad_weights_are_refused():
 
 # ---------------------------------------------------------------- the four methods
 
+def test_flora_and_fedex_by_hand_on_scalars():
+    # clients (a, b) = (1, 2) and (3, 4), weights 1 and 3, scaling 2: the exact mean update is
+    # 2·(¼·2·1 + ¾·4·3) = 19; FedAvg gives ā = (1 + 9)/4 = 2.5, b̄ = (2 + 12)/4 = 3.5, so
+    # 2·ā·b̄ = 17.5 and FedEx-LoRA's residual is 19 − 17.5 = 1.5
+    states, weights = [scalar_state(1.0, 2.0), scalar_state(3.0, 4.0)], [1, 3]
+    fresh = scalar_state(0.5, 0.0)
+    new_global, deltas = flora(states, weights, 2.0, fresh)
+    assert [v.item() for v in new_global.values()] == [0.5, 0.0]
+    assert [v.item() for v in deltas.values()] == pytest.approx([19.0])
+    averaged, residual = fedex_lora(states, weights, 2.0)
+    assert (averaged[A_KEY.format(0)].item(), averaged[B_KEY.format(0)].item()) == pytest.approx((2.5, 3.5))
+    assert [v.item() for v in residual.values()] == pytest.approx([1.5])
+
+
 def test_flora_and_fedex_deltas_carry_the_exact_mean_update():
     gen = torch.Generator().manual_seed(2)
     states, weights, scaling = [make_state(gen) for _ in range(3)], [5, 1, 2], 2.5
@@ -130,14 +144,17 @@ def test_flora_and_fedex_deltas_carry_the_exact_mean_update():
     new_global, deltas = flora(states, weights, scaling, fresh)
     assert all(torch.equal(new_global[k], fresh[k]) for k in fresh)
     averaged, residual = fedex_lora(states, weights, scaling)
+    # FedEx-LoRA's factors are the weighted means of every A and B, computed here by a plain loop
+    for key in states[0]:
+        assert torch.allclose(averaged[key], sum(w * s[key] for w, s in zip(weights, states)) / 8, atol=1e-6)
     for i, layer in enumerate(layer_factors(states[0])):
         expected = dense_mean(states, weights, scaling, i)
         assert torch.allclose(deltas[layer].double(), expected, atol=1e-5)
-        effective = scaling * averaged[B_KEY.format(i)].double() @ averaged[A_KEY.format(i)].double() \
-            + residual[layer].double()
-        assert torch.allclose(effective, expected, atol=1e-5)
+        # the residual is the exact mean minus the product of those hand-averaged factors
+        hand = sum(w * s[B_KEY.format(i)].double() for w, s in zip(weights, states)) / 8 \
+            @ sum(w * s[A_KEY.format(i)].double() for w, s in zip(weights, states)) / 8
+        assert torch.allclose(residual[layer].double(), expected - scaling * hand, atol=1e-5)
         assert residual[layer].abs().max() > 1e-3  # FedAvg alone would be wrong here
-    assert torch.allclose(averaged[A_KEY.format(0)], sum(w * s[A_KEY.format(0)] for w, s in zip(weights, states)) / 8)
 
 
 def test_add_deltas_sums_rounds():
