@@ -83,7 +83,7 @@ def _run(tiny_model, root, name, **changes):
 def runs(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("ranks")
     return {name: _run(tiny_model, root, name, **changes) for name, changes in {
-        "full": {}, "all-4": {"client_ranks": "4,4,4,4"}, "mixed": {"client_ranks": "1,4,2,4"},
+        "full": {}, "all-4": {"client_ranks": "4,4,4,4"}, "mixed": {"client_ranks": "1,4,2,2"},
         "rank-1": {"client_ranks": "1,1,1,1"},
         "flora-1": {"client_ranks": "1,1,1,1", "strategy": "flora"}, "flora": {"strategy": "flora"}}.items()}
 
@@ -92,13 +92,24 @@ def _timeless(rows):
     return [{k: v for k, v in r.items() if k not in records.TIMING_COLUMNS} for r in rows]
 
 
-def test_full_ranks_change_nothing(runs):
+def test_full_ranks_change_nothing_and_a_lower_rank_changes_its_client(runs):
     assert _timeless(runs["all-4"][0]) == _timeless(runs["full"][0])
+    # round 1 starts every run from the same adapter with the same clients sampled: in "mixed"
+    # (ranks 1,4,2,2; clients 1 and 3 sampled) a rank-4 client trains exactly as in "full", a lower-rank one differently
+    full = {c["client_id"]: c for c in runs["full"][1] if c["round"] == 1 and c["participated"]}
+    mixed = [c for c in runs["mixed"][1] if c["round"] == 1 and c["participated"]]
+    assert {c["client_id"] for c in mixed} == set(full)
+    assert {c["rank"] == 4 for c in mixed} == {True, False}  # one of each sampled: truncation is exercised
+    for c in mixed:
+        same = (c["train_loss"], c["local_model_test_loss"]) == \
+            (full[c["client_id"]]["train_loss"], full[c["client_id"]]["local_model_test_loss"])
+        assert same == (c["rank"] == 4), c
+    assert _timeless(runs["mixed"][0])[1] != _timeless(runs["full"][0])[1]
 
 
 def test_clients_csv_shows_each_rank(runs):
     assert [(c["client_id"], c["rank"]) for c in runs["mixed"][1] if c["round"] == 1] == \
-        [(0, 1), (1, 4), (2, 2), (3, 4)]
+        [(0, 1), (1, 4), (2, 2), (3, 2)]
     assert {c["rank"] for c in runs["full"][1]} == {4}
 
 
