@@ -38,10 +38,19 @@ def test_rounds_csv_has_class_losses_and_fairness_columns(measured_run):
     assert header == list(records.round_columns(5))
     assert {"test_loss_c0", "test_loss_c4", "fairness_var_corrected", "fairness_se_mean", "fairness_jain",
             "fairness_gini", "fairness_worst10"} <= set(header)
-    for row in records.read_csv(out / "rounds.csv"):
-        assert 0 <= row["fairness_var_corrected"] <= row["fairness_var"]
-        assert 0 < row["fairness_jain"] <= 1 and 0 <= row["fairness_gini"] < 1
     clients = records.read_csv(out / "clients.csv")
+    for row in records.read_csv(out / "rounds.csv"):  # recomputed by hand from every client's row
+        mine = [c for c in clients if c["round"] == row["round"]]
+        loss = np.array([c["global_model_local_test_loss"] for c in mine])
+        se = np.array([c["global_model_local_test_se"] for c in mine])
+        n = len(mine)
+        assert row["fairness_var_corrected"] == pytest.approx(
+            max(0.0, np.mean((loss - loss.mean()) ** 2) - (n - 1) / n * np.mean(se ** 2)), rel=1e-9, abs=1e-12)
+        ppl = np.exp(loss)  # Jain and Gini of the raw per-client perplexities
+        assert row["fairness_jain"] == pytest.approx(ppl.sum() ** 2 / (n * np.sum(ppl ** 2)), rel=1e-9)
+        pairs = np.abs(ppl[:, None] - ppl[None, :]).sum()
+        assert row["fairness_gini"] == pytest.approx(pairs / (2 * n * n * ppl.mean()), rel=1e-9)
+    assert any(r["fairness_var_corrected"] < r["fairness_var"] for r in records.read_csv(out / "rounds.csv"))
     r2 = [c for c in clients if c["round"] == 2]
     rounds = records.read_csv(out / "rounds.csv")
     se = [c["global_model_local_test_se"] for c in r2]
