@@ -40,7 +40,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_model, tmp_pat
     capsys.readouterr()
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
-    assert "already complete (1 rounds); nothing to do" in capsys.readouterr().out
+    assert "already complete (1 round); nothing to do" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert "resumes" not in json.loads((out / "config.json").read_text())
     # a resume that changes a result-defining setting is still refused first

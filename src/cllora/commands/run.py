@@ -73,8 +73,9 @@ def _already_done(config: RunConfig, out: Path) -> bool:
     status, completed = records.run_status(out, config.rounds)
     if status != "done":
         return False
-    print(f"the run in {str(out)!r} is already complete ({completed} rounds); nothing to do "
-          f"(pass --rounds {completed + 1} or more to continue it)")
+    rounds = f"{completed} round{'s' * (completed != 1)}"
+    print(f"the run in {str(out)!r} is already complete ({rounds}); nothing to do (pass --rounds "
+          f"{completed + 1} or more to continue it)")
     return True
 
 
