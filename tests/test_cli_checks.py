@@ -178,3 +178,15 @@ def test_a_damaged_csv_row_before_the_last_is_named(tmp_path):
     path.write_text("round,global_test_loss\n0,3.0\n1\n2,2.5\n")
     with pytest.raises(ValueError, match="rounds.csv: line 3 has 1 fields, not 2; the file is damaged"):
         records.read_csv(path)
+
+
+@pytest.mark.xfail(strict=True, reason="partition_natural._choose_groups (another engineer's file) still "
+                   "says 'use --clients 1 or fewer' when no group reaches --min-client-size, which fails too")
+def test_a_client_key_without_a_big_enough_group_says_what_to_change(tiny_model, tmp_path, capsys):
+    corpus = tmp_path / "texts.jsonl"
+    rows = [{"text": " ".join(["word"] * (3 + i)) + ".", "author": "ab"[i % 2]} for i in range(40)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    err = refused(capsys, ["partition", "--model", tiny_model, "--dataset", str(corpus), "--scheme", "natural",
+                           "--client-key", "author", "--clients", "2", "--min-client-size", "50"],
+                  "client key 'author'")
+    assert "--clients 1 or fewer" not in err and "--min-client-size" in err
