@@ -414,17 +414,18 @@ def test_scaffold_doubles_the_bytes_and_keeps_every_clients_control_variate(tiny
 
 # ------------------------------------------------------------------------------ report panel
 
-def _record(strategy, seed, losses, scheme="length", drift=(1.0, 2.0), **options):
+def _record(strategy, seed, losses, scheme="length", drift=(1.0, 2.0), complete=True, **options):
     from pathlib import Path
 
     from cllora.report.runs import RunRecord
 
     cfg = {**RunConfig().to_dict(), "model": "m", "scheme": scheme, "alpha": 0.1, "seed": seed,
-           "strategy": strategy, **options}
+           "strategy": strategy, "rounds": 1, **options}
     rounds = [{"round": i, "global_test_loss": v, "fairness_var": 0.01 * (i + 1),
                "drift_mean": None if i == 0 else drift[0], "drift_pairwise": None if i == 0 else drift[1],
                "bytes_cumulative": 100 * i} for i, v in enumerate(losses)]
-    return RunRecord(f"{strategy}-{seed}", Path("."), cfg, {}, rounds, [], None, None)
+    return RunRecord(f"{strategy}-{seed}", Path("."), cfg, {}, rounds, [], None,
+                     {"rounds_completed": 1 if complete else 0})
 
 
 def test_report_compares_strategies_per_condition_with_seed_intervals():
@@ -433,7 +434,7 @@ def test_report_compares_strategies_per_condition_with_seed_intervals():
     from cllora.report.stats import t_half_width
 
     runs = [_record("fedavg", 0, [3.0, 2.5, 2.4]), _record("fedavg", 1, [3.0, 2.6, 2.2]),
-            _record("fedprox", 0, [3.0, 2.4, 2.1], drift=(0.5, 0.8), prox_mu=0.1),
+            _record("fedprox", 0, [3.0, 2.4, 2.1], drift=(0.5, 0.8), prox_mu=0.1, complete=False),
             _record("fedavg", 0, [3.0, 2.0], scheme="iid")]  # one strategy only: no comparison
     rows = strategy_rows(runs)
     assert [(r["scheme"], r["strategy"], r["seeds"]) for r in rows] == [
@@ -445,7 +446,7 @@ def test_report_compares_strategies_per_condition_with_seed_intervals():
     assert prox["drift"] == 0.5 and prox["pairwise"] == 0.8 and avg["bytes"] == 200
     assert avg["fairness"] == pytest.approx(0.03)
     page = _strategies_html(rows)
-    assert "fedprox (prox_mu=0.1) (incomplete)" in page  # its summary.json is missing
+    assert "fedprox (prox_mu=0.1) (incomplete)" in page  # its summary.json says it stopped early
     assert "length skew, α = 0.1" in page and "2.3000 ± " in page
     assert _strategies_html([]) == ""
 
@@ -486,3 +487,25 @@ def test_each_strategy_is_compared_with_fedavg_paired_by_seed():
     assert est["effect"] == pytest.approx(effect) and est["low"] == pytest.approx(low)
     assert est["high"] == pytest.approx(high) and est["verdict"] == "contradicted"  # lower: better
     assert "lower (t, seeds)" in _strategies_html(list(rows.values()))
+    # a run that stopped early is shown, marked, but kept out of the verdict: 2 seeds left
+    runs[-1] = _record("fedadam", 2, [3.5, 2.0], complete=False)
+    rows = {r["strategy"]: r for r in strategy_rows(runs)}
+    assert not rows["fedadam"]["complete"] and rows["fedadam"]["vs_baseline"]["seeds"] == 2
+    assert rows["fedadam"]["vs_baseline"]["verdict"] == "inconclusive"
+
+
+def test_holm_keeps_the_strategy_table_from_over_claiming():
+    from cllora.report.strategies import strategy_rows
+
+    # FedAdam clearly better (p tiny), FedYogi and FedAdagrad barely (p = 0.035 each): after Holm
+    # over the three comparisons, theirs no longer stand (adjusted 0.07); FedAdam's does
+    avg = [3.0, 3.2, 3.1]
+    runs = [_record("fedavg", s, [3.5, v]) for s, v in enumerate(avg)]
+    runs += [_record("fedadam", s, [3.5, v - d]) for s, (v, d) in enumerate(zip(avg, (0.1, 0.1001, 0.1002)))]
+    for name in ("fedyogi", "fedadagrad"):
+        runs += [_record(name, s, [3.5, v - d]) for s, (v, d) in enumerate(zip(avg, (0.02, 0.03, 0.04)))]
+    rows = {r["strategy"]: r for r in strategy_rows(runs)}
+    adam, yogi = rows["fedadam"]["vs_baseline"], rows["fedyogi"]["vs_baseline"]
+    assert 0.025 < yogi["p_value"] < 0.05 and yogi["p_holm"] == pytest.approx(2 * yogi["p_value"])
+    assert yogi["verdict"] == "inconclusive" and "Holm" in yogi["method"]
+    assert adam["verdict"] == "contradicted" and adam["p_holm"] < 0.05

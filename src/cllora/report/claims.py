@@ -1,5 +1,5 @@
 """The study's qualitative claims, tested on condition rows (conditions.condition_rows): one small
-function per claim. Each claim is an *effect* that the study predicts to be positive (or, for
+function per claim (cllora's own claims are in `own_claims`). Each claim is an *effect* that the study predicts to be positive (or, for
 "little effect", inside ±5 %), estimated per comparison (per model or setting) by stats.compare
 with its 95 % interval and number of seeds, and a three-way verdict: supported, contradicted or
 inconclusive (not testable without the runs it needs). `CLAIMS` lists them in the report's order.
@@ -14,45 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from cllora.report.conditions import (
-    by_setting, length_rows, length_sensitivity, model_label, seed_texts, seed_values,
-)
-from cllora.report.stats import (
-    CONTRADICTED, INCONCLUSIVE, SUPPORTED, combine, compare, finite, fmt, fmt_effect, fmt_pm,
-    relative_range, spearman,
-)
+from cllora.report.conditions import by_setting, length_rows, length_sensitivity, model_label
+from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
+from cllora.report.own_claims import OWN_CLAIMS
+from cllora.report.verdicts import NOT_TESTABLE, VERDICTS, claim_record, estimate  # noqa: F401
 
-NOT_TESTABLE = "not testable"
-VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
 LITTLE_EFFECT = 0.05  # "little effect": local-model loss within 5 % of IID
-
-
-def _compare(rows: list[dict], key: str, contrast, texts: bool = True, **bounds) -> dict | None:
-    """stats.compare on `key` of these conditions (per-text losses used when `texts`)."""
-    return compare(seed_values(rows, key), contrast, seed_texts(rows) if texts else None, **bounds)
-
-
-def _claim(claim: str, source: str, test: str, unit: str, comparisons: list[tuple[str, dict, str]],
-           missing: str) -> dict:
-    """The verdict over (label, estimate, detail) comparisons: not testable without one; else
-    supported when every one is, contradicted when any is. The headline effect is the deciding
-    comparison: the first contradicted, else the first inconclusive, else the first."""
-    out = {"claim": claim, "source": source, "test": test, "unit": unit, "verdict": NOT_TESTABLE,
-           "effect": None, "low": None, "high": None, "seeds": 0, "method": "", "evidence": [missing],
-           "comparisons": []}
-    if not comparisons:
-        return out
-    verdicts = [est["verdict"] for _, est, _ in comparisons]
-    head = next((est for v in (CONTRADICTED, INCONCLUSIVE) for _, est, _ in comparisons
-                 if est["verdict"] == v), comparisons[0][1])
-    out.update({k: head[k] for k in ("effect", "low", "high", "seeds", "method")}, verdict=combine(verdicts))
-    out["comparisons"] = [{"label": label, **{k: v for k, v in est.items() if k != "per_seed"}}
-                          for label, est, _ in comparisons]
-    one_method = len({est["method"] for _, est, _ in comparisons}) == 1
-    out["evidence"] = [f"{label}: {detail}; effect {fmt_effect(est, unit)}"
-                       + ("" if one_method else f" ({est['method']})") + f": {est['verdict']}"
-                       for label, est, detail in comparisons]
-    return out
 
 
 def _name(setting: str, entry: dict, labels: dict[str, str] | None) -> str:
@@ -68,11 +35,11 @@ def claim_iid_best_quantity(conds: list[dict], labels: dict[str, str] | None = N
         if e["iid"] is None or not e["quantity"]:
             continue
         rows = [e["iid"]] + [r for _, r in sorted(e["quantity"].items())]
-        est = _compare(rows, "final_loss", lambda m: np.min(m[1:], axis=0) - m[0])
+        est = estimate(rows, "final_loss", lambda m: np.min(m[1:], axis=0) - m[0])
         if est:
             comparisons.append((_name(setting, e, labels), est, f"IID {fmt_pm(e['iid'])}; " +
-                                ", ".join(f"{r['label']} {fmt_pm(r)}" for r in rows[1:])))
-    return _claim("IID gives the lowest global test loss under quantity skew", "Fig. 7",
+                                ", ".join(f"{r['label']} {fmt_pm(r)}" for r in rows[1:]), e["study"]))
+    return claim_record("IID gives the lowest global test loss under quantity skew", "Fig. 7",
                   "effect = final global test loss of the best quantity-skew α minus IID's "
                   "(nats/token; > 0 supports)", "", comparisons,
                   "needs IID and quantity-skew runs of the same setting")
@@ -88,11 +55,11 @@ def claim_alpha100_worst_quantity(conds: list[dict], labels: dict[str, str] | No
         others = [r for a, r in sorted(qs.items()) if a != 100.0] + ([e["iid"]] if e["iid"] else [])
         if 100.0 not in qs or not others:
             continue
-        est = _compare([qs[100.0]] + others, "final_loss", lambda m: m[0] - np.max(m[1:], axis=0))
+        est = estimate([qs[100.0]] + others, "final_loss", lambda m: m[0] - np.max(m[1:], axis=0))
         if est:
             comparisons.append((_name(setting, e, labels), est, f"α = 100 {fmt_pm(qs[100.0])}; " +
-                                ", ".join(f"{r['label']} {fmt_pm(r)}" for r in others)))
-    return _claim("α = 100 is worst under quantity skew", "Fig. 7",
+                                ", ".join(f"{r['label']} {fmt_pm(r)}" for r in others), e["study"]))
+    return claim_record("α = 100 is worst under quantity skew", "Fig. 7",
                   "effect = final global test loss of quantity-skew α = 100 minus the highest of the "
                   "other α values and IID (nats/token; > 0 supports)", "", comparisons,
                   "needs a quantity-skew run with α = 100 and another condition of the same setting")
@@ -109,7 +76,7 @@ def claim_small_models_length_sensitive(conds: list[dict], labels: dict[str, str
     sizes = model_sizes or {}
     entries: dict[str, dict] = {}
     for e in by_setting(conds).values():
-        if e["model"] in sizes and length_sensitivity(e) is not None:
+        if e["study"] and e["model"] in sizes and length_sensitivity(e) is not None:
             entries.setdefault(e["model"], e)
     models = sorted(entries, key=lambda m: sizes[m])
     sens = [length_sensitivity(entries[m]) for m in models]
@@ -117,14 +84,14 @@ def claim_small_models_length_sensitive(conds: list[dict], labels: dict[str, str
     if len(models) >= 2:
         small, big = length_rows(entries[models[0]]), length_rows(entries[models[-1]])
         k = len(small)
-        est = _compare(small + big, "final_loss", lambda m: relative_range(m[:k]) - relative_range(m[k:]))
+        est = estimate(small + big, "final_loss", lambda m: relative_range(m[:k]) - relative_range(m[k:]))
         rho = spearman([sizes[m] for m in models], sens)
         detail = ", ".join(f"{model_label(m)} ({sizes[m] / 1e6:.0f} M params): {s:.3%}"
                            for m, s in zip(models, sens)) + f"; Spearman ρ(size, sensitivity) = {rho:+.2f}"
         if est:
-            comparisons.append((f"{model_label(models[0])} vs {model_label(models[-1])}", est, detail))
+            comparisons.append((f"{model_label(models[0])} vs {model_label(models[-1])}", est, detail, True))
     found = ", ".join(f"{model_label(m)} {s:.3%}" for m, s in zip(models, sens))
-    return _claim("smaller models are more sensitive to length skew", "Fig. 6, analysis",
+    return claim_record("smaller models are more sensitive to length skew", "Fig. 6, analysis",
                   "sensitivity = (max − min) / mean of the final global loss over length-skew α and "
                   "IID; effect = smallest model's sensitivity minus the largest's (> 0 supports)", "%",
                   comparisons, "needs length-skew runs of at least 2 models of known size"
@@ -135,15 +102,17 @@ def claim_quantity_fairness_worse(conds: list[dict], labels: dict[str, str] | No
                                   model_sizes: dict[str, int] | None = None) -> dict:
     """Quantity skew hurts fairness more than length skew (study, Figs. 8 and 9).
 
-    Unfairness of a condition = local_spread (variance across clients of the local models' own
-    test loss, averaged over rounds) as a multiple of IID's in the same setting, at the smallest α
-    run under both schemes (a model's first setting of each). Effect: quantity's multiple minus
-    length's (> 0 supports). Seeds only: there are no per-text losses of local models.
+    Unfairness of a condition = local_spread_corrected: the variance across clients of the local
+    models' own-split test loss with its sampling noise removed ((N−1)/N of the mean squared
+    standard error, not floored, so it stays unbiased over rounds and seeds), mean over rounds.
+    A raw variance would grow with quantity skew by itself: small clients get tiny test splits.
+    Effect: quantity's excess over IID minus length's excess over IID, at the smallest α run
+    under both schemes (a model's first study setting of each), nats² (> 0 supports).
     """
     by_model: dict[str, dict[str, dict]] = {}
     for e in by_setting(conds).values():
         for scheme in ("length", "quantity"):
-            if e[scheme] and e["iid"] is not None:
+            if e["study"] and e[scheme] and e["iid"] is not None:
                 by_model.setdefault(e["model"], {}).setdefault(scheme, e)
     comparisons = []
     for model, schemes in by_model.items():
@@ -153,20 +122,20 @@ def claim_quantity_fairness_worse(conds: list[dict], labels: dict[str, str] | No
             continue
         alpha, q, ln = common[0], schemes["quantity"], schemes["length"]
         rows = [q["quantity"][alpha], q["iid"], ln["length"][alpha], ln["iid"]]
-        if not all(finite(r["local_spread"]) and r["local_spread"] > 0 for r in rows):
+        if not all(finite(r.get("local_spread_corrected")) for r in rows):
             continue
-        est = _compare(rows, "local_spread", lambda m: m[0] / m[1] - m[2] / m[3], texts=False)
-        ratio = [a["local_spread"] / b["local_spread"] for a, b in (rows[:2], rows[2:])]
+        est = estimate(rows, "local_spread_corrected", lambda m: (m[0] - m[1]) - (m[2] - m[3]), texts=False)
+        excess = [a["local_spread_corrected"] - b["local_spread_corrected"] for a, b in (rows[:2], rows[2:])]
         if est:
             comparisons.append((f"{model_label(model)}, α = {alpha:g}", est,
-                                f"local-model loss variance vs IID ×{ratio[0]:.2f} under quantity skew, "
-                                f"×{ratio[1]:.2f} under length skew"))
-    return _claim("quantity skew hurts fairness more than length skew", "Figs. 8, 9",
-                  "variance across clients of the local models' own-split test loss (mean over rounds) "
-                  "as a multiple of IID's, at the smallest α run under both schemes; effect = quantity's "
-                  "multiple minus length's (> 0 supports)", "", comparisons,
-                  "needs length- and quantity-skew runs with a common α, each with an IID run of the "
-                  "same setting, for one model")
+                                f"corrected local-model loss variance minus IID's: {excess[0]:+.5f} under "
+                                f"quantity skew, {excess[1]:+.5f} under length skew", True))
+    return claim_record("quantity skew hurts fairness more than length skew", "Figs. 8, 9",
+                        "noise-corrected variance across clients of the local models' own-split test "
+                        "loss (mean over rounds) minus IID's, at the smallest α run under both schemes; "
+                        "effect = quantity's excess minus length's (nats²; > 0 supports)", "", comparisons,
+                        "needs length- and quantity-skew runs with a common α, each with an IID run of "
+                        "the same setting, recorded with local-model standard errors")
 
 
 def claim_length_little_local_effect(conds: list[dict], labels: dict[str, str] | None = None,
@@ -182,12 +151,12 @@ def claim_length_little_local_effect(conds: list[dict], labels: dict[str, str] |
         row, iid = e["length"][alpha], e["iid"]
         if not (finite(row["local_loss"]) and finite(iid["local_loss"])):
             continue
-        est = _compare([row, iid], "local_loss", lambda m: (m[0] - m[1]) / m[1], texts=False,
+        est = estimate([row, iid], "local_loss", lambda m: (m[0] - m[1]) / m[1], texts=False,
                        bound_low=-LITTLE_EFFECT, bound_high=LITTLE_EFFECT)
         if est:
             comparisons.append((_name(setting, e, labels), est, f"local models' test loss α = {alpha:g} "
-                                f"{fmt(row['local_loss'])} vs IID {fmt(iid['local_loss'])}"))
-    return _claim("length skew has little effect on local training", "Fig. 8",
+                                f"{fmt(row['local_loss'])} vs IID {fmt(iid['local_loss'])}", e["study"]))
+    return claim_record("length skew has little effect on local training", "Fig. 8",
                   f"effect = local models' test loss on their own split (mean over rounds) at the "
                   f"smallest length-skew α relative to IID's; supported when within ±{LITTLE_EFFECT:.0%}",
                   "%", comparisons, "needs length-skew and IID runs of the same setting with local "
@@ -195,13 +164,14 @@ def claim_length_little_local_effect(conds: list[dict], labels: dict[str, str] |
 
 
 Claim = Callable[..., dict]
-CLAIMS: tuple[Claim, ...] = (
+STUDY_CLAIMS: tuple[Claim, ...] = (
     claim_iid_best_quantity,
     claim_alpha100_worst_quantity,
     claim_small_models_length_sensitive,
     claim_quantity_fairness_worse,
     claim_length_little_local_effect,
 )
+CLAIMS: tuple[Claim, ...] = STUDY_CLAIMS + OWN_CLAIMS
 
 
 def evaluate_claims(conds: list[dict], model_sizes: dict[str, int] | None = None,

@@ -97,10 +97,13 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
         **{f"final_{k}": (curve(rounds, k) or [(None, None)])[-1][1] for k in FAIRNESS_EXTRA},
         "local_loss": mean(r.get("local_models_test_loss_mean") for r in trained),
         "local_spread": mean(r.get("local_models_var") for r in trained),
+        "local_spread_corrected": mean(r.get("local_models_var_corrected") for r in trained),
         "total_bytes": (rounds[-1].get("bytes_cumulative") if rounds else None),
         "seconds": sum((r.get("round_seconds") or 0.0) for r in rounds),
         "curve": losses, "fairness_curve": curve(rounds, "fairness_var"),
         "class_curves": class_curves(rounds), "texts": final_texts(test_losses, last),
+        **{f"final_class_{c}": points[-1][1] for c, points in class_curves(rounds).items()
+           if points[-1][0] == last},
     }
 
 
@@ -136,6 +139,8 @@ def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict])
         **{f"final_{k}": mean(r[f"final_{k}"] for r in runs) for k in FAIRNESS_EXTRA},
         "local_loss": mean(r["local_loss"] for r in runs),
         "local_spread": mean(r["local_spread"] for r in runs),
+        "local_spread_corrected": mean(r["local_spread_corrected"] for r in runs),
+        "incomplete_seeds": sorted(r["seed"] for r in runs if not r["complete"]),
         "curve": losses, "fairness_curve": mean_std_curve([r["fairness_curve"] for r in runs]),
         "class_curves": {c: mean_std_curve([r["class_curves"].get(c, []) for r in runs]) for c in classes},
     }
@@ -159,13 +164,34 @@ def class_difference(skewed: dict, iid: dict) -> dict[int, dict]:
 
 
 def seed_values(conds: list[dict], key: str) -> list[dict[int, float]]:
-    """Each condition's `key` per seed (from its runs), for stats.compare."""
-    return [{r["seed"]: r[key] for r in c.get("runs", []) if finite(r.get(key))} for c in conds]
+    """Each condition's `key` per seed, for stats.compare: complete runs only (a run that stopped
+    early would enter with its last evaluated round; the report shows it marked, no verdict uses it)."""
+    return [{r["seed"]: r[key] for r in c.get("runs", []) if r.get("complete", True) and finite(r.get(key))}
+            for c in conds]
 
 
 def seed_texts(conds: list[dict]) -> list[dict[int, Texts]]:
-    """Each condition's per-text final test losses per seed (seeds without them left out)."""
-    return [{r["seed"]: r["texts"] for r in c.get("runs", []) if r.get("texts") is not None} for c in conds]
+    """Each condition's per-text final test losses per seed (complete runs that have them)."""
+    return [{r["seed"]: r["texts"] for r in c.get("runs", [])
+             if r.get("complete", True) and r.get("texts") is not None} for c in conds]
+
+
+STUDY_SETTING = {"strategy": "fedavg", "replicate": 0}  # the study's own: a study claim is decided here
+
+
+def setting_values(setting: str) -> dict:
+    """The settings a setting key (setting_key's JSON) holds; {} for a bare label."""
+    try:
+        values = json.loads(setting)
+    except ValueError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def is_study_setting(setting: str) -> bool:
+    """Whether a setting is the study's own (FedAvg, replicate 0): only these decide its claims."""
+    values = setting_values(setting)
+    return all(values.get(k, v) == v for k, v in STUDY_SETTING.items())
 
 
 def by_setting(conds: list[dict]) -> dict[str, dict]:
@@ -173,7 +199,8 @@ def by_setting(conds: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for row in conds:
         entry = out.setdefault(row["setting"], {"iid": None, "length": {}, "quantity": {},
-                                                "model": row["model"]})
+                                                "model": row["model"],
+                                                "study": is_study_setting(row["setting"])})
         if row["scheme"] == "iid":
             entry["iid"] = row
         elif row["scheme"] in ALPHA_SCHEMES:  # natural clients take part in no claim of the study

@@ -1,20 +1,24 @@
 """The report's statistics, pure (numpy and scipy, no I/O): curves and their 95 % bands over
 seeds, the paired bootstrap over test texts, the t-interval over seeds, the three-way verdict that
-combines them (`compare`), and numbers as text.
+combines them (`compare`), the smallest effect the seeds could detect, Holm's correction, and
+numbers as text.
 
 How `compare` decides a comparison between conditions (an *effect* defined so that the claim
-predicts it to lie inside (low, high), e.g. > 0):
-- with at least MIN_SEEDS seeds common to every condition: the mean over seeds of the per-seed
-  effect and its t-interval (scipy.stats.t), which holds training noise (and test-set noise where
-  the seed changes the test split);
-- else, where every condition saved its per-text test losses: a paired bootstrap over test texts
-  (scipy.stats.bootstrap, BCa, seeded): the same texts resampled for every condition, each
-  condition's loss the token-weighted mean of its per-text losses; this covers test-text sampling,
-  not training noise, so a verdict rests on it only when it already excludes the boundary;
-- else (runs recorded before per-text losses, fewer than MIN_SEEDS seeds): the point estimate
-  only, and the verdict is inconclusive.
-The interval decides: inside (low, high) → supported, entirely outside → contradicted, else
-inconclusive.
+predicts it to lie inside (low, high), e.g. > 0). The unit of evidence is the seed: each seed draws
+its own corpus split, test texts, partition, LoRA init, client sampling and batch order, and every
+condition of a seed shares that seed's data (the comparison is paired by seed). So the per-seed
+effects are independent draws that carry BOTH noise sources, test-text sampling and training, and
+- with at least MIN_SEEDS seeds common to every condition, the verdict comes from the t-interval
+  of their mean (scipy.stats.t): inside (low, high) → supported, entirely outside → contradicted,
+  else inconclusive. A t-interval rather than a two-level bootstrap: with 3–5 seeds a bootstrap
+  over seeds has a handful of distinct resamples and under-covers, while the t-interval is exact
+  for normal per-seed effects and its coverage is tested on simulated null data;
+- with fewer seeds the verdict is *inconclusive*, always: one or two seeds cannot tell a training
+  fluke from an effect. Where per-text losses exist, the paired bootstrap over the seed's test
+  texts is still shown, labelled as covering test-text sampling only;
+- `mde` is the smallest true effect the seeds would detect with 80 % power at the 5 % level,
+  (t_{0.975,n−1} + t_{0.80,n−1}) · sd / √n from the per-seed spread: an inconclusive verdict then
+  says "no effect larger than this".
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import numpy as np
 from scipy import stats as sps
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
-MIN_SEEDS = 3  # fewer seeds: the verdict needs the paired bootstrap to exclude the boundary
+MIN_SEEDS = 3  # fewer seeds: inconclusive, whatever the test-text bootstrap says
 LEVEL = 0.95
+POWER = 0.80  # of the minimal detectable effect
 
 Texts = tuple[np.ndarray, np.ndarray, np.ndarray]  # (text_index, tokens, token-mean loss) per text
 Contrast = Callable[[np.ndarray], Any]  # condition losses (k,) or (k, B) -> effect () or (B,)
@@ -146,49 +151,97 @@ def paired_bootstrap(num: np.ndarray, den: np.ndarray, contrast: Contrast, *, le
 def verdict(low: float | None, high: float | None, bound_low: float = 0.0,
             bound_high: float = math.inf) -> str:
     """Supported when the interval lies inside (bound_low, bound_high), contradicted when it lies
-    entirely outside, inconclusive otherwise (or without an interval)."""
+    entirely outside (strictly: an exact tie on the boundary is not a contradiction), inconclusive
+    otherwise (or without an interval)."""
     if not (finite(low) and finite(high)):
         return INCONCLUSIVE
     if bound_low < low and high < bound_high:
         return SUPPORTED
-    if high <= bound_low or low >= bound_high:
+    if high < bound_low or low > bound_high:
         return CONTRADICTED
     return INCONCLUSIVE
 
 
+def mde(per_seed: list[float], level: float = LEVEL, power: float = POWER) -> float | None:
+    """The smallest true effect that a two-sided t-test over these seeds detects with `power`:
+    (t_{(1+level)/2, n−1} + t_{power, n−1}) · sd / √n; None for fewer than 2 seeds."""
+    vals = np.asarray([v for v in per_seed if finite(v)], dtype=float)
+    n = len(vals)
+    if n < 2:
+        return None
+    df = n - 1
+    return float((sps.t.ppf(0.5 + level / 2, df) + sps.t.ppf(power, df)) * np.std(vals, ddof=1) / math.sqrt(n))
+
+
+def seeds_needed(effect: float, sd: float, level: float = LEVEL, power: float = POWER,
+                 most: int = 100) -> int | None:
+    """Seeds for which `mde` at this per-seed sd falls below |effect| (at least MIN_SEEDS); None
+    beyond `most` or without a usable sd."""
+    if not (finite(effect) and finite(sd)) or sd <= 0 or effect == 0:
+        return None if sd != 0 else MIN_SEEDS
+    for n in range(MIN_SEEDS, most + 1):
+        df = n - 1
+        if (sps.t.ppf(0.5 + level / 2, df) + sps.t.ppf(power, df)) * sd / math.sqrt(n) < abs(effect):
+            return n
+    return None
+
+
+def t_pvalue(values: list[float]) -> float | None:
+    """Two-sided p-value of the one-sample t-test of mean 0 (None for fewer than 2 values)."""
+    vals = np.asarray([v for v in values if finite(v)], dtype=float)
+    if len(vals) < 2:
+        return None
+    sd = float(np.std(vals, ddof=1))
+    if sd == 0:
+        return 1.0 if vals.mean() == 0 else 0.0
+    return float(2 * sps.t.sf(abs(vals.mean()) / (sd / math.sqrt(len(vals))), len(vals) - 1))
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (family-wise error ≤ the level); None stays None."""
+    known = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out: list[float | None] = [None] * len(pvalues)
+    running, m = 0.0, len(known)
+    for rank, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
 def compare(seed_values: list[dict[int, float]], contrast: Contrast,
             texts: list[dict[int, Texts]] | None = None, *, bound_low: float = 0.0,
-            bound_high: float = math.inf, min_seeds: int = MIN_SEEDS, seed: int = 0) -> dict | None:
-    """One comparison between conditions (see the module docstring): effect, its 95 % interval,
-    seeds, texts, method and verdict. `seed_values` holds each condition's value per seed (the
-    final loss, say); `texts` its per-text losses per seed, None where a run lacks them. None when
-    the conditions share no seed."""
+            bound_high: float = math.inf, min_seeds: int = MIN_SEEDS, seed: int = 0,
+            level: float = LEVEL) -> dict | None:
+    """One comparison between conditions (see the module docstring): effect, its interval, seeds,
+    the minimal detectable effect, method and verdict; with fewer than `min_seeds` seeds the
+    verdict is inconclusive and `text_interval` (test-text sampling only) is shown where per-text
+    losses exist. `seed_values` holds each condition's value per seed (the final loss, say);
+    `texts` its per-text losses per seed, None where a run lacks them. None when the conditions
+    share no seed."""
     common = sorted(set.intersection(*(set(s for s, v in d.items() if finite(v)) for d in seed_values)))
     if not common:
         return None
     per_seed = [float(contrast(np.array([d[s] for d in seed_values], dtype=float))) for s in common]
-    out = {"seeds": len(common), "texts": 0, "per_seed": per_seed}
-    out["seed_interval"] = list(t_interval(per_seed)[1:]) if len(common) >= 2 else None
-    boot = None
-    if texts is not None and all(texts):
+    n = len(common)
+    out = {"seeds": n, "texts": 0, "per_seed": per_seed, "seed_sd": float(np.std(per_seed, ddof=1))
+           if n > 1 else None, "mde": mde(per_seed, level), "text_interval": None}
+    if n < min_seeds and texts is not None and all(texts):  # shown only where it is all there is
         num, den, boot_seeds = text_units([{s: t[s] for s in common if s in t} for t in texts])
         if num.shape[1] >= 2:
-            boot = paired_bootstrap(num, den, contrast, seed=seed)
+            boot = paired_bootstrap(num, den, contrast, seed=seed, level=level)
             out.update(texts=num.shape[1], text_seeds=len(boot_seeds), text_interval=list(boot[1:]))
-    if len(common) >= min_seeds:
-        effect, low, high = t_interval(per_seed)
-        method = f"t-interval over {len(common)} seeds"
-    elif boot is not None:
-        effect, low, high = boot
-        method = f"paired bootstrap over {out['texts']} test texts" + \
-                 (f" of {out['text_seeds']} seeds" if out["text_seeds"] > 1 else "")
+    seeds = f"{n} seed" + ("" if n == 1 else "s")
+    if n >= min_seeds:
+        effect, low, high = t_interval(per_seed, level)
+        method = f"t-interval over {seeds} (paired by seed; covers training and test-text noise)"
     else:
         effect, low, high = float(np.mean(per_seed)), None, None
-        seeds = f"{len(common)} seed" + ("" if len(common) == 1 else "s")
-        method = f"point estimate: {seeds}, an interval needs {min_seeds}" + \
-            ("" if texts is None else " or per-text test losses (runs recorded before them lack them)")
+        method = f"{seeds}: a verdict needs {min_seeds}" + (
+            "; the interval shown covers test-text sampling only, not training noise"
+            if out["text_interval"] else "")
     out.update(effect=effect, low=low, high=high, method=method,
-               verdict=verdict(low, high, bound_low, bound_high))
+               verdict=verdict(low, high, bound_low, bound_high),
+               p_value=t_pvalue(per_seed) if n >= min_seeds else None)
     return out
 
 
@@ -238,8 +291,23 @@ def fmt_interval(est: dict | None, unit: str = "") -> str:
 
 
 def fmt_effect(est: dict | None, unit: str = "") -> str:
-    """'+0.0123 [+0.0050, +0.0190]': an effect and its 95 % interval, 'n/a' without an effect."""
-    return "n/a" if not est else f"{fmt_signed(est.get('effect'), unit)} {fmt_interval(est, unit)}"
+    """'+0.0123 [+0.0050, +0.0190]': an effect and its 95 % interval; with fewer seeds than a
+    verdict needs, the test-text interval labelled as such; 'n/a' without an effect."""
+    if not est:
+        return "n/a"
+    text = est.get("text_interval")
+    if not (finite(est.get("low")) and finite(est.get("high"))) and text:
+        return (f"{fmt_signed(est.get('effect'), unit)} (test texts only: "
+                f"{fmt_interval({'low': text[0], 'high': text[1]}, unit)})")
+    return f"{fmt_signed(est.get('effect'), unit)} {fmt_interval(est, unit)}"
+
+
+def fmt_mde(est: dict | None, unit: str = "") -> str:
+    """'±0.0123': the smallest effect the seeds could detect (80 % power), 'n/a' without 2 seeds."""
+    value = (est or {}).get("mde")
+    if not finite(value):
+        return "n/a"
+    return f"±{100 * value:.1f} %" if unit == "%" else f"±{value:.4f}"
 
 
 def fmt_mb(x: float | None) -> str:

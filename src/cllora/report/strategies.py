@@ -2,7 +2,9 @@
 `strategy` and its options, one row per strategy and condition (scheme, alpha) with the final and
 best global loss (mean over seeds ± the half-width of the 95 % t-interval), final fairness, client
 drift and bytes; and the per-round curves (global loss, aggregation error, drift) of each strategy,
-mean over seeds, for the report's strategy figures.
+mean over seeds, for the report's strategy figures. Each strategy's final loss is compared with
+FedAvg's as every claim is (cllora.report.stats.compare), and the table's verdicts are corrected
+for its many comparisons with Holm's step-down procedure (family-wise error ≤ 5 %).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from cllora.aggregate import strategy_option_names
 from cllora.config import ALPHA_SCHEMES
 from cllora.report.conditions import CONDITION_KEYS, condition_label, final_texts
 from cllora.report.runs import RunRecord
-from cllora.report.stats import compare, curve, finite, mean, t_half_width
+from cllora.report.stats import INCONCLUSIVE, LEVEL, compare, curve, finite, holm, mean, t_half_width
 
 BASELINE = "fedavg"
 
@@ -87,14 +89,28 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
                         else versus(members, baseline),
                         **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "drift",
                                                                    "pairwise", "agg_error", "bytes")}})
+    _holm_verdicts([r["vs_baseline"] for r in out if r["vs_baseline"]])
     return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,
                                       r["final_loss"] if finite(r["final_loss"]) else float("inf")))
+
+
+def _holm_verdicts(estimates: list[dict]) -> None:
+    """Holm over the table's comparisons: a verdict stands only where its adjusted p-value is
+    below 1 − LEVEL; else it becomes inconclusive. Adds `p_holm` to each estimate."""
+    adjusted = holm([e.get("p_value") for e in estimates])
+    for est, p in zip(estimates, adjusted):
+        est["p_holm"] = p
+        if est["verdict"] != INCONCLUSIVE and (p is None or p >= 1 - LEVEL):
+            est["verdict"] = INCONCLUSIVE
+            est["method"] += "; not significant after Holm's correction over the table"
 
 
 def _by_seed(members: list[RunRecord]) -> tuple[dict[int, float], dict]:
     """Each seed's final global loss and final per-text losses (None where a run lacks them)."""
     finals, texts = {}, {}
     for run in members:
+        if not run.complete:
+            continue  # shown in the table, never in a verdict
         losses = curve(run.rounds, "global_test_loss")
         if losses:
             seed = int(run.config.get("seed", 0))
