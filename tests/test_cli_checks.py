@@ -142,8 +142,6 @@ def test_strategy_figures_of_a_natural_sweep(tmp_path):
     assert "natural clients: global test loss" in titles and "IID: global test loss" in titles
 
 
-@pytest.mark.xfail(strict=True, reason="report/html.py's strategies table names schemes in its own dict "
-                   "without natural (KeyError); it should read cllora.config.SCHEME_TITLES")
 def test_report_of_a_natural_sweep_with_two_strategies(tmp_path, capsys):
     natural_sweep(tmp_path)
     assert main(["report", str(tmp_path), "--quiet"]) == 0
@@ -180,8 +178,6 @@ def test_a_damaged_csv_row_before_the_last_is_named(tmp_path):
         records.read_csv(path)
 
 
-@pytest.mark.xfail(strict=True, reason="partition_natural._choose_groups (another engineer's file) still "
-                   "says 'use --clients 1 or fewer' when no group reaches --min-client-size, which fails too")
 def test_a_client_key_without_a_big_enough_group_says_what_to_change(tiny_model, tmp_path, capsys):
     corpus = tmp_path / "texts.jsonl"
     rows = [{"text": " ".join(["word"] * (3 + i)) + ".", "author": "ab"[i % 2]} for i in range(40)]

@@ -74,6 +74,10 @@ def _choose_groups(eligible: list[int], order: list[int], counts: np.ndarray, nu
         if len(kept) == num_clients - 1 and other and counts[other].sum() >= low:
             return kept, other
     most = len(eligible) + (1 if merge_small and len(order) > len(eligible) else 0)
+    if most == 0:
+        largest = int(counts[order].max()) if len(order) else 0
+        raise UserError(f"no value of client key {key!r} has at least {low} training texts (the largest "
+                        f"has {largest}); use --min-client-size {largest} or lower, or more training texts")
     raise UserError(f"clients ({num_clients}) is more than the {most} clients that {key} can give "
                     f"({len(order)} values, {len(eligible)} with at least {low} training texts); "
                     f"use --clients {max(most, 1)} or fewer, or a lower --min-client-size")

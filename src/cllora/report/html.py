@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cllora import __version__, records
+from cllora.config import SCHEME_TITLES
 from cllora.report.conditions import model_label, overfit_note
 from cllora.report.draw import Figure
 from cllora.report.runs import RunRecord
@@ -231,7 +232,7 @@ def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
         for scheme in skews:
             sel = [c for c in rows if c["scheme"] in (scheme, "iid")]
             extra = [(k, h) for k, h in FAIRNESS_EXTRA if any(finite(c.get(k)) for c in sel)]
-            name = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[scheme]
+            name = SCHEME_TITLES[scheme]
             out.append(f"<h3>{_e(labels[setting])} · {name}</h3>")
             out.append(_table_html(
                 ["Condition", "Seeds", "Round-0 loss", "Final loss", "Best loss", "Best round",
@@ -261,7 +262,7 @@ def _strategies_html(rows: list[dict]) -> str:
     out = ["<h2 id=\"strategies\">Federated strategies compared</h2>"]
     for group in dict.fromkeys((r["setting"], r["scheme"], r["alpha"]) for r in rows):
         sel = [r for r in rows if (r["setting"], r["scheme"], r["alpha"]) == group]
-        name = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[sel[0]["scheme"]]
+        name = SCHEME_TITLES[sel[0]["scheme"]]
         title = name if sel[0]["scheme"] == "iid" else f"{name}, {sel[0]['condition']}"
         out.append(f"<h3>{_e(model_label(sel[0]['model']))} · {_e(title)}</h3>")
         out.append(_table_html(
