@@ -17,8 +17,28 @@ from cllora.report.conditions import condition_rows, cost_table, run_row, settin
 from cllora.report.runs import RunRecord, find_run_dirs, load_run, load_runs
 from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, MIN_SEEDS, SUPPORTED
 
-__all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_TESTABLE", "SUPPORTED", "RunRecord", "find_run_dirs",
+__all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_TESTABLE", "SUPPORTED", "RunRecord", "compute_claims", "find_run_dirs",
            "load_run", "load_runs", "write_report"]
+
+
+def _tables(runs: list[RunRecord]):
+    """(run rows, condition rows, setting labels, cost table, claims) of some runs."""
+    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses) for r in runs]
+    conds = condition_rows(rows)
+    labels = setting_labels({setting_key(r.config): r.config for r in runs})
+    costs = cost_table(runs)
+    sizes = {c["model"]: c["total_params"] for c in costs if c["total_params"]}
+    return rows, conds, labels, costs, evaluate_claims(conds, sizes, labels)
+
+
+def claims_document(claims: list[dict]) -> dict:
+    """claims.json's content."""
+    return {"min_seeds": MIN_SEEDS, "level": 0.95, "claims": claims}
+
+
+def compute_claims(root: str | Path, log: Callable[[str], None] = print) -> dict:
+    """claims.json's content for the runs at or under `root`, without drawing or writing anything."""
+    return claims_document(_tables(load_runs(Path(root), log))[4])
 
 
 def write_report(root: str | Path, log: Callable[[str], None] = print) -> Path:
@@ -29,14 +49,9 @@ def write_report(root: str | Path, log: Callable[[str], None] = print) -> Path:
 
     root = Path(root)
     runs = load_runs(root, log)
-    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses) for r in runs]
-    conds = condition_rows(rows)
-    labels = setting_labels({setting_key(r.config): r.config for r in runs})
-    costs = cost_table(runs)
-    sizes = {c["model"]: c["total_params"] for c in costs if c["total_params"]}
-    claims = evaluate_claims(conds, sizes, labels)
+    rows, conds, labels, costs, claims = _tables(runs)
     figures = draw_figures(root, runs, conds, labels, log)
-    write_json(root / "claims.json", {"min_seeds": MIN_SEEDS, "level": 0.95, "claims": claims})
+    write_json(root / "claims.json", claims_document(claims))
     out = root / "report.html"
     atomic_write_text(out, render_html(root, runs, rows, conds, labels, costs, claims, figures))
     return out

@@ -194,6 +194,26 @@ def is_study_setting(setting: str) -> bool:
     return all(values.get(k, v) == v for k, v in STUDY_SETTING.items())
 
 
+def seed_spread(conds: list[dict]) -> list[dict]:
+    """Per condition with at least 2 complete seeds: the sample sd over seeds of the final global
+    loss, of each length class's final loss and of the final noise-corrected fairness, the
+    training-and-sampling noise every comparison of that condition carries."""
+    out = []
+    for c in conds:
+        runs = [r for r in c.get("runs", []) if r.get("complete", True)]
+        if len(runs) < 2:
+            continue
+
+        def sd(key: str) -> float | None:
+            vals = [r[key] for r in runs if finite(r.get(key))]
+            return float(np.std(vals, ddof=1)) if len(vals) >= 2 else None
+        classes = sorted({int(k.rsplit("_", 1)[1]) for r in runs for k in r if k.startswith("final_class_")})
+        out.append({"setting": c["setting"], "model": c["model"], "label": c["label"], "seeds": len(runs),
+                    "final_loss_sd": sd("final_loss"), "fairness_corrected_sd": sd("final_fairness_var_corrected"),
+                    "class_sd": {k: sd(f"final_class_{k}") for k in classes}})
+    return out
+
+
 def by_setting(conds: list[dict]) -> dict[str, dict]:
     """{setting: {"model": name, "iid": row | None, "length": {alpha: row}, "quantity": {alpha: row}}}."""
     out: dict[str, dict] = {}

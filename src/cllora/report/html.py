@@ -13,7 +13,7 @@ from typing import Any
 
 from cllora import __version__, records
 from cllora.config import SCHEME_TITLES
-from cllora.report.conditions import model_label, overfit_note
+from cllora.report.conditions import model_label, overfit_note, seed_spread
 from cllora.report.draw import Figure
 from cllora.report.runs import RunRecord
 from cllora.report.strategies import strategy_rows
@@ -99,7 +99,7 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              "" if figures.get("classes") else "<p>No run recorded its loss per length class "
              "(<code>test_loss_c0</code>… in rounds.csv; runs made before them lack it).</p>",
              "<h2 id=\"tables\">Final and best loss per model and scheme</h2>",
-             _summary_tables(conds, labels),
+             _summary_tables(conds, labels), _spread_html(seed_spread(conds), labels),
              _strategies_html(strategy_rows(runs)),
              *(_img(f) for f in figures.get("strategies", [])),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
@@ -222,6 +222,22 @@ def _cost_html(costs: list[dict]) -> str:
 
 FAIRNESS_EXTRA = (("final_fairness_var_corrected", "Fairness var, noise-corrected"),
                   ("final_fairness_jain", "Jain (ppl)"), ("final_fairness_gini", "Gini (ppl)"))
+
+
+def _spread_html(spread: list[dict], labels: dict[str, str]) -> str:
+    """Seed-to-seed standard deviations per condition: the noise every verdict has to beat."""
+    if not spread:
+        return ""
+    classes = sorted({k for s in spread for k in s["class_sd"]})
+    rows = [[_e(labels.get(s["setting"], model_label(s["model"]))), _e(s["label"]), s["seeds"],
+             fmt(s["final_loss_sd"]), fmt_g(s["fairness_corrected_sd"]),
+             *(fmt(s["class_sd"].get(k)) for k in classes)] for s in spread]
+    return ("<h3>Seed-to-seed spread</h3>" + _table_html(
+        ["Setting", "Condition", "Seeds", "sd of final loss", "sd of corrected fairness",
+         *(f"sd class {k}" for k in classes)], rows, numeric=set(range(2, 5 + len(classes))))
+        + "<p class=\"small\">Sample standard deviation over seeds (complete runs): each seed draws its "
+          "own corpus split, test texts, partition and training randomness, so this is the noise a "
+          "comparison of single runs carries.</p>")
 
 
 def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
