@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  cllora sweep --preset study-quantity --grid seed=0,1,2\n"
                "  cllora sweep --preset study-length --grid model=smollm2-135m,gemma3-270m\n"
                "  cllora sweep --config grid.toml --out sweeps/mine --rounds 5\n"
+               "  cllora sweep --preset study-length --quick --ray   # cells in parallel, local Ray\n"
+               "  cllora sweep --preset study-length --ray auto --cell-gpus 0.25   # a running Ray cluster\n"
                "  cllora sweep --list-presets",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("what to run")
@@ -41,6 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--dry-run", action="store_true", help="list the cells and their status; run nothing")
     out.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     out.add_argument("--quiet", action="store_true", help="no progress display")
+    par = p.add_argument_group("in parallel on Ray (cllora[flower] installs Ray)")
+    par.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run cells in parallel as Ray actors: alone, on a local Ray instance started "
+                          "for the sweep; with ADDRESS (host:port, ray://host:port or auto), on a "
+                          "running cluster, whose nodes must all see --out at the same path")
+    par.add_argument("--cell-cpus", type=float, metavar="N",
+                     help="CPUs each cell declares to Ray and uses as torch threads [1]")
+    par.add_argument("--cell-gpus", type=float, metavar="N",
+                     help="GPUs each cell declares; a fraction (0.25) shares a GPU between cells "
+                          "[1 where the cluster has GPUs and the cells' device is not cpu, else 0]")
     add_config_flags(p)
     p.set_defaults(func=run)
 
@@ -59,17 +71,23 @@ def run(args: argparse.Namespace) -> int:
     grid_overrides = dict(grid.parse_grid_flag(g) for g in args.grid)
     cells = grid.expand(spec, config_overrides(args), grid_overrides)
     root = Path(args.out) if args.out else Path("sweeps") / spec.name
+    ray_options = _ray_options(args)
     if args.dry_run:
-        print(f"sweep {spec.name} ({spec.source}): {len(cells)} cells in {root}")
-        print(sweep_index.format_table(sweep_index.describe_cells(cells, root)))
+        _dry_run(spec, cells, root, ray_options)
         return 0
     from rich.console import Console
 
     console = Console(stderr=True)
-    say = (lambda m: None) if args.quiet else (lambda m: console.print(m, highlight=False))
+    say = (lambda m: None) if args.quiet else (lambda m: console.print(m, highlight=False, soft_wrap=True))
     failed: RunFailed | None = None
     try:
-        outcome = sweep.run_sweep(spec, cells, root, progress=not args.quiet, console=console, log=say)
+        if ray_options is not None:
+            from cllora.sweep_ray import run_sweep_ray
+
+            outcome = run_sweep_ray(spec, cells, root, ray_options, console=None if args.quiet else console,
+                                    log=say)
+        else:
+            outcome = sweep.run_sweep(spec, cells, root, progress=not args.quiet, console=console, log=say)
         say(f"sweep {spec.name}: {outcome.ran} cell(s) run, {outcome.skipped} already done, "
             f"in {sweep.duration(outcome.seconds)}; index: {root / 'index.csv'}")
     except RunFailed as exc:
@@ -82,3 +100,35 @@ def run(args: argparse.Namespace) -> int:
     if failed is not None:
         raise failed
     return 0
+
+
+def _ray_options(args: argparse.Namespace):
+    """RayOptions for --ray (checked before anything runs), None for a sequential sweep."""
+    from cllora.errors import UserError
+
+    if args.ray is None:
+        extra = [f for f, v in (("--cell-cpus", args.cell_cpus), ("--cell-gpus", args.cell_gpus)) if v is not None]
+        if extra:
+            raise UserError(f"{extra[0]} applies to Ray sweeps only: add --ray (or drop {extra[0]})")
+        return None
+    from cllora.sweep_ray import RayOptions
+
+    return RayOptions(address=args.ray or None, cell_cpus=args.cell_cpus, cell_gpus=args.cell_gpus)
+
+
+def _dry_run(spec, cells, root: Path, ray_options) -> None:
+    """The cells, their status and what each will cost (cllora.sweep_estimate)."""
+    import os
+
+    from cllora import sweep_estimate, sweep_index
+
+    print(f"sweep {spec.name} ({spec.source}): {len(cells)} cells in {root}")
+    rows = sweep_index.describe_cells(cells, root)
+    costs, _, basis = sweep_estimate.estimate(cells, root)
+    for row, cost in zip(rows, costs):
+        row["cost"] = sweep_estimate.cost_column(cost)
+    print(sweep_index.format_table(rows))
+    parallel = None
+    if ray_options is not None and ray_options.address is None:  # a local Ray: this machine's cores
+        parallel = max(1, int((os.cpu_count() or 1) // (ray_options.cell_cpus or 1)))
+    print(sweep_estimate.summary_line(costs, basis, parallel))
