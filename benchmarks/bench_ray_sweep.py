@@ -1,6 +1,7 @@
 """A sweep of small cells run one after another vs in parallel on a local Ray instance (issue 22).
 
   python benchmarks/bench_ray_sweep.py [--cells 4] [--rounds 2] [--cell-cpus 1] [--smoke]
+  python benchmarks/bench_ray_sweep.py --device cuda --cell-gpus 0.25     # 4 cells on one GPU
 
 sequential   `cllora sweep --config grid.toml` (one process, one base model, torch on every core)
 ray          `cllora sweep --config grid.toml --ray --cell-cpus C` (a local Ray instance; each cell
@@ -33,13 +34,13 @@ from cllora import records  # noqa: E402
 MODEL = "smollm2-135m"
 
 
-def grid_toml(model: str, cells: int, rounds: int, smoke: bool) -> str:
+def grid_toml(model: str, cells: int, rounds: int, smoke: bool, device: str = "cpu") -> str:
     """`cells` cells of the same model: length skew alpha 0.1 and IID, over seeds."""
     seeds = list(range(math.ceil(cells / 2)))
     return (f'[run]\nmodel = "{model}"\ndataset = "sotu"\nclients = 4\nclients_per_round = 2\n'
             f"rounds = {rounds}\nmax_train_examples = {120 if smoke else 160}\nmax_test_examples = {16 if smoke else 32}\n"
             f"max_length = {48 if smoke else 128}\nbatch_size = 8\nrank = 2\nlr = 2e-3\nalpha = 0.1\n"
-            f'precision = "fp32"\ndevice = "cpu"\n'
+            f'precision = "fp32"\ndevice = "{device}"\n'
             f'[grid]\nscheme = ["length", "iid"]\nseed = {seeds}\n')
 
 
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=4, help="cells (even: length 0.1 and IID per seed) [4]")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per cell [2]")
     parser.add_argument("--cell-cpus", type=int, default=1, help="CPUs per Ray cell [1]")
+    parser.add_argument("--cell-gpus", type=float, default=0.0, help="GPUs per Ray cell (0.25: 4 on one GPU) [0]")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="the cells' device [cpu]")
     parser.add_argument("--smoke", action="store_true", help="tiny random model: checks the script in seconds")
     args = parser.parse_args()
     if args.cells < 2 or args.cells % 2 or args.rounds < 1 or args.cell_cpus < 1:
@@ -94,7 +97,7 @@ def main() -> None:
 
             model = str(make_tiny_opt(tmp / "tiny"))
         grid = tmp / "grid.toml"
-        grid.write_text(grid_toml(model, args.cells, args.rounds, args.smoke))
+        grid.write_text(grid_toml(model, args.cells, args.rounds, args.smoke, args.device))
         rows = []
         for label, extra in (("sequential", []), ("ray", ["--ray", "--cell-cpus", str(args.cell_cpus)])):
             wall, peak = timed_sweep(grid, tmp / label, extra)
@@ -104,7 +107,8 @@ def main() -> None:
     load_after = open("/proc/loadavg").read().split()[0]
     what = "tiny random OPT (--smoke: measures nothing)" if args.smoke else MODEL
     print(f"\n### {args.cells} cells ({what}, 4 clients, 2 per round, {args.rounds} rounds), "
-          f"sequential vs local Ray with {args.cell_cpus} CPU(s) a cell\n")
+          f"sequential vs local Ray with {args.cell_cpus} CPU(s) and {args.cell_gpus:g} GPU(s) a cell, "
+          f"device {args.device}\n")
     print("| sweep | wall (s) | × sequential | peak RSS, process tree (GiB) |")
     print("|---|---:|---:|---:|")
     base = rows[0][1]
