@@ -134,6 +134,13 @@ def test_ray_sweep_equals_sequential_and_a_failing_cell_leaves_the_others(ray_lo
     assert out.count("done in") == 2 and "measured on 2 finished cell(s) of this sweep" in out
 
 
+def test_a_request_no_node_meets_is_refused_before_anything_is_written(ray_local, grid_file, tmp_path):
+    spec, cells = load(grid_file)
+    with pytest.raises(UserError, match="no Ray node has 4 CPU\\(s\\) and 0 GPU\\(s\\)"):
+        run_sweep_ray(spec, cells, tmp_path / "s", RayOptions(cell_cpus=4))
+    assert not (tmp_path / "s").exists()
+
+
 def test_ctrl_c_leaves_finished_cells_whole_and_a_rerun_resumes(ray_local, grid_file, sequential, tmp_path,
                                                                 monkeypatch):
     spec, cells = load(grid_file)
@@ -169,6 +176,7 @@ def test_ctrl_c_leaves_finished_cells_whole_and_a_rerun_resumes(ray_local, grid_
     (["--ray", "--cell-gpus", "inf"], "--cell-gpus must be a finite number, got inf"),
     (["--cell-gpus", "1"], "--cell-gpus applies to Ray sweeps only: add --ray"),
     (["--ray", "myhost"], "--ray ADDRESS must be host:port"),
+    (["--ray", "myhost:port"], "--ray ADDRESS must be host:port"),
     (["--ray", "--cell-cpus", "two"], "invalid float value: 'two'"),
 ])
 def test_bad_ray_flags_exit_2(flags, message, capsys):

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from cllora.errors import UserError
 from cllora.grid import Cell, GridSpec
-from cllora.sweep import (SweepOutcome, _announce, _check_engines, _raise_if_failed, _Sweep, _f,  # noqa: F401
-                          Log)
+from cllora.sweep import (Log, SweepOutcome, _announce, _check_engines, _f,  # the sequential sweep's own
+                          _raise_if_failed, _Sweep)
 from cllora.sweep_index import check_cells_compatible, index_entry, write_index
 from cllora.sweep_worker import CellWorker, model_key
 
@@ -43,7 +43,8 @@ class RayOptions:
         check_resource("--cell-cpus", self.cell_cpus, minimum_exclusive=True)
         check_resource("--cell-gpus", self.cell_gpus, minimum_exclusive=False)
         address = self.address
-        if address is not None and address not in ("auto", "local") and ":" not in address:
+        port = (address or "").split("://")[-1].rpartition(":")[2]
+        if address is not None and address not in ("auto", "local") and not port.isdigit():
             raise UserError(f"--ray ADDRESS must be host:port, ray://host:port or auto (a running cluster), "
                             f"or nothing for a local Ray instance, got {address!r}")
 
@@ -74,17 +75,21 @@ def run_sweep_ray(spec: GridSpec, cells: list[Cell], root: Path, options: RayOpt
     if flower:
         raise UserError(f"cell {flower[0].name}: engine flower-sim runs on Flower's own Ray simulation and "
                         "cannot run inside a Ray sweep; run those cells without --ray")
-    _announce(sweep, todo)
+    ray, started = _connect(options.address) if todo else (None, False)  # before anything is written
+    try:
+        scheduler = _Scheduler(ray, sweep, todo, options, console, heartbeat) if todo else None
+    except BaseException:  # e.g. resources no node has: refused before the index is written
+        if started:
+            ray.shutdown()
+        raise
     start = time.perf_counter()
     try:
-        if todo:
-            ray, started = _connect(options.address)
-            try:
-                _Scheduler(ray, sweep, todo, options, console, heartbeat).run()
-            finally:
-                if started:
-                    ray.shutdown()
+        _announce(sweep, todo)
+        if scheduler is not None:
+            scheduler.run()
     finally:
+        if started:
+            ray.shutdown()
         sweep.outcome.seconds = time.perf_counter() - start
         sweep.outcome.entries = [sweep.entries[c.name] for c in cells]
         write_index(root, spec, sweep.outcome.entries)
@@ -104,6 +109,8 @@ def _connect(address: str | None):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
     quiet = {"log_to_driver": False, "logging_level": "error"}
+    if address and address not in ("auto", "local"):
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -114,6 +121,19 @@ def _connect(address: str | None):
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         raise UserError(f"cannot start or reach {where}: {str(exc).strip().splitlines()[0]}") from None
     return ray, True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster address must answer a TCP connect: Ray itself retries an unreachable one for minutes."""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address!r} ({exc}); start it with "
+                        "`ray start --head` or check the address") from None
 
 
 def cell_resources(cells: list[Cell], options: RayOptions, nodes: list[dict]) -> tuple[float, float, int]:
