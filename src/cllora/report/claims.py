@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from cllora.report.conditions import by_setting, length_rows, length_sensitivity, model_label
+from cllora.report.conditions import by_setting, length_pairs, length_rows, length_sensitivity, model_label
 from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
 from cllora.report.own_claims import OWN_CLAIMS
 from cllora.report.verdicts import NOT_TESTABLE, VERDICTS, claim_record, estimate  # noqa: F401
@@ -144,11 +144,7 @@ def claim_length_little_local_effect(conds: list[dict], labels: dict[str, str] |
     mean test loss at the smallest length-skew α relative to IID's; supported when its interval
     lies within ±LITTLE_EFFECT, contradicted when it lies entirely outside."""
     comparisons = []
-    for setting, e in by_setting(conds).items():
-        if e["iid"] is None or not e["length"]:
-            continue
-        alpha = min(e["length"])
-        row, iid = e["length"][alpha], e["iid"]
+    for setting, e, alpha, row, iid in length_pairs(conds):
         if not (finite(row["local_loss"]) and finite(iid["local_loss"])):
             continue
         est = estimate([row, iid], "local_loss", lambda m: (m[0] - m[1]) / m[1], texts=False,

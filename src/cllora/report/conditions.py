@@ -228,6 +228,15 @@ def by_setting(conds: list[dict]) -> dict[str, dict]:
     return out
 
 
+def length_pairs(conds: list[dict]):
+    """(setting, entry, α, length-skew row, IID row) per setting that ran IID and length skew, at
+    its smallest length-skew α: what the length claims compare."""
+    for setting, e in by_setting(conds).items():
+        if e["iid"] is not None and e["length"]:
+            alpha = min(e["length"])
+            yield setting, e, alpha, e["length"][alpha], e["iid"]
+
+
 def overfit_note(row: dict, tolerance: float = 0.002) -> str:
     """'after round k' if the seed-mean curve is lowest before its last round by more than
     `tolerance` (relative), else '—' (still improving or flat at the end)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from cllora.report.conditions import by_setting, model_label, setting_values
+from cllora.report.conditions import length_pairs, model_label, setting_values
 from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, fmt_signed, t_interval
 from cllora.report.verdicts import claim_record, estimate
 
@@ -22,15 +22,11 @@ def claim_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = N
     """Length skew raises the global model's final test loss. Effect: the final loss at the
     smallest length-skew α minus IID's, paired by seed and text (nats/token; > 0 supports)."""
     comparisons = []
-    for setting, e in by_setting(conds).items():
-        if e["iid"] is None or not e["length"]:
-            continue
-        alpha = min(e["length"])
-        row = e["length"][alpha]
-        est = estimate([row, e["iid"]], "final_loss", lambda m: m[0] - m[1])
+    for setting, e, alpha, row, iid in length_pairs(conds):
+        est = estimate([row, iid], "final_loss", lambda m: m[0] - m[1])
         if est:
             comparisons.append((_name(setting, e, labels), est,
-                                f"α = {alpha:g} {fmt_pm(row)} vs IID {fmt_pm(e['iid'])}", e["study"]))
+                                f"α = {alpha:g} {fmt_pm(row)} vs IID {fmt_pm(iid)}", e["study"]))
     return claim_record("length skew raises the global test loss", "cllora, the study's Fig. 6 setting",
                         "effect = final global test loss at the smallest length-skew α minus IID's "
                         "(nats/token; > 0 supports)", "", comparisons,
@@ -61,11 +57,7 @@ def claim_long_texts_hurt_more(conds: list[dict], labels: dict[str, str] | None 
     under the smallest length-skew α minus under IID (paired by seed); effect = the longest
     class's harm minus the shortest's (nats/token; > 0 supports)."""
     comparisons = []
-    for setting, e in by_setting(conds).items():
-        if e["iid"] is None or not e["length"]:
-            continue
-        alpha = min(e["length"])
-        row, iid = e["length"][alpha], e["iid"]
+    for setting, e, alpha, row, iid in length_pairs(conds):
         classes = sorted(set(_class_keys(row)) & set(_class_keys(iid)))
         if len(classes) < 2:
             continue
