@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from cllora.cli import main
 from cllora.errors import RunFailed, UserError
 from cllora.sweep_ray import RayOptions, cell_resources, run_sweep_ray
 from cllora.sweep_view import SweepView
+from cllora.sweep_worker import CellWorker
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tip. In future versions of Ray:FutureWarning")
 
@@ -165,6 +167,30 @@ def test_ctrl_c_leaves_finished_cells_whole_and_a_rerun_resumes(ray_local, grid_
     for cell in cells:
         assert_same_rows(metric_rows(tmp_path / cell.name / "rounds.csv"),
                          metric_rows(sequential / cell.name / "rounds.csv"))
+
+
+class DyingWorker(CellWorker):
+    """A worker whose process dies (as when the kernel kills it for memory) on IID cells."""
+
+    def run(self, cell, root, resume):
+        if cell.config.scheme == "iid":
+            os._exit(1)
+        return super().run(cell, root, resume)
+
+
+def test_a_worker_that_dies_fails_its_cell_and_the_sweep_goes_on(ray_local, grid_file, tmp_path, monkeypatch):
+    import ray.cloudpickle
+
+    import cllora.sweep_ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
+    monkeypatch.setattr(cllora.sweep_ray, "CellWorker", DyingWorker)
+    spec, cells = load(grid_file)
+    cells = [c for c in cells if c.config.clients == 4]
+    with pytest.raises(RunFailed, match="1 of 2 cells failed .*iid-n4-s3: Ray worker lost"):
+        run_sweep_ray(spec, cells, tmp_path)
+    assert [s for s, _ in statuses(tmp_path).values()] == ["done", "failed"]
+    assert all_cpus_free(ray_local)
 
 
 # ---------------------------------------------------------------- flags, resources, view, estimate
