@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,10 +49,11 @@ clients = [4, 200]    # 200 clients for 120 texts: that cell fails
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error",
-             _temp_dir=tempfile.mkdtemp(prefix="clr", dir="/tmp"))  # socket paths < 108 characters
+    temp = tempfile.mkdtemp(prefix="clr", dir="/tmp")  # socket paths < 108 characters
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error", _temp_dir=temp)
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

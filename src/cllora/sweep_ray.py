@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -75,12 +76,12 @@ def run_sweep_ray(spec: GridSpec, cells: list[Cell], root: Path, options: RayOpt
     if flower:
         raise UserError(f"cell {flower[0].name}: engine flower-sim runs on Flower's own Ray simulation and "
                         "cannot run inside a Ray sweep; run those cells without --ray")
-    ray, started = _connect(options.address) if todo else (None, False)  # before anything is written
+    ray, stop = _connect(options.address) if todo else (None, None)  # before anything is written
     try:
         scheduler = _Scheduler(ray, sweep, todo, options, console, heartbeat) if todo else None
     except BaseException:  # e.g. resources no node has: refused before the index is written
-        if started:
-            ray.shutdown()
+        if stop:
+            stop()
         raise
     start = time.perf_counter()
     try:
@@ -88,8 +89,8 @@ def run_sweep_ray(spec: GridSpec, cells: list[Cell], root: Path, options: RayOpt
         if scheduler is not None:
             scheduler.run()
     finally:
-        if started:
-            ray.shutdown()
+        if stop:
+            stop()
         sweep.outcome.seconds = time.perf_counter() - start
         sweep.outcome.entries = [sweep.entries[c.name] for c in cells]
         write_index(root, spec, sweep.outcome.entries)
@@ -98,29 +99,35 @@ def run_sweep_ray(spec: GridSpec, cells: list[Cell], root: Path, options: RayOpt
 
 
 def _connect(address: str | None):
-    """(the ray module, whether this call started Ray). A Ray already initialised in this process
-    (e.g. by a test) is used as it is; else a local instance, or the cluster at `address`."""
+    """(the ray module, a function that disconnects, or None where Ray was already initialised in
+    this process, e.g. by a test). Else a local instance, or the cluster at `address`."""
     try:
         import ray  # lazy: only --ray sweeps need Ray (an optional dependency)
     except ImportError:
         raise UserError(f"--ray needs Ray, which is not installed: {RAY_INSTALL}") from None
     if ray.is_initialized():
-        return ray, False
+        return ray, None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
     quiet = {"log_to_driver": False, "logging_level": "error"}
+    temp = None
     if address and address not in ("auto", "local"):
         _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **quiet)
         else:  # socket paths must stay under 108 characters: a short temp dir
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
-                     _temp_dir=tempfile.mkdtemp(prefix="clr", dir="/tmp"), **quiet)
+            temp = tempfile.mkdtemp(prefix="clr", dir="/tmp")
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=temp, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         raise UserError(f"cannot start or reach {where}: {str(exc).strip().splitlines()[0]}") from None
-    return ray, True
+
+    def stop() -> None:
+        ray.shutdown()
+        if temp and not os.environ.get("CLLORA_DEBUG"):  # Ray's session logs, kept for debugging
+            shutil.rmtree(temp, ignore_errors=True)
+    return ray, stop
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
