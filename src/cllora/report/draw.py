@@ -15,8 +15,9 @@ from cllora.report.conditions import (
 )
 from cllora.report.figures import (
     class_labels, class_loss_figure, client_pair_figure, comparison_figure,
-    partition_figure, strategy_figure,
+    partition_figure, privacy_figure, strategy_figure,
 )
+from cllora.report.privacy import base_key, class_gaps, utility
 from cllora.report.runs import RunRecord
 from cllora.report.strategies import strategy_curves
 
@@ -40,7 +41,7 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
     fig_dir = root / "figures"
     fig_dir.mkdir(exist_ok=True)
     out: dict[str, list[Figure]] = {"global": [], "classes": [], "fairness": [], "local": [],
-                                    "partition": [], "strategies": []}
+                                    "partition": [], "strategies": [], "privacy": []}
 
     def save(section: str, key: str, fig, title: str, caption: str) -> None:
         png, svg = fig_dir / f"{key}.png", fig_dir / f"{key}.svg"
@@ -51,6 +52,7 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
     _draw_classes(conds, runs, labels, save)
     _draw_local(runs, labels, save)
     _draw_strategies(runs, save)
+    _draw_privacy(runs, save)
     for rec in runs:
         if rec.partition is None:
             continue
@@ -147,6 +149,29 @@ def _draw_strategies(runs: list[RunRecord], save) -> None:
              "aggregation error ‖Σ p_k B_k A_k − B̄Ā‖ / ‖Σ p_k B_k A_k‖ of the round's client adapters "
              "(0 for FFA-LoRA, whose clients share A); the mean distance of the clients' adapters from "
              "the global adapter they started from (client drift).")
+
+
+def _draw_privacy(runs: list[RunRecord], save) -> None:
+    """Client-level DP, per setting that ran it: utility against ε, and the loss per length class
+    with DP minus without (cllora.report.privacy); nothing where no run used DP."""
+    gaps = class_gaps(runs)
+    for entry in utility(runs):
+        mine = [g for g in gaps if g["setting"] == entry["setting"]]
+        part = next((r.partition for r in runs if r.partition and base_key(r.config) == entry["setting"]), {})
+        num = max((c + 1 for g in mine for c in g["classes"]), default=0)
+        names = class_labels(part.get("class_edges") if len(part.get("class_edges") or []) == num - 1
+                             else None, num, part.get("length_measure", ""))
+        label = entry["label"]
+        several = any(len(p["seeds"]) > 1 for line in entry["lines"] for p in line["points"])
+        save("privacy", f"privacy_{slug(label)}",
+             privacy_figure(entry["lines"], mine, names, f"{label}: client-level DP, utility against ε"),
+             f"Client-level DP, {label}: utility against ε" + (" and cost per length class" if mine else ""),
+             "Left: final global test loss against ε after the last round, mean over complete seeds; "
+             "ε = ∞ is clipping and the fixed denominator without noise; dotted: the same condition "
+             "without DP." + (" Right: final loss of each length class with DP minus without, paired "
+                              "by seed (above 0: DP costs that class more); against the runs without "
+                              "DP, or, where there are none, the clipping-only ones." if mine else "")
+             + (BAND if several else ""))
 
 
 def _panels(conds: list[dict], settings: list[str], labels: dict[str, str], scheme: str,

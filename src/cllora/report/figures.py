@@ -2,8 +2,8 @@
 a partition's classes per client, Dirichlet samples on the simplex, one run's curves
 (save_run_plots, called by the engine after a run) and the comparison figures the report
 assembles in cllora.report.draw (conditions with 95 % bands over seeds, per-client pairs, loss
-per length class). `plot_x(data, ax=None) -> Axes`; every save goes through
-cllora.records.save_figure.
+per length class, utility against ε beside DP's cost per length class). `plot_x(data, ax=None)
+-> Axes`; every save goes through cllora.records.save_figure.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from cllora.config import ALPHA_SCHEMES, SCHEME_TITLES  # noqa: E402
 from cllora.records import save_figure  # noqa: E402
 from cllora.report.conditions import client_curves  # noqa: E402
+from cllora.report.privacy import fmt_epsilon  # noqa: E402
 from cllora.report.stats import curve  # noqa: E402
 
 # Fixed colours for the study's conditions, so every figure reads the same way.
@@ -328,4 +329,87 @@ def strategy_figure(conditions: list[dict], title: str):
                    frameon=False, fontsize=9)
     fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=11)
     fig.tight_layout(rect=(0, 0.9 / (3.1 * rows + 0.8) if handles else 0, 1, 1))
+    return fig
+
+
+EPSILON_DASHES = ("-", "--", ":", "-.")
+
+
+def _epsilon_positions(lines: list[dict]) -> tuple[dict[float, float], bool]:
+    """Where each ε sits on the x axis: finite ε at itself (log axis), ∞ four times right of the
+    largest finite one (at 1 when none is finite); and whether the axis is logarithmic."""
+    eps = {p["epsilon"] for line in lines for p in line["points"]}
+    finite_eps = sorted(e for e in eps if math.isfinite(e) and e > 0)
+    inf_x = 4 * finite_eps[-1] if finite_eps else 1.0
+    return {e: (inf_x if math.isinf(e) else e) for e in eps}, bool(finite_eps)
+
+
+def plot_utility_epsilon(lines: list[dict], ax=None):
+    """Final global test loss against the final ε: one line per condition, dict(scheme, alpha, label,
+    points=[dict(epsilon, mean, low, high)], no_dp=dict(mean) | None), a band where the 95 %
+    interval exists; ∞ (clipping only, no noise) right of the largest finite ε; the condition's
+    runs without DP as a dotted level of its colour."""
+    ax = ax or plt.figure(figsize=(6, 4)).gca()
+    where, log_x = _epsilon_positions(lines)
+    for i, line in enumerate(lines):
+        style = condition_style(line["scheme"], line.get("alpha"), i)
+        pts = line["points"]
+        xs = [where[p["epsilon"]] for p in pts]
+        ax.plot(xs, [p["mean"] for p in pts], color=style["color"], ls="-", marker=style["marker"],
+                lw=1.6, ms=4, label=line["label"])
+        if pts and all(p["low"] is not None for p in pts):
+            ax.fill_between(xs, [p["low"] for p in pts], [p["high"] for p in pts], color=style["color"],
+                            alpha=0.15, lw=0)
+        if line.get("no_dp") and line["no_dp"]["mean"] is not None:
+            ax.axhline(line["no_dp"]["mean"], color=style["color"], ls=":", lw=1.2, label=f"{line['label']}, no DP")
+    if log_x:
+        ax.set_xscale("log")
+    ticks = sorted(where.items(), key=lambda kv: kv[1])
+    ax.set_xticks([x for _, x in ticks], [fmt_epsilon(e) for e, _ in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("ε after the last round (δ as in the runs)")
+    ax.set_ylabel("final global test loss (nats/token)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_class_gaps(gaps: list[dict], names: list[str], ax=None):
+    """Per length class, the final loss with DP minus without (above 0: DP costs the class more):
+    one line per dict(scheme, alpha, condition, epsilon, classes={class: dict(mean, low, high)}),
+    coloured by condition, dashed by ε, with its 95 % band."""
+    ax = ax or plt.figure(figsize=(6, 4)).gca()
+    levels = sorted({g["epsilon"] for g in gaps if g["epsilon"] is not None}, reverse=True)
+    conditions = list(dict.fromkeys((g["scheme"], g["alpha"]) for g in gaps))
+    for g in gaps:
+        i = conditions.index((g["scheme"], g["alpha"]))
+        color = condition_style(g["scheme"], g["alpha"], i)["color"]
+        ls = EPSILON_DASHES[levels.index(g["epsilon"]) % len(EPSILON_DASHES)] if g["epsilon"] in levels else "-"
+        cs = sorted(g["classes"])
+        ms = [g["classes"][c]["mean"] for c in cs]
+        half = [0.0 if g["classes"][c]["high"] is None else g["classes"][c]["high"] - m for c, m in zip(cs, ms)]
+        _band_line(ax, {"x": cs, "mean": ms, "half": half},
+                   f"{g['condition']}, ε = {fmt_epsilon(g['epsilon'])} vs {g['baseline']}", color, ls)
+    classes = sorted({c for g in gaps for c in g["classes"]})
+    ax.set_xticks(classes, [names[c] if c < len(names) else str(c) for c in classes], fontsize=7, rotation=20)
+    ax.axhline(0.0, color="0.4", lw=0.8)
+    ax.set_xlabel("length class")
+    ax.set_ylabel("final loss, DP minus without (nats/token)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def privacy_figure(lines: list[dict], gaps: list[dict], names: list[str], title: str):
+    """Client-level DP in one figure: utility against ε (plot_utility_epsilon), and beside it, where
+    `gaps` has any, the class-by-class cost of DP (plot_class_gaps); each panel with its legend."""
+    panels = 2 if gaps else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.4), squeeze=False)
+    plot_utility_epsilon(lines, axes[0][0])
+    axes[0][0].set_title("Utility against ε", fontsize=10)
+    if gaps:
+        plot_class_gaps(gaps, names, axes[0][1])
+        axes[0][1].set_title("Loss per length class, DP minus without", fontsize=10)
+    for ax in axes[0]:
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
+    fig.tight_layout()
     return fig

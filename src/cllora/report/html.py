@@ -15,6 +15,7 @@ from cllora import __version__, records
 from cllora.config import SCHEME_TITLES
 from cllora.report.conditions import model_label, overfit_note, seed_spread
 from cllora.report.draw import Figure
+from cllora.report.privacy_html import privacy_html
 from cllora.report.runs import RunRecord
 from cllora.report.strategies import strategy_rows
 from cllora.report.stats import (
@@ -102,6 +103,7 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              _summary_tables(conds, labels), _spread_html(seed_spread(conds), labels),
              _strategies_html(strategy_rows(runs)),
              *(_img(f) for f in figures.get("strategies", [])),
+             privacy_html(runs, figures.get("privacy", []), _table_html, _img),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
              *(_img(f) for f in figures["fairness"]),
              "<h2 id=\"local\">Local training: per-client test loss, α vs IID</h2>",
