@@ -181,6 +181,16 @@ def test_quantity_skew_hurts_fairness_more():
     assert claims.claim_quantity_fairness_worse(fairness_conditions(0.02, 0.08, seeds=1))["verdict"] == INCONCLUSIVE
 
 
+def test_fairness_claim_prefers_a_setting_that_ran_both_schemes():
+    # setting A ran only length skew (a huge excess); setting B ran both, as the study's local
+    # experiment: the claim compares within B
+    only_length = [cond("length", 0.1, 2.0, setting="A", spread=0.5), cond("iid", None, 2.0, setting="A", spread=0.01)]
+    both = [cond("length", 0.1, 2.0, setting="B", spread=0.02), cond("quantity", 0.1, 2.0, setting="B", spread=0.08),
+            cond("iid", None, 2.0, setting="B", spread=0.01)]
+    claim = claims.claim_quantity_fairness_worse(only_length + both)
+    assert claim["verdict"] == SUPPORTED and claim["effect"] == pytest.approx(0.06)
+
+
 def test_length_skew_little_local_effect():
     little = claims.claim_length_little_local_effect(fairness_conditions(0.02, 0.08, length_local=2.06))
     assert little["verdict"] == SUPPORTED and little["effect"] == pytest.approx(0.03)

@@ -107,12 +107,15 @@ def claim_quantity_fairness_worse(conds: list[dict], labels: dict[str, str] | No
     standard error, not floored, so it stays unbiased over rounds and seeds), mean over rounds.
     A raw variance would grow with quantity skew by itself: small clients get tiny test splits.
     Effect: quantity's excess over IID minus length's excess over IID, at the smallest α run
-    under both schemes (a model's first study setting of each), nats² (> 0 supports).
+    under both schemes, nats² (> 0 supports), from one study setting that ran both schemes where
+    there is one (the study's local experiment), else a model's first setting of each.
     """
     by_model: dict[str, dict[str, dict]] = {}
-    for e in by_setting(conds).values():
+    entries = [e for e in by_setting(conds).values() if e["study"] and e["iid"] is not None]
+    both = [e for e in entries if e["length"] and e["quantity"]]
+    for e in both + entries:  # one setting that ran both schemes (Figs. 8, 9) comes first
         for scheme in ("length", "quantity"):
-            if e["study"] and e[scheme] and e["iid"] is not None:
+            if e[scheme]:
                 by_model.setdefault(e["model"], {}).setdefault(scheme, e)
     comparisons = []
     for model, schemes in by_model.items():
