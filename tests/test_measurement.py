@@ -58,6 +58,24 @@ def test_rounds_csv_has_class_losses_and_fairness_columns(measured_run):
     assert rounds[2]["fairness_var"] == pytest.approx(np.var([c["global_model_local_test_loss"] for c in r2]))
 
 
+def test_local_models_own_split_losses_have_standard_errors(measured_run):
+    # each trained client's local model: its own-split loss with a standard error, and the round's
+    # unbiased (not floored) corrected variance recomputed by hand from clients.csv
+    _, out, _ = measured_run
+    clients, rounds = records.read_csv(out / "clients.csv"), records.read_csv(out / "rounds.csv")
+    checked = 0
+    for row in rounds[1:]:
+        mine = [c for c in clients if c["round"] == row["round"] and c["local_model_test_loss"] is not None]
+        assert mine and all(c["local_model_test_se"] > 0 for c in mine)
+        loss = np.array([c["local_model_test_loss"] for c in mine])
+        se = np.array([c["local_model_test_se"] for c in mine])
+        n = len(mine)
+        assert row["local_models_var_corrected"] == pytest.approx(
+            np.var(loss) - (n - 1) / n * np.mean(se ** 2), rel=1e-9, abs=1e-12)
+        checked += 1
+    assert checked == 2 and rounds[0]["local_models_var_corrected"] is None
+
+
 def test_local_test_texts_match_the_partition(measured_run):
     _, out, _ = measured_run
     part = records.read_json(out / "partition.json")
