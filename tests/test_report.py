@@ -191,6 +191,20 @@ def test_fairness_claim_prefers_a_setting_that_ran_both_schemes():
     assert claim["verdict"] == SUPPORTED and claim["effect"] == pytest.approx(0.06)
 
 
+def test_claims_are_decided_on_their_own_experiment():
+    # the local-training claim on the local experiment's setting (every client every round), not on
+    # a global experiment's (2 of 20 sampled), and the global-loss claims the other way round
+    local = '{"clients": 3, "clients_per_round": 3}'
+    sampled = '{"clients": 20, "clients_per_round": 2}'
+    conds = [cond("length", 0.1, 2.5, setting=local, local=2.02), cond("iid", None, 2.0, setting=local, local=2.0),
+             cond("length", 0.1, 2.0, setting=sampled, local=2.5), cond("iid", None, 2.2, setting=sampled, local=2.0)]
+    little = claims.claim_length_little_local_effect(conds)
+    assert little["verdict"] == SUPPORTED and [c["label"] for c in little["comparisons"]] == ["m"]
+    assert little["effect"] == pytest.approx(0.01)  # 2.02 vs 2.0 on the local experiment
+    hurts = [c for c in claims.evaluate_claims(conds) if c["claim"] == "length skew raises the global test loss"][0]
+    assert hurts["effect"] == pytest.approx(-0.2) and hurts["verdict"] == CONTRADICTED  # the sampled one
+
+
 def test_length_skew_little_local_effect():
     little = claims.claim_length_little_local_effect(fairness_conditions(0.02, 0.08, length_local=2.06))
     assert little["verdict"] == SUPPORTED and little["effect"] == pytest.approx(0.03)

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from cllora.report.conditions import by_setting, length_pairs, length_rows, length_sensitivity, model_label
+from cllora.report.conditions import experiment_settings, length_pairs, length_rows, length_sensitivity, model_label
 from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
 from cllora.report.own_claims import OWN_CLAIMS
 from cllora.report.verdicts import NOT_TESTABLE, VERDICTS, claim_record, estimate  # noqa: F401
@@ -31,7 +31,7 @@ def claim_iid_best_quantity(conds: list[dict], labels: dict[str, str] | None = N
     """IID gives the lowest final global test loss under quantity skew (study, Fig. 7).
     Effect: the best quantity-skew α's final loss minus IID's (> 0: IID lowest)."""
     comparisons = []
-    for setting, e in by_setting(conds).items():
+    for setting, e in experiment_settings(conds, local=False).items():
         if e["iid"] is None or not e["quantity"]:
             continue
         rows = [e["iid"]] + [r for _, r in sorted(e["quantity"].items())]
@@ -50,7 +50,7 @@ def claim_alpha100_worst_quantity(conds: list[dict], labels: dict[str, str] | No
     """α = 100 gives the highest final global test loss under quantity skew (study, Fig. 7).
     Effect: α = 100's final loss minus the worst of the other α values and IID (> 0: worst)."""
     comparisons = []
-    for setting, e in by_setting(conds).items():
+    for setting, e in experiment_settings(conds, local=False).items():
         qs = e["quantity"]
         others = [r for a, r in sorted(qs.items()) if a != 100.0] + ([e["iid"]] if e["iid"] else [])
         if 100.0 not in qs or not others:
@@ -75,7 +75,7 @@ def claim_small_models_length_sensitive(conds: list[dict], labels: dict[str, str
     """
     sizes = model_sizes or {}
     entries: dict[str, dict] = {}
-    for e in by_setting(conds).values():
+    for e in experiment_settings(conds, local=False).values():
         if e["study"] and e["model"] in sizes and length_sensitivity(e) is not None:
             entries.setdefault(e["model"], e)
     models = sorted(entries, key=lambda m: sizes[m])
@@ -111,7 +111,7 @@ def claim_quantity_fairness_worse(conds: list[dict], labels: dict[str, str] | No
     there is one (the study's local experiment), else a model's first setting of each.
     """
     by_model: dict[str, dict[str, dict]] = {}
-    entries = [e for e in by_setting(conds).values() if e["study"] and e["iid"] is not None]
+    entries = [e for e in experiment_settings(conds, local=True).values() if e["study"] and e["iid"] is not None]
     both = [e for e in entries if e["length"] and e["quantity"]]
     for e in both + entries:  # one setting that ran both schemes (Figs. 8, 9) comes first
         for scheme in ("length", "quantity"):
@@ -147,7 +147,7 @@ def claim_length_little_local_effect(conds: list[dict], labels: dict[str, str] |
     mean test loss at the smallest length-skew α relative to IID's; supported when its interval
     lies within ±LITTLE_EFFECT, contradicted when it lies entirely outside."""
     comparisons = []
-    for setting, e, alpha, row, iid in length_pairs(conds):
+    for setting, e, alpha, row, iid in length_pairs(conds, local=True):
         if not (finite(row["local_loss"]) and finite(iid["local_loss"])):
             continue
         est = estimate([row, iid], "local_loss", lambda m: (m[0] - m[1]) / m[1], texts=False,

@@ -214,13 +214,32 @@ def seed_spread(conds: list[dict]) -> list[dict]:
     return out
 
 
+def is_local_experiment(setting: str) -> bool | None:
+    """Whether a setting trains every client every round (the study's local experiment, Figs. 8
+    and 9) rather than sampling a few (its global experiments, Figs. 6 and 7); None if unknown."""
+    values = setting_values(setting)
+    if "clients" not in values or "clients_per_round" not in values:
+        return None
+    return values["clients_per_round"] >= values["clients"]
+
+
+def experiment_settings(conds: list[dict], local: bool) -> dict[str, dict]:
+    """by_setting, narrowed to the study's local experiments (local=True) or its global ones
+    (local=False) where there are any of that kind: a claim about one experiment is decided on
+    that experiment's settings, and on every setting only where none is of its kind."""
+    entries = by_setting(conds)
+    kind = {k: e for k, e in entries.items() if e["local"] is local}
+    return kind or entries
+
+
 def by_setting(conds: list[dict]) -> dict[str, dict]:
     """{setting: {"model": name, "iid": row | None, "length": {alpha: row}, "quantity": {alpha: row}}}."""
     out: dict[str, dict] = {}
     for row in conds:
         entry = out.setdefault(row["setting"], {"iid": None, "length": {}, "quantity": {},
                                                 "model": row["model"],
-                                                "study": is_study_setting(row["setting"])})
+                                                "study": is_study_setting(row["setting"]),
+                                                "local": is_local_experiment(row["setting"])})
         if row["scheme"] == "iid":
             entry["iid"] = row
         elif row["scheme"] in ALPHA_SCHEMES:  # natural clients take part in no claim of the study
@@ -228,10 +247,10 @@ def by_setting(conds: list[dict]) -> dict[str, dict]:
     return out
 
 
-def length_pairs(conds: list[dict]):
+def length_pairs(conds: list[dict], local: bool = False):
     """(setting, entry, α, length-skew row, IID row) per setting that ran IID and length skew, at
-    its smallest length-skew α: what the length claims compare."""
-    for setting, e in by_setting(conds).items():
+    its smallest length-skew α, of the global experiments (or the local ones: `local`)."""
+    for setting, e in experiment_settings(conds, local).items():
         if e["iid"] is not None and e["length"]:
             alpha = min(e["length"])
             yield setting, e, alpha, e["length"][alpha], e["iid"]
