@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from cllora.config import ALPHA_SCHEMES
+from cllora.config import ALPHA_SCHEMES, SCHEME_TITLES
 from cllora.report.runs import RunRecord
 from cllora.report.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
 
@@ -208,7 +208,8 @@ def seed_spread(conds: list[dict]) -> list[dict]:
             vals = [r[key] for r in runs if finite(r.get(key))]
             return float(np.std(vals, ddof=1)) if len(vals) >= 2 else None
         classes = sorted({int(k.rsplit("_", 1)[1]) for r in runs for k in r if k.startswith("final_class_")})
-        out.append({"setting": c["setting"], "model": c["model"], "label": c["label"], "seeds": len(runs),
+        label = SCHEME_TITLES.get(c["scheme"], c["scheme"]) + ("" if c["alpha"] is None else f", α = {c['alpha']:g}")
+        out.append({"setting": c["setting"], "model": c["model"], "label": label, "seeds": len(runs),
                     "final_loss_sd": sd("final_loss"), "fairness_corrected_sd": sd("final_fairness_var_corrected"),
                     "class_sd": {k: sd(f"final_class_{k}") for k in classes}})
     return out

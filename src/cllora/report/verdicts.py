@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cllora.report.conditions import seed_texts, seed_values
 from cllora.report.stats import (
-    CONTRADICTED, INCONCLUSIVE, SUPPORTED, combine, compare, finite, fmt_effect, fmt_mde,
+    CONTRADICTED, INCONCLUSIVE, LEVEL, SUPPORTED, combine, compare, finite, fmt_effect, fmt_mde, holm,
 )
 
 NOT_TESTABLE = "not testable"
@@ -20,6 +20,27 @@ Comparison = tuple[str, dict, str, bool]  # label, stats.compare estimate, detai
 def estimate(rows: list[dict], key: str, contrast, texts: bool = True, **bounds) -> dict | None:
     """stats.compare on `key` of these conditions (per-text losses used when `texts`)."""
     return compare(seed_values(rows, key), contrast, seed_texts(rows) if texts else None, **bounds)
+
+
+def every_one(rows: list[dict], key: str, contrast_of, **bounds) -> dict | None:
+    """A claim that one condition beats each of several others ("IID is lowest"): each pair is its
+    own paired comparison (`contrast_of(i)` the contrast of pair i over `rows`). Supported when
+    every one is (an intersection-union test: no correction needed); contradicted when one is
+    contradicted after Holm's correction over the pairs; else inconclusive. Taking the best of
+    several noisy conditions per seed instead would be biased: the minimum of noisy equals is
+    below their mean. The headline is the deciding pair: the contradicted one, else the one with
+    the smallest effect."""
+    pairs = [estimate(rows, key, contrast_of(i), **bounds) for i in range(len(rows) - 1)]
+    if not pairs or any(p is None for p in pairs):
+        return None
+    adjusted = holm([p.get("p_value") for p in pairs])
+    wrong = [p for p, q in zip(pairs, adjusted) if p["verdict"] == CONTRADICTED and q is not None
+             and q < 1 - LEVEL]
+    head = wrong[0] if wrong else min(pairs, key=lambda p: p["effect"])
+    verdict = SUPPORTED if all(p["verdict"] == SUPPORTED for p in pairs) else \
+        CONTRADICTED if wrong else INCONCLUSIVE
+    method = head["method"] + f"; each of {len(pairs)} pairs, Holm over them for a contradiction"
+    return {**head, "verdict": verdict, "method": method, "pairs": [p["effect"] for p in pairs]}
 
 
 def _evidence(label: str, est: dict, detail: str, unit: str, decides: bool, one_method: bool) -> str:
