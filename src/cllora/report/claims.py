@@ -13,16 +13,14 @@ from __future__ import annotations
 from typing import Callable
 
 
-from cllora.report.conditions import experiment_settings, length_pairs, length_rows, length_sensitivity, model_label
+from cllora.report.conditions import (
+    experiment_settings, length_pairs, length_rows, length_sensitivity, model_label, setting_name,
+)
 from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
 from cllora.report.own_claims import OWN_CLAIMS
 from cllora.report.verdicts import NOT_TESTABLE, VERDICTS, claim_record, estimate, every_one  # noqa: F401
 
 LITTLE_EFFECT = 0.05  # "little effect": local-model loss within 5 % of IID
-
-
-def _name(setting: str, entry: dict, labels: dict[str, str] | None) -> str:
-    return (labels or {}).get(setting, model_label(entry["model"]))
 
 
 def claim_iid_best_quantity(conds: list[dict], labels: dict[str, str] | None = None,
@@ -37,7 +35,7 @@ def claim_iid_best_quantity(conds: list[dict], labels: dict[str, str] | None = N
         rows = [e["iid"]] + [r for _, r in sorted(e["quantity"].items())]
         est = every_one(rows, "final_loss", lambda i: lambda m: m[i + 1] - m[0])
         if est:
-            comparisons.append((_name(setting, e, labels), est, f"IID {fmt_pm(e['iid'])}; " +
+            comparisons.append((setting_name(setting, e, labels), est, f"IID {fmt_pm(e['iid'])}; " +
                                 ", ".join(f"{r['label']} {fmt_pm(r)}" for r in rows[1:]), e["study"]))
     return claim_record("IID gives the lowest global test loss under quantity skew", "Fig. 7",
                   "effect = final global test loss of each quantity-skew α minus IID's, each paired by "
@@ -59,7 +57,7 @@ def claim_alpha100_worst_quantity(conds: list[dict], labels: dict[str, str] | No
             continue
         est = every_one([qs[100.0]] + others, "final_loss", lambda i: lambda m: m[0] - m[i + 1])
         if est:
-            comparisons.append((_name(setting, e, labels), est, f"α = 100 {fmt_pm(qs[100.0])}; " +
+            comparisons.append((setting_name(setting, e, labels), est, f"α = 100 {fmt_pm(qs[100.0])}; " +
                                 ", ".join(f"{r['label']} {fmt_pm(r)}" for r in others), e["study"]))
     return claim_record("α = 100 is worst under quantity skew", "Fig. 7",
                   "effect = final global test loss of quantity-skew α = 100 minus each other α's and "
@@ -156,7 +154,7 @@ def claim_length_little_local_effect(conds: list[dict], labels: dict[str, str] |
         est = estimate([row, iid], "local_loss", lambda m: (m[0] - m[1]) / m[1], texts=False,
                        bound_low=-LITTLE_EFFECT, bound_high=LITTLE_EFFECT)
         if est:
-            comparisons.append((_name(setting, e, labels), est, f"local models' test loss α = {alpha:g} "
+            comparisons.append((setting_name(setting, e, labels), est, f"local models' test loss α = {alpha:g} "
                                 f"{fmt(row['local_loss'])} vs IID {fmt(iid['local_loss'])}", e["study"]))
     return claim_record("length skew has little effect on local training", "Fig. 8",
                   f"effect = local models' test loss on their own split (mean over rounds) at the "

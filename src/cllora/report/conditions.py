@@ -140,7 +140,6 @@ def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict])
         "local_loss": mean(r["local_loss"] for r in runs),
         "local_spread": mean(r["local_spread"] for r in runs),
         "local_spread_corrected": mean(r["local_spread_corrected"] for r in runs),
-        "incomplete_seeds": sorted(r["seed"] for r in runs if not r["complete"]),
         "curve": losses, "fairness_curve": mean_std_curve([r["fairness_curve"] for r in runs]),
         "class_curves": {c: mean_std_curve([r["class_curves"].get(c, []) for r in runs]) for c in classes},
     }
@@ -163,17 +162,31 @@ def class_difference(skewed: dict, iid: dict) -> dict[int, dict]:
     return {c: mean_std_curve(curves) for c, curves in sorted(out.items())}
 
 
+def complete_runs(cond: dict) -> list[dict]:
+    """A condition's runs that reached their planned rounds: the only ones any verdict or spread
+    uses (a run that stopped early would enter with its last evaluated round; the report shows it,
+    marked)."""
+    return [r for r in cond.get("runs", []) if r.get("complete", True)]
+
+
+def final_classes(runs: list[dict]) -> list[int]:
+    """The length classes whose final loss (final_class_<k>) some of these runs recorded."""
+    return sorted({int(k.rsplit("_", 1)[1]) for r in runs for k in r if k.startswith("final_class_")})
+
+
 def seed_values(conds: list[dict], key: str) -> list[dict[int, float]]:
-    """Each condition's `key` per seed, for stats.compare: complete runs only (a run that stopped
-    early would enter with its last evaluated round; the report shows it marked, no verdict uses it)."""
-    return [{r["seed"]: r[key] for r in c.get("runs", []) if r.get("complete", True) and finite(r.get(key))}
-            for c in conds]
+    """Each condition's `key` per seed (complete runs only), for stats.compare."""
+    return [{r["seed"]: r[key] for r in complete_runs(c) if finite(r.get(key))} for c in conds]
 
 
 def seed_texts(conds: list[dict]) -> list[dict[int, Texts]]:
     """Each condition's per-text final test losses per seed (complete runs that have them)."""
-    return [{r["seed"]: r["texts"] for r in c.get("runs", [])
-             if r.get("complete", True) and r.get("texts") is not None} for c in conds]
+    return [{r["seed"]: r["texts"] for r in complete_runs(c) if r.get("texts") is not None} for c in conds]
+
+
+def setting_name(setting: str, entry: dict, labels: dict[str, str] | None) -> str:
+    """A setting's title in a claim: its label, else its model's."""
+    return (labels or {}).get(setting, model_label(entry["model"]))
 
 
 STUDY_SETTING = {"strategy": "fedavg", "replicate": 0}  # the study's own: a study claim is decided here
@@ -200,14 +213,14 @@ def seed_spread(conds: list[dict]) -> list[dict]:
     training-and-sampling noise every comparison of that condition carries."""
     out = []
     for c in conds:
-        runs = [r for r in c.get("runs", []) if r.get("complete", True)]
+        runs = complete_runs(c)
         if len(runs) < 2:
             continue
 
         def sd(key: str) -> float | None:
             vals = [r[key] for r in runs if finite(r.get(key))]
             return float(np.std(vals, ddof=1)) if len(vals) >= 2 else None
-        classes = sorted({int(k.rsplit("_", 1)[1]) for r in runs for k in r if k.startswith("final_class_")})
+        classes = final_classes(runs)
         label = SCHEME_TITLES.get(c["scheme"], c["scheme"]) + ("" if c["alpha"] is None else f", α = {c['alpha']:g}")
         out.append({"setting": c["setting"], "model": c["model"], "label": label, "seeds": len(runs),
                     "final_loss_sd": sd("final_loss"), "fairness_corrected_sd": sd("final_fairness_var_corrected"),

@@ -19,7 +19,7 @@ from cllora.report.privacy_html import privacy_html
 from cllora.report.runs import RunRecord
 from cllora.report.strategies import strategy_rows
 from cllora.report.stats import (
-    MIN_SEEDS, finite, fmt, fmt_count, fmt_effect, fmt_g, fmt_interval, fmt_mb, fmt_mde, fmt_pm, fmt_signed, short,
+    MIN_SEEDS, finite, fmt, fmt_count, fmt_effect, fmt_g, fmt_interval, fmt_mb, fmt_mde, fmt_verdict_interval, fmt_pm, fmt_signed, short,
 )
 
 CSS = """
@@ -158,9 +158,7 @@ def _effect_cell(claim: dict) -> str:
     the seeds a verdict needs), or '—' for a claim not testable."""
     if not claim["comparisons"] or claim["effect"] is None:
         return "—"
-    text = claim.get("text_interval")
-    under = fmt_interval(claim, claim["unit"]) if finite(claim.get("low")) or not text else \
-        "test texts only: " + fmt_interval({"low": text[0], "high": text[1]}, claim["unit"])
+    under = fmt_verdict_interval(claim, claim["unit"])
     return (f"<span class=\"effect\">{_e(fmt_signed(claim['effect'], claim['unit']))}<br><span "
             f"class=\"small\">{_e(under)}</span></span>")
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from cllora.report.conditions import length_pairs, model_label, setting_values
+from cllora.report.conditions import (
+    complete_runs, final_classes, length_pairs, model_label, setting_name, setting_values,
+)
 from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, fmt_signed, t_interval
 from cllora.report.verdicts import claim_record, estimate
-
-
-def _name(setting: str, entry: dict, labels: dict[str, str] | None) -> str:
-    return (labels or {}).get(setting, model_label(entry["model"]))
 
 
 def claim_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = None,
@@ -25,7 +23,7 @@ def claim_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = N
     for setting, e, alpha, row, iid in length_pairs(conds):
         est = estimate([row, iid], "final_loss", lambda m: m[0] - m[1])
         if est:
-            comparisons.append((_name(setting, e, labels), est,
+            comparisons.append((setting_name(setting, e, labels), est,
                                 f"α = {alpha:g} {fmt_pm(row)} vs IID {fmt_pm(iid)}", e["study"]))
     return claim_record("length skew raises the global test loss", "cllora, the study's Fig. 6 setting",
                         "effect = final global test loss at the smallest length-skew α minus IID's "
@@ -33,20 +31,15 @@ def claim_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = N
                         "needs length-skew and IID runs of the same setting")
 
 
-def _class_keys(row: dict) -> list[int]:
-    return sorted(int(k.rsplit("_", 1)[1]) for r in row.get("runs", []) for k in r
-                  if k.startswith("final_class_"))
-
-
 def class_harm(skewed: dict, iid: dict) -> dict[int, tuple]:
     """Per length class: (mean, low, high) over seeds of the skewed condition's final class loss
     minus IID's, paired by seed (complete runs only)."""
-    base = {r["seed"]: r for r in iid.get("runs", []) if r.get("complete", True)}
+    base = {r["seed"]: r for r in complete_runs(iid)}
     out = {}
-    for c in sorted(set(_class_keys(skewed))):
+    for c in final_classes(complete_runs(skewed)):
         key = f"final_class_{c}"
-        diffs = [r[key] - base[r["seed"]][key] for r in skewed.get("runs", [])
-                 if r.get("complete", True) and r["seed"] in base and key in r and key in base[r["seed"]]]
+        diffs = [r[key] - base[r["seed"]][key] for r in complete_runs(skewed)
+                 if r["seed"] in base and key in r and key in base[r["seed"]]]
         out[c] = t_interval(diffs)
     return out
 
@@ -58,7 +51,7 @@ def claim_long_texts_hurt_more(conds: list[dict], labels: dict[str, str] | None 
     class's harm minus the shortest's (nats/token; > 0 supports)."""
     comparisons = []
     for setting, e, alpha, row, iid in length_pairs(conds):
-        classes = sorted(set(_class_keys(row)) & set(_class_keys(iid)))
+        classes = sorted(set(final_classes(row.get("runs", []))) & set(final_classes(iid.get("runs", []))))
         if len(classes) < 2:
             continue
         lo, hi = f"final_class_{classes[0]}", f"final_class_{classes[-1]}"
@@ -70,7 +63,7 @@ def claim_long_texts_hurt_more(conds: list[dict], labels: dict[str, str] | None 
             f"c{c} {fmt_signed(m)}" + (f" [{fmt_signed(lo_)}, {fmt_signed(hi_)}]" if lo_ is not None else "")
             for c, (m, lo_, hi_) in harm.items())
         if est:
-            comparisons.append((f"{_name(setting, e, labels)}, α = {alpha:g}", est, detail, e["study"]))
+            comparisons.append((f"{setting_name(setting, e, labels)}, α = {alpha:g}", est, detail, e["study"]))
     return claim_record("length skew hurts long texts more than short ones", "cllora",
                         "harm = a length class's final test loss under the smallest length-skew α minus "
                         "under IID; effect = the longest class's harm minus the shortest's "

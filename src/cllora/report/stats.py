@@ -290,16 +290,24 @@ def fmt_interval(est: dict | None, unit: str = "") -> str:
     return f"[{fmt_signed(est['low'], unit)}, {fmt_signed(est['high'], unit)}]"
 
 
-def fmt_effect(est: dict | None, unit: str = "") -> str:
-    """'+0.0123 [+0.0050, +0.0190]': an effect and its 95 % interval; with fewer seeds than a
-    verdict needs, the test-text interval labelled as such; 'n/a' without an effect."""
-    if not est:
-        return "n/a"
+def fmt_verdict_interval(est: dict, unit: str = "") -> str:
+    """The interval a reader should see: the verdict's, else (fewer seeds than a verdict needs)
+    the test-text interval, labelled 'test texts only: [...]', else '(no interval)'."""
     text = est.get("text_interval")
     if not (finite(est.get("low")) and finite(est.get("high"))) and text:
-        return (f"{fmt_signed(est.get('effect'), unit)} (test texts only: "
-                f"{fmt_interval({'low': text[0], 'high': text[1]}, unit)})")
-    return f"{fmt_signed(est.get('effect'), unit)} {fmt_interval(est, unit)}"
+        return f"test texts only: {fmt_interval({'low': text[0], 'high': text[1]}, unit)}"
+    return fmt_interval(est, unit)
+
+
+def fmt_effect(est: dict | None, unit: str = "") -> str:
+    """'+0.0123 [+0.0050, +0.0190]': an effect and its 95 % interval (fmt_verdict_interval, in
+    parentheses when it is the test-text one); 'n/a' without an effect."""
+    if not est:
+        return "n/a"
+    interval = fmt_verdict_interval(est, unit)
+    if interval.startswith("test texts only"):
+        interval = f"({interval})"
+    return f"{fmt_signed(est.get('effect'), unit)} {interval}"
 
 
 def fmt_mde(est: dict | None, unit: str = "") -> str:

@@ -39,7 +39,7 @@ def every_one(rows: list[dict], key: str, contrast_of, **bounds) -> dict | None:
     head = wrong[0] if wrong else min(pairs, key=lambda p: p["effect"])
     verdict = SUPPORTED if all(p["verdict"] == SUPPORTED for p in pairs) else \
         CONTRADICTED if wrong else INCONCLUSIVE
-    method = head["method"] + f"; each of {len(pairs)} pairs, Holm over them for a contradiction"
+    method = head["method"] + f" (each of {len(pairs)} pairs; Holm over them for a contradiction)"
     return {**head, "verdict": verdict, "method": method, "pairs": [p["effect"] for p in pairs]}
 
 
