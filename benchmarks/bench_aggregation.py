@@ -24,7 +24,6 @@ import statistics
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-
 from bench_strategies import machine, times_ms  # noqa: E402  (the sibling script: same machine line)
 
 MODEL = "smollm2-135m"

@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cllora import partition as part  # noqa: E402
 from cllora.partition import Partition  # noqa: E402
-from cllora.partition_natural import fit_length_alpha, fit_quantity_alpha  # noqa: E402
+from cllora.partition.natural import fit_length_alpha, fit_quantity_alpha  # noqa: E402
 
 CLASSES = 5
 

@@ -46,8 +46,8 @@ WORKLOAD = dict(model="smollm2-135m", dataset="sotu", clients=20, clients_per_ro
 CHILD = """
 import json, sys
 from pathlib import Path
-from cllora.config import RunConfig
-from cllora.engine import run_experiment
+from cllora.config.settings import RunConfig
+from cllora.engine.loop import run_experiment
 run_experiment(RunConfig().replace(**json.loads(sys.argv[1])), Path(sys.argv[2]), log=lambda m: None)
 """
 
@@ -83,7 +83,7 @@ def cllora_run(out: Path, src: str | None = None, **changes) -> dict:
 
 
 def flower_run(tmp: Path) -> dict:
-    from cllora.config import RunConfig
+    from cllora.config.settings import RunConfig
 
     config = RunConfig().replace(**WORKLOAD)
     result = tmp / "flower.json"

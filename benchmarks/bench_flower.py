@@ -9,7 +9,7 @@ flower-procs    a real SuperLink and one SuperNode process per client on loopbac
 For each: wall time of the whole run (start-up included), mean round time after round 0, the
 clients' own training seconds, and the peak resident memory of the whole process tree (sampled
 every 0.2 s: driver, Ray workers or SuperLink/SuperNodes/ClientApps). For the real processes also
-where each message's time went (the run's flower_messages.csv, `cllora.flower_timing`): dispatch
+where each message's time went (the run's flower_messages.csv, `cllora.flower.timing`): dispatch
 (SuperNode polling, process spawn), start-up (Python, flwr, the app module), imports (torch,
 transformers, peft), load (tokenizer, model, LoRA), data, compute, return (upload, server polling).
 Prints markdown tables to paste into BENCHMARKS.md.
@@ -34,8 +34,8 @@ import psutil  # noqa: E402  (installed with flwr[simulation])
 import torch  # noqa: E402
 
 from cllora import records  # noqa: E402
-from cllora.config import RunConfig  # noqa: E402
-from cllora.flower_timing import FILE  # noqa: E402
+from cllora.config.settings import RunConfig  # noqa: E402
+from cllora.flower.timing import FILE  # noqa: E402
 
 MODEL = "smollm2-135m"
 
@@ -85,14 +85,14 @@ def experiment(clients: int, rounds: int) -> RunConfig:
 CHILD = """
 import sys
 from pathlib import Path
-from cllora.config import from_dict
+from cllora.config.settings import from_dict
 import json
 config = from_dict(json.loads(sys.argv[1]))
 if config.engine == "flower-sim":
-    from cllora.flower import run_flower_simulation
+    from cllora.flower.server import run_flower_simulation
     run_flower_simulation(config, Path(sys.argv[2]), log=lambda m: None)
 else:
-    from cllora.engine import run_experiment
+    from cllora.engine.loop import run_experiment
     run_experiment(config, Path(sys.argv[2]), log=lambda m: None)
 """
 
@@ -110,8 +110,8 @@ def in_this_machine(config: RunConfig, out: Path) -> tuple[float, int]:
 
 
 def with_processes(config: RunConfig, out: Path, tmp: Path) -> tuple[float, int]:
-    from cllora.flower import write_app
-    from cllora.flower_local import LocalFederation
+    from cllora.flower.app import write_app
+    from cllora.flower.local import LocalFederation
 
     (tmp / "exp.toml").write_text(config.to_toml())
     write_app(tmp / "app", tmp / "exp.toml", out)

@@ -1,4 +1,4 @@
-"""Time the partitioners: the hand-written core (cllora.partition) vs flwr-datasets (cllora.partition_flwr).
+"""Time the partitioners: the hand-written core (cllora.partition.core) vs flwr-datasets (cllora.partition.flwr).
 
     python benchmarks/bench_partition.py                      # 10k×100 and 100k×1000, both backends
     python benchmarks/bench_partition.py --sizes 100000x1000 --skip-flwr-length
@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from cllora import partition as part  # noqa: E402
-from cllora.partition_flwr import flwr_partition  # noqa: E402
-from cllora.partition_stats import heterogeneity_stats  # noqa: E402
+from cllora.partition.flwr import flwr_partition  # noqa: E402
+from cllora.partition.stats import heterogeneity_stats  # noqa: E402
 
 
 def timed(fn, repeat: int):

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cllora.config import RunConfig  # noqa: E402
+from cllora.config.settings import RunConfig  # noqa: E402
 
 MODEL = "smollm2-135m"
 OPTION_VALUES = {**RunConfig().to_dict(), "lr": 5e-4, "clients": 20, "rank": 8}  # every strategy's defaults

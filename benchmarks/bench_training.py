@@ -156,8 +156,8 @@ def fairness_eval() -> None:
 MEMORY_CHILD = """
 import json, resource, sys
 from pathlib import Path
-from cllora.config import RunConfig
-from cllora.engine import run_experiment
+from cllora.config.settings import RunConfig
+from cllora.engine.loop import run_experiment
 n = int(sys.argv[1])
 cfg = RunConfig(model="smollm2-135m", clients=n, clients_per_round=2, rounds=2, max_train_examples=4 * n,
                 max_test_examples=16, max_length=64, batch_size=8, scheme="iid")
@@ -188,9 +188,9 @@ def memory() -> None:
 
 
 def overhead() -> None:
-    from cllora.config import RunConfig
+    from cllora.config.settings import RunConfig
+    from cllora.engine.loop import run_experiment
     from cllora.records import read_csv
-    from cllora.engine import run_experiment
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = RunConfig(model=MODEL, clients=20, clients_per_round=2, rounds=3, max_train_examples=400,

@@ -34,8 +34,7 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
-from cllora.config import RunConfig, from_dict  # noqa: E402
-
+from cllora.config.settings import RunConfig, from_dict  # noqa: E402
 
 # ---------------------------------------------------------------- models.py / dataset.py of the template
 
@@ -63,7 +62,7 @@ _DATA = {}
 def load_data(config: RunConfig):
     """Tokenized texts and client splits (cllora's preparation: the same rows as the cllora run)."""
     if "data" not in _DATA:
-        from cllora.experiment import prepare_data
+        from cllora.engine.experiment import prepare_data
         from cllora.model import load_tokenizer
 
         _DATA["data"] = prepare_data(config, load_tokenizer(config.model, log=lambda m: None), lambda m: None)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from cllora.report import load_runs
-from cllora.report.conditions import condition_rows, run_row, setting_labels, setting_key
+from cllora.report.conditions import condition_rows, run_row, setting_key, setting_labels
 from cllora.report.stats import fmt_effect, mean, t_interval
 
 KEYS = ("agg_error", "drift_mean", "fairness_var_corrected")

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 def make_tiny_opt(path, vocab_size: int = 512, seed: int = 0):
     """A 2-layer OPT (d=64) with a BPE tokenizer trained on the embedded corpus: LoRA steps in ms."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
 
     from cllora.data import sotu_texts

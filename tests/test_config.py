@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from cllora.config import RunConfig, check_given, from_dict, load_config
+from cllora.config.load import check_given, load_config
+from cllora.config.settings import RunConfig, from_dict
 from cllora.errors import UserError
 
 

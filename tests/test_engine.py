@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from cllora import experiment as exp_mod
-from cllora import records
+from cllora import records, runner
 from cllora.cli import main
-from cllora.config import RunConfig
+from cllora.config.settings import RunConfig
+from cllora.engine import client as client_mod
+from cllora.engine import experiment as exp_mod
+from cllora.engine.loop import run_experiment
 from cllora.errors import RunFailed, UserError
-from cllora.engine import run_experiment
 from cllora.seeds import stream, torch_seed
 
 
@@ -33,7 +36,7 @@ def metric_columns(path):
 
 def test_end_to_end_writes_every_output(tiny_model, tmp_path):
     out = tmp_path / "run"
-    summary = run_experiment(tiny_config(tiny_model), out)
+    summary = runner.run(tiny_config(tiny_model), out)  # the engine's loop, with the run's figures
     for name in ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json",
                  "checkpoint.safetensors", "global_loss.png", "client_loss.png", "fairness.png",
                  "adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
@@ -56,7 +59,20 @@ def test_end_to_end_writes_every_output(tiny_model, tmp_path):
     assert rounds[1]["fairness_var"] == pytest.approx(np.var(losses))
     part = json.loads((out / "partition.json").read_text())
     assert part["scheme"] == "length" and len(part["clients"]) == 6
+    assert (out / "partition.png").is_file()
     assert summary["final_test_loss"] == rounds[-1]["global_test_loss"]
+
+
+def test_the_engine_draws_nothing(tiny_model, tmp_path):
+    """Figures come from a listener (cllora.report.run_figures) that the runners attach: the
+    engine's loop alone writes the run's data and no figure, and never imports matplotlib."""
+    out = tmp_path / "run"
+    run_experiment(tiny_config(tiny_model, rounds=1), out)
+    assert (out / "rounds.csv").is_file() and not list(out.glob("*.png"))
+    code = ("import sys; import cllora.engine.loop; "
+            "print([m for m in sys.modules if m.startswith(('matplotlib', 'cllora.report', 'cllora.flower'))])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_saved_adapter_loads_with_peft(tiny_model, tmp_path):
@@ -116,7 +132,7 @@ def test_one_client_one_round_one_step_equals_plain_local_training(tiny_model, t
 
 
 def test_nan_client_is_excluded_and_recorded(tiny_model, tmp_path, monkeypatch):
-    real = exp_mod.client_update
+    real = client_mod.client_update
 
     def poisoned(exp, state, cid, rnd, on_step=None, evaluate_own_split=False, **kw):
         update = real(exp, state, cid, rnd, on_step, evaluate_own_split, **kw)
@@ -124,7 +140,7 @@ def test_nan_client_is_excluded_and_recorded(tiny_model, tmp_path, monkeypatch):
             update.state = {k: v * float("nan") for k, v in update.state.items()}
         return update
 
-    monkeypatch.setattr("cllora.engine.client_update", poisoned)
+    monkeypatch.setattr("cllora.engine.loop.client_update", poisoned)
     out = tmp_path / "nan"
     summary = run_experiment(tiny_config(tiny_model, rounds=2), out)
     rounds = records.read_csv(out / "rounds.csv")
@@ -220,7 +236,7 @@ def test_bf16_training_with_fp32_evaluation(tiny_model, tmp_path):
 
 
 def test_malformed_update_is_rejected_with_a_logged_reason(tiny_model, tmp_path, monkeypatch):
-    real = exp_mod.client_update
+    real = client_mod.client_update
 
     def wrong_shape(exp, state, cid, rnd, on_step=None, evaluate_own_split=False, **kw):
         update = real(exp, state, cid, rnd, on_step, evaluate_own_split, **kw)
@@ -229,7 +245,7 @@ def test_malformed_update_is_rejected_with_a_logged_reason(tiny_model, tmp_path,
             update.state[key] = torch.zeros(3, 3)
         return update
 
-    monkeypatch.setattr("cllora.engine.client_update", wrong_shape)
+    monkeypatch.setattr("cllora.engine.loop.client_update", wrong_shape)
     lines = []
     run_experiment(tiny_config(tiny_model, rounds=2), tmp_path / "shape", log=lines.append)
     assert any("excluded" in line and "has shape (3, 3), expected" in line for line in lines)

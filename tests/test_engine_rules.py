@@ -8,20 +8,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_engine import tiny_config
 
-from cllora import experiment as exp_mod
 from cllora import records
 from cllora.cli import main
-from cllora.engine import run_experiment
+from cllora.engine import client as client_mod
+from cllora.engine import evaluation as evaluation_mod
+from cllora.engine import experiment as exp_mod
+from cllora.engine.loop import run_experiment
 from cllora.errors import UserError
 from cllora.seeds import PURPOSES, stream
-
-from test_engine import tiny_config
 
 
 def test_eval_every_still_records_every_round(tiny_model, tmp_path, monkeypatch):
     """Unevaluated rounds keep who was sampled, who failed and why, training loss and bytes."""
-    real = exp_mod.client_update
+    real = client_mod.client_update
 
     def poisoned(exp, state, cid, rnd, on_step=None, evaluate_own_split=False, **kw):
         update = real(exp, state, cid, rnd, on_step, evaluate_own_split, **kw)
@@ -29,7 +30,7 @@ def test_eval_every_still_records_every_round(tiny_model, tmp_path, monkeypatch)
             update.state = {k: v * float("nan") for k, v in update.state.items()}
         return update
 
-    monkeypatch.setattr("cllora.engine.client_update", poisoned)
+    monkeypatch.setattr("cllora.engine.loop.client_update", poisoned)
     out = tmp_path / "sparse"
     summary = run_experiment(tiny_config(tiny_model, rounds=4, eval_every=3), out)
     rounds = records.read_csv(out / "rounds.csv")
@@ -102,7 +103,7 @@ def test_live_lora_parameters_stay_fp32_on_a_bf16_base(tiny_model):
     try:
         frozen = {p.dtype for n, p in exp.model.named_parameters() if "lora_" not in n}
         assert frozen == {torch.bfloat16}
-        exp_mod.client_update(exp, exp.initial_state, 0, 1)
+        client_mod.client_update(exp, exp.initial_state, 0, 1)
         assert exp.params and {p.dtype for p in exp.params} == {torch.float32}
     finally:
         exp_mod.release(exp)
@@ -118,7 +119,7 @@ def test_eval_fp32_weights_are_kept_on_the_device(tiny_model):
         assert all(w.device == exp.device and w.dtype == torch.float32 for w in exp.fp32_base.values())
         name = next(iter(exp.fp32_base))
         params = dict(exp.model.named_parameters())
-        with exp_mod.eval_precision(exp):
+        with evaluation_mod.eval_precision(exp):
             assert params[name].data_ptr() == exp.fp32_base[name].data_ptr()  # swapped in, not copied
         assert params[name].dtype == torch.bfloat16
     finally:

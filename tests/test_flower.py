@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from test_engine import metric_columns, tiny_config
 
 from cllora import records
+from cllora.engine.loop import run_experiment
 from cllora.errors import UserError
-from cllora.flower import run_flower_simulation, settings_from_run_config
-from cllora.flower_client import node_identity, thread_budget
-from cllora.engine import run_experiment
-
-from test_engine import metric_columns, tiny_config
+from cllora.flower.client import node_identity, thread_budget
+from cllora.flower.server import run_flower_simulation, settings_from_run_config
 
 COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_test_loss_mean",
             "local_models_global_test_loss_mean", "train_loss_mean", "bytes_cumulative", "num_failed",
@@ -90,8 +89,9 @@ def test_a_node_config_sets_the_clientapps_torch_threads():
 def test_a_client_with_its_own_texts_trains_on_them(tiny_model, tmp_path):
     import json as json_mod
 
-    from cllora.experiment import client_update, evaluate_own
-    from cllora.flower_client import client_experiment
+    from cllora.engine.client import client_update
+    from cllora.engine.evaluation import evaluate_own
+    from cllora.flower.client import client_experiment
 
     texts = [f"Paragraph {i} of a hospital's own notes, about budgets and the weather in spring." * (1 + i % 4)
              for i in range(30)]
@@ -152,11 +152,10 @@ def fake_federation(train_metrics, eval_metrics=None, own_data=(), sizes=(30, 20
 
     import numpy as np
     import torch
-    from flwr.app import ArrayRecord, MessageType, MetricRecord, RecordDict
-    from flwr.app import Message
+    from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
-    from cllora.config import RunConfig
-    from cllora.flower import FlowerClients
+    from cllora.config.settings import RunConfig
+    from cllora.flower.supernodes import FlowerClients
 
     def answer(m):
         pid = m.metadata.dst_node_id - 10
@@ -220,7 +219,7 @@ def test_clients_with_their_own_identical_texts_draw_their_own_random_streams(ti
     import torch
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-    from cllora.flower_client import _train, client_experiment
+    from cllora.flower.client import _train, client_experiment
 
     texts = [f"Paragraph {i} about harvests, railways and the weather of the year {1800 + i}." * (1 + i % 3)
              for i in range(40)]
@@ -252,8 +251,8 @@ def test_a_query_needs_neither_torch_nor_transformers():
         "from flwr.supercore.task_identity import TaskIdentity\n"
         "TaskIdentity._run_id = TaskIdentity._node_id = TaskIdentity._task_id = 1\n"
         "from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict\n"
-        "import cllora.flower\n"
-        "from cllora.flower_client import _query\n"
+        "import cllora.flower.server\n"
+        "from cllora.flower.client import _query\n"
         "msg = Message(RecordDict({'config': ConfigRecord({'clients': 2})}), dst_node_id=1,\n"
         "              message_type=MessageType.QUERY)\n"
         "msg.metadata.__dict__['_message_id'] = msg.object_id\n"
@@ -266,7 +265,7 @@ def test_a_query_needs_neither_torch_nor_transformers():
 
 
 def test_a_messages_time_splits_into_its_steps():
-    from cllora.flower_timing import message_row, process_age
+    from cllora.flower.timing import message_row, process_age
 
     metrics = {"t-process-start": 101.5, "t-entry": 104.0, "t-exit": 110.0, "import-seconds": 1.5,
                "load-seconds": 2.0, "data-seconds": 0.5, "compute-seconds": 1.75, "threads": 2}
@@ -280,7 +279,7 @@ def test_a_messages_time_splits_into_its_steps():
     import time
 
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", "from cllora.flower_timing import process_age as a; print(a())"],
+    done = subprocess.run([sys.executable, "-c", "from cllora.flower.timing import process_age as a; print(a())"],
                           capture_output=True, text=True, check=True)
     tick = 0.02  # /proc counts process starts in clock ticks (10 ms)
     assert 0 < float(done.stdout) < time.monotonic() - start + tick  # a fresh process: younger than the call

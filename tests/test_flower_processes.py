@@ -7,13 +7,12 @@ import math
 import time
 
 import pytest
+from test_engine import metric_columns, tiny_config
 
 from cllora import records
-from cllora.flower import write_app
-from cllora.flower_local import LocalFederation, _groups, _process_groups, threads_per_node
-from cllora.engine import run_experiment
-
-from test_engine import metric_columns, tiny_config
+from cllora.engine.loop import run_experiment
+from cllora.flower.app import write_app
+from cllora.flower.local import LocalFederation, _groups, _process_groups, threads_per_node
 
 pytestmark = pytest.mark.flower
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cllora import grid
 from cllora.errors import UserError
+from cllora.sweep import grid
 
 
 def spec(axes: dict, run: dict | None = None, **tables) -> grid.GridSpec:
@@ -152,7 +152,7 @@ def test_quick_without_a_quick_table_says_so():
 
 
 def test_grid_needs_no_model_code_and_no_run_records():
-    code = ("import sys, cllora.grid as g; "
+    code = ("import sys, cllora.sweep.grid as g; "
             "g.expand(g.parse_spec({'grid': {'seed': [0, 1]}})); "
             "bad = [m for m in ('transformers', 'peft', 'cllora.records', 'cllora.model') if m in sys.modules]; "
             "sys.exit(', '.join(bad) or None)")

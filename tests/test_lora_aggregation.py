@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from cllora.aggregate.error import aggregation_error, layer_errors
-from cllora.aggregate.lora import (add_deltas, base_weight_name, fedex_lora, fedsa_client_state,
-                                   fedsa_lora, ffa_lora, flora, layer_factors, mean_update, merged_base,
-                                   own_factors)
+from cllora.aggregate.lora import (
+    add_deltas,
+    base_weight_name,
+    fedex_lora,
+    fedsa_client_state,
+    fedsa_lora,
+    ffa_lora,
+    flora,
+    layer_factors,
+    mean_update,
+    merged_base,
+    own_factors,
+)
 
 A_KEY, B_KEY = "m.layers.{}.q_proj.lora_A.default.weight", "m.layers.{}.q_proj.lora_B.default.weight"
 
@@ -323,7 +333,7 @@ def _config(tiny_model, strategy, **changes):
 def round_one_runs(tiny_model, tmp_path_factory):
     """One round of each method from the same start (same clients, same local training)."""
     from cllora import records
-    from cllora.engine import run_experiment
+    from cllora.engine.loop import run_experiment
 
     root = tmp_path_factory.mktemp("lora-methods")
     out = {}
@@ -404,7 +414,7 @@ def test_fedsa_scores_each_client_with_its_own_b(round_one_runs):
 
 
 def test_base_model_is_handed_back_unmerged(tiny_model, tmp_path):
-    from cllora.engine import run_experiment
+    from cllora.engine.loop import run_experiment
     from cllora.model import load_model, load_tokenizer
 
     base, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
@@ -416,7 +426,7 @@ def test_base_model_is_handed_back_unmerged(tiny_model, tmp_path):
 
 
 def test_strategies_that_merge_refuse_eval_fp32():
-    from cllora.config import RunConfig
+    from cllora.config.settings import RunConfig
     from cllora.errors import UserError
 
     assert RunConfig(strategy="flora", engine="flower-sim").engine == "flower-sim"  # tested in test_flower
@@ -425,7 +435,7 @@ def test_strategies_that_merge_refuse_eval_fp32():
 
 
 def test_run_figure_draws_the_aggregation_error(tmp_path):
-    from cllora.report.figures import plot_aggregation_error, save_run_plots
+    from cllora.report.run_figures import plot_aggregation_error, save_run_plots
 
     rounds = [{"round": 0, "global_test_loss": 3.0, "agg_error": None, "fairness_var": 0.1},
               {"round": 1, "global_test_loss": 2.5, "agg_error": 0.2, "fairness_var": 0.1},
@@ -439,7 +449,7 @@ def test_run_figure_draws_the_aggregation_error(tmp_path):
 def test_report_strategy_table_shows_the_aggregation_error():
     from pathlib import Path
 
-    from cllora.config import RunConfig
+    from cllora.config.settings import RunConfig
     from cllora.report.html import _strategies_html
     from cllora.report.runs import RunRecord
     from cllora.report.strategies import strategy_rows

@@ -7,16 +7,17 @@ import math
 
 import numpy as np
 import pytest
-
-from cllora import evaluation, records, tracking
-from cllora.cli import main
-from cllora.config import RunConfig
-from cllora.engine import InProcessClients, run_experiment
-from cllora.errors import UserError
-from cllora.experiment import check_local_test_sizes, evaluate_clients, evaluate_test, prepare_data
-from cllora.progress import RunProgress
-
 from test_engine import tiny_config
+
+from cllora import records
+from cllora.cli import main
+from cllora.config.settings import RunConfig
+from cllora.engine import evaluation, tracking
+from cllora.engine.evaluation import evaluate_clients, evaluate_test
+from cllora.engine.experiment import check_local_test_sizes, prepare_data
+from cllora.engine.loop import InProcessClients, run_experiment
+from cllora.engine.progress import RunProgress
+from cllora.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +118,8 @@ def test_local_models_are_not_scored_on_the_test_set_by_default(measured_run):
 
 
 def test_one_pass_equals_the_two_separate_passes(tiny_model, monkeypatch):
-    from cllora import experiment as exp_mod
-    from cllora.runtime import build_runtime
+    from cllora.engine import experiment as exp_mod
+    from cllora.engine.runtime import build_runtime
 
     # bf16 and texts of many lengths: a batch's padding shows in the last bits of its scores
     config = tiny_config(tiny_model, max_length=160, precision="bf16")
@@ -130,8 +131,8 @@ def test_one_pass_equals_the_two_separate_passes(tiny_model, monkeypatch):
         separate_test = evaluate_test(exp, exp.initial_state)
         separate_clients = evaluate_clients(exp, exp.initial_state)
         calls = []
-        real = exp_mod.evaluate
-        monkeypatch.setattr(exp_mod, "evaluate", lambda model, batches, *a: calls.append(
+        real = evaluation.evaluate
+        monkeypatch.setattr(evaluation, "evaluate", lambda model, batches, *a: calls.append(
             sum(len(b.rows) for b in batches)) or real(model, batches, *a))
         scores = evaluation.score_round(exp, InProcessClients(exp, RunProgress(False)), exp.initial_state, [], 0)
     finally:

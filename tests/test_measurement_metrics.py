@@ -8,8 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from cllora.metrics import (class_losses, client_standard_errors, fairness_noise, gini, jain_index,
-                            noise_corrected_variance, per_text_losses, pooled_standard_errors, split_spread)
+from cllora.metrics import (
+    class_losses,
+    client_standard_errors,
+    fairness_noise,
+    gini,
+    jain_index,
+    noise_corrected_variance,
+    per_text_losses,
+    pooled_standard_errors,
+    split_spread,
+)
 
 
 def test_per_text_and_class_losses_by_hand():

@@ -13,8 +13,16 @@ import torch
 from cllora.cli import main
 from cllora.data import load_corpus, sotu_texts, token_lengths, tokenize_texts
 from cllora.errors import UserError
-from cllora.model import (BUNDLED_CONFIGS, attach_lora, cost_row, get_adapter_state, load_model,
-                          load_tokenizer, lora_parameters, set_adapter_state)
+from cllora.model import (
+    BUNDLED_CONFIGS,
+    attach_lora,
+    cost_row,
+    get_adapter_state,
+    load_model,
+    load_tokenizer,
+    lora_parameters,
+    set_adapter_state,
+)
 
 STUDY_TABLE = {"opt-125m": (73_728, 125_313_024), "opt-350m": (196_608, 331_393_024),
                "opt-1.3b": (393_216, 1_316_151_296)}

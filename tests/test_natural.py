@@ -9,13 +9,25 @@ import pytest
 
 from cllora import partition as part
 from cllora.cli import main
-from cllora.config import RunConfig
+from cllora.config.settings import RunConfig
 from cllora.data import load_corpus, sotu_corpus
 from cllora.errors import UserError
-from cllora.partition_natural import (OTHER, fit_length_alpha, fit_quantity_alpha, partition_natural,
-                                      quantity_sizes, same_size_iid_tv)
-from cllora.partition_stats import (ALPHA_GRID, client_tv, fit_alpha, fit_alpha_to_simulations, mean_tv,
-                                    sample_class_counts)
+from cllora.partition.natural import (
+    OTHER,
+    fit_length_alpha,
+    fit_quantity_alpha,
+    partition_natural,
+    quantity_sizes,
+    same_size_iid_tv,
+)
+from cllora.partition.stats import (
+    ALPHA_GRID,
+    client_tv,
+    fit_alpha,
+    fit_alpha_to_simulations,
+    mean_tv,
+    sample_class_counts,
+)
 
 RNG = np.random.default_rng
 

@@ -9,11 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from cllora import partition as part
-from cllora import partition_stats as pstats
-from cllora.partition_flwr import flwr_partition
+from cllora.partition import stats as pstats
+from cllora.partition.flwr import flwr_partition
 
 
 def core_backend(scheme, labels, num_clients, seed, alpha, client_size=None, num_classes=None):
@@ -189,7 +190,7 @@ def test_empty_top_class_keeps_its_dimension():
     """Fixed edges above every length leave the top class empty. The class count comes from the
     settings, not the labels: length skew still draws 3-class mixes (mass on class 2 runs out and is
     noted), quantity skew and the statistics still have a class-2 column, and so does truncation."""
-    from cllora.experiment import Data
+    from cllora.engine.experiment import Data
 
     labels, edges = part.length_classes(np.arange(1, 101), 3, edges=[50, 200])
     assert np.bincount(labels, minlength=3).tolist() == [50, 50, 0]
@@ -380,7 +381,7 @@ def test_rng_must_be_a_generator():
 
 
 def test_import_is_pure():
-    code = ("import sys, cllora.partition; "
+    code = ("import sys, cllora.partition.core; "
             "bad = [m for m in ('torch', 'transformers', 'peft', 'flwr', 'flwr_datasets', 'datasets', "
             "'matplotlib') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""Client-level DP (cllora.privacy, cllora.private_round): hand-computed clipping and noise scale, the
+"""Client-level DP (cllora.privacy, cllora.engine.private_round): hand-computed clipping and noise scale, the
 accountant against TF Privacy's published MNIST numbers, refusals, and DP runs on the tiny OPT
 (resume-identical; a DP-off run's rounds.csv values as before DP existed)."""
 
@@ -14,8 +14,8 @@ import torch
 
 from cllora import privacy, records
 from cllora.cli import main
-from cllora.config import RunConfig
-from cllora.engine import run_experiment
+from cllora.config.settings import RunConfig
+from cllora.engine.loop import run_experiment
 from cllora.errors import UserError
 
 TF_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))  # mnist_dpsgd_tutorial.py
@@ -242,7 +242,7 @@ def test_dp_run_records_epsilon_and_clipping_and_resumes_identically(tiny_model,
 
 
 def test_plan_solves_z_for_the_target_and_inf_means_clipping_only():
-    from cllora.private_round import plan
+    from cllora.engine.private_round import plan
 
     labels = np.arange(40) % 5
     rows = [np.arange(i, 40, 20) for i in range(20)]

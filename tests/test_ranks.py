@@ -56,8 +56,9 @@ def test_bytes_count_only_the_components_sent():
 
 
 def test_toml_list_and_cli_errors(tiny_model, tmp_path):
-    from cllora.cli import main
     from test_engine import tiny_config
+
+    from cllora.cli import main
 
     assert tiny_config(tiny_model, clients=3, client_ranks=[1, 2, 4]).client_ranks == "1,2,4"
     out = tmp_path / "bad"
@@ -69,8 +70,9 @@ def test_toml_list_and_cli_errors(tiny_model, tmp_path):
 # ---------------------------------------------------------------- in the round loop (tiny model, rank 4)
 
 def _run(tiny_model, root, name, **changes):
-    from cllora.engine import run_experiment
     from test_engine import tiny_config
+
+    from cllora.engine.loop import run_experiment
 
     cfg = tiny_config(tiny_model, clients=4, rounds=1, max_train_examples=120, max_test_examples=12,
                       **changes)
@@ -145,10 +147,12 @@ def test_flora_stacks_rank_one_updates_exactly(runs):
 
 
 def test_a_lower_rank_client_trains_only_its_components(tiny_model):
-    from cllora.experiment import client_update, prepare_experiment
-    from cllora.model import load_model
-    from cllora.runtime import build_runtime
     from test_engine import tiny_config
+
+    from cllora.engine.client import client_update
+    from cllora.engine.experiment import prepare_experiment
+    from cllora.engine.runtime import build_runtime
+    from cllora.model import load_model
 
     cfg = tiny_config(tiny_model, clients=4, strategy="scaffold", client_ranks="2,4,4,4",
                       max_train_examples=120, max_test_examples=12)

@@ -20,11 +20,17 @@ import pytest
 from cllora import records
 from cllora.cli import main
 from cllora.report import (
-    CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, SUPPORTED, claims, conditions, find_run_dirs,
-    load_runs, write_report,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_TESTABLE,
+    SUPPORTED,
+    claims,
+    conditions,
+    find_run_dirs,
+    load_runs,
+    write_report,
 )
 from cllora.report.figures import class_loss_figure
-
 
 # ---------------------------------------------------------------- runs and conditions (pure)
 
@@ -444,7 +450,7 @@ def test_parameter_counts_come_from_config_json(tmp_path):
 def test_the_report_imports_no_torch_or_model_code(tmp_path):
     write_study(tmp_path, flipped=False)
     code = ("import sys; from cllora.report import write_report; write_report(sys.argv[1], log=lambda m: None); "
-            "loaded = [m for m in ('torch', 'transformers', 'peft', 'cllora.model', 'cllora.engine') "
+            "loaded = [m for m in ('torch', 'transformers', 'peft', 'cllora.model', 'cllora.engine.loop') "
             "if m in sys.modules]; print(loaded)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,7 +13,8 @@ import pytest
 
 from cllora import records
 from cllora.report import load_runs, privacy, write_report
-from cllora.report.figures import plt, privacy_figure
+from cllora.report.axes import plt
+from cllora.report.figures import privacy_figure
 
 T1 = 12.706204736174694  # t_{0.975} with 1 degree of freedom: two seeds
 INF = math.inf

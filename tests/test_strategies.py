@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from cllora.aggregate import (STRATEGIES, ClientView, Reply, client_drift, get_strategy,
-                              strategy_options)
-from cllora.config import RunConfig
+from cllora.aggregate import STRATEGIES, ClientView, Reply, client_drift, get_strategy, strategy_options
+from cllora.config.settings import RunConfig
 from cllora.errors import UserError
 from cllora.train import Batch, StepHooks, train_local
 
@@ -318,7 +317,7 @@ def test_registry_imports_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, cllora.aggregate, cllora.config; "
+    code = ("import sys, cllora.aggregate, cllora.config.settings; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -361,9 +360,10 @@ def engine_config(model: str, strategy: str, **changes):
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_every_strategy_resumes_to_identical_rounds(tiny_model, tmp_path, strategy):
-    from cllora import records
-    from cllora.engine import run_experiment
     from test_engine import metric_columns
+
+    from cllora import records
+    from cllora.engine.loop import run_experiment
 
     cfg = engine_config(tiny_model, strategy, rounds=3)
     run_experiment(cfg, tmp_path / "straight")
@@ -381,9 +381,10 @@ def test_every_strategy_resumes_to_identical_rounds(tiny_model, tmp_path, strate
 
 
 def test_fedprox_mu_0_run_equals_fedavg_run_bit_for_bit(tiny_model, tmp_path):
-    from cllora import records
-    from cllora.engine import run_experiment
     from test_engine import metric_columns
+
+    from cllora import records
+    from cllora.engine.loop import run_experiment
 
     run_experiment(engine_config(tiny_model, "fedavg", rounds=2), tmp_path / "fedavg")
     run_experiment(engine_config(tiny_model, "fedprox", rounds=2, prox_mu=0.0), tmp_path / "mu0")
@@ -395,7 +396,7 @@ def test_fedprox_mu_0_run_equals_fedavg_run_bit_for_bit(tiny_model, tmp_path):
 def test_scaffold_doubles_the_bytes_and_keeps_every_clients_control_variate(tiny_model, tmp_path):
     from cllora import records
     from cllora.aggregate.run_state import unpack_state
-    from cllora.engine import run_experiment
+    from cllora.engine.loop import run_experiment
 
     summary = run_experiment(engine_config(tiny_model, "scaffold", rounds=3), tmp_path / "s")
     rounds = records.read_csv(tmp_path / "s" / "rounds.csv")
@@ -430,8 +431,8 @@ def _record(strategy, seed, losses, scheme="length", drift=(1.0, 2.0), complete=
 
 def test_report_compares_strategies_per_condition_with_seed_intervals():
     from cllora.report.html import _strategies_html
-    from cllora.report.strategies import strategy_rows
     from cllora.report.stats import t_half_width
+    from cllora.report.strategies import strategy_rows
 
     runs = [_record("fedavg", 0, [3.0, 2.5, 2.4]), _record("fedavg", 1, [3.0, 2.6, 2.2]),
             _record("fedprox", 0, [3.0, 2.4, 2.1], drift=(0.5, 0.8), prox_mu=0.1, complete=False),
@@ -473,8 +474,8 @@ def test_report_draws_each_strategys_mean_curves_per_condition():
 
 def test_each_strategy_is_compared_with_fedavg_paired_by_seed():
     from cllora.report.html import _strategies_html
-    from cllora.report.strategies import strategy_rows
     from cllora.report.stats import t_interval
+    from cllora.report.strategies import strategy_rows
 
     avg = [3.0, 3.2, 3.1]
     adam = [2.9, 3.09, 2.98]  # lower than FedAvg in every seed, by 0.1, 0.11, 0.12

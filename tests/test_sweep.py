@@ -11,10 +11,13 @@ import sys
 import pytest
 import torch
 
-from cllora import grid, records, sweep, sweep_index
+from cllora import records
 from cllora.cli import main
+from cllora.engine.loop import run_experiment
 from cllora.errors import RunFailed, UserError
-from cllora.engine import run_experiment
+from cllora.sweep import grid
+from cllora.sweep import index as sweep_index
+from cllora.sweep import run as sweep
 
 
 def spec(axes: dict, run: dict | None = None, **tables) -> grid.GridSpec:
@@ -145,8 +148,8 @@ def finished_run(config, out, rounds: int | None = None) -> dict:
 
 
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    import cllora.runner
     import cllora.model
-    import cllora.engine
 
     monkeypatch.setattr(cllora.model, "load_tokenizer", lambda name, log=print: object())
     monkeypatch.setattr(cllora.model, "load_model", lambda name, *a, **k: None)
@@ -158,7 +161,7 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
             raise RunFailed("round 1: every sampled client failed")
         return finished_run(config, out)
 
-    monkeypatch.setattr(cllora.engine, "run_experiment", fake_run)
+    monkeypatch.setattr(cllora.runner, "run_experiment", fake_run)
     s = spec({"scheme": ["length", "iid"], "alpha": [0.1, 100]}, run={"device": "cpu", "precision": "fp32"})
     cells = grid.expand(s)
     with pytest.raises(RunFailed, match="1 of 3 cells failed .*length-a0.1-s0: round 1"):
@@ -170,7 +173,7 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
 
 
 def test_a_model_that_cannot_be_loaded_fails_its_cells_only(tmp_path, monkeypatch):
-    import cllora.engine
+    import cllora.runner
     import cllora.model
 
     def load_model(name, *a, **k):
@@ -179,7 +182,7 @@ def test_a_model_that_cannot_be_loaded_fails_its_cells_only(tmp_path, monkeypatc
 
     monkeypatch.setattr(cllora.model, "load_tokenizer", lambda name, log=print: object())
     monkeypatch.setattr(cllora.model, "load_model", load_model)
-    monkeypatch.setattr(cllora.engine, "run_experiment", lambda config, out, **k: finished_run(config, out))
+    monkeypatch.setattr(cllora.runner, "run_experiment", lambda config, out, **k: finished_run(config, out))
     s = spec({"model": ["broken", "fine"], "seed": [0, 1]}, run={"scheme": "iid", "device": "cpu",
                                                                  "precision": "fp32"})
     with pytest.raises(RunFailed, match="2 of 4 cells failed .*broken/iid-s0: no weights for broken"):
@@ -194,8 +197,8 @@ def test_a_model_that_cannot_be_loaded_fails_its_cells_only(tmp_path, monkeypatc
 
 def test_flower_sim_cells_run_through_flower_and_in_process_cells_do_not(tmp_path, monkeypatch):
     """Bug: sweeps ran every cell in-process, whatever its engine."""
-    import cllora.engine
-    import cllora.flower
+    import cllora.runner
+    import cllora.flower.server
     import cllora.model
 
     calls, loads = [], []
@@ -207,8 +210,8 @@ def test_flower_sim_cells_run_through_flower_and_in_process_cells_do_not(tmp_pat
             return finished_run(config, out)
         return run
 
-    monkeypatch.setattr(cllora.flower, "run_flower_simulation", recorder("flower"))
-    monkeypatch.setattr(cllora.engine, "run_experiment", recorder("inprocess"))
+    monkeypatch.setattr(cllora.flower.server, "run_flower_simulation", recorder("flower"))
+    monkeypatch.setattr(cllora.runner, "run_experiment", recorder("inprocess"))
     monkeypatch.setattr(cllora.model, "load_tokenizer", lambda name, log=print: object())
     monkeypatch.setattr(cllora.model, "load_model", lambda name, *a, **k: loads.append(name))
     s = spec({"engine": ["flower-sim", "inprocess"]}, run={"scheme": "iid", "device": "cpu", "precision": "fp32"})
@@ -219,7 +222,7 @@ def test_flower_sim_cells_run_through_flower_and_in_process_cells_do_not(tmp_pat
 
 
 def test_flower_sim_without_flower_installed_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "cllora.flower", None)  # `import cllora.flower` raises ImportError
+    monkeypatch.setitem(sys.modules, "cllora.flower.server", None)  # `import cllora.flower.server` raises ImportError
     s = spec({"seed": [0, 1]}, run={"engine": "flower-sim", "scheme": "iid"})
     with pytest.raises(UserError, match="cell smollm2-135m/iid-s0: engine flower-sim needs "
                                         "Flower: pip install 'cllora\\[flower\\]'"):
@@ -242,7 +245,7 @@ def test_a_real_flower_sim_cell_on_the_tiny_model(tiny_model, tmp_path):
 # ---------------------------------------------------------------- the one "run complete" rule
 
 def test_run_status_done_partial_pending(tmp_path):
-    from cllora.config import RunConfig
+    from cllora.config.settings import RunConfig
 
     config = RunConfig(rounds=3)
     assert records.run_status(tmp_path / "nothing") == ("pending", -1)

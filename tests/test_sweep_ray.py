@@ -16,12 +16,15 @@ import time
 
 import pytest
 
-from cllora import grid, records, sweep, sweep_estimate
+from cllora import records
 from cllora.cli import main
 from cllora.errors import RunFailed, UserError
-from cllora.sweep_ray import RayOptions, cell_resources, run_sweep_ray
-from cllora.sweep_view import SweepView
-from cllora.sweep_worker import CellWorker
+from cllora.sweep import estimate as sweep_estimate
+from cllora.sweep import grid
+from cllora.sweep import run as sweep
+from cllora.sweep.on_ray import RayOptions, cell_resources, run_sweep_ray
+from cllora.sweep.view import SweepView
+from cllora.sweep.worker import CellWorker
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tip. In future versions of Ray:FutureWarning")
 
@@ -183,10 +186,10 @@ class DyingWorker(CellWorker):
 def test_a_worker_that_dies_fails_its_cell_and_the_sweep_goes_on(ray_local, grid_file, tmp_path, monkeypatch):
     import ray.cloudpickle
 
-    import cllora.sweep_ray
+    import cllora.sweep.on_ray
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
-    monkeypatch.setattr(cllora.sweep_ray, "CellWorker", DyingWorker)
+    monkeypatch.setattr(cllora.sweep.on_ray, "CellWorker", DyingWorker)
     spec, cells = load(grid_file)
     cells = [c for c in cells if c.config.clients == 4]
     with pytest.raises(RunFailed, match="1 of 2 cells failed .*iid-n4-s3: Ray worker lost"):
@@ -273,6 +276,6 @@ def test_cost_estimate_counts_the_work_and_calibrates_on_finished_cells(tmp_path
 
 
 def test_import_cllora_and_the_sequential_sweep_never_import_ray():
-    code = ("import sys, cllora, cllora.sweep, cllora.sweep_ray, cllora.commands.sweep, cllora.cli; "
+    code = ("import sys, cllora, cllora.sweep.run, cllora.sweep.on_ray, cllora.commands.sweep, cllora.cli; "
             "cllora.cli.build_parser(); assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

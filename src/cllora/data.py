@@ -291,7 +291,7 @@ def texts_fingerprint(texts: list[str]) -> str:
 
 def tokenize_texts(texts: list[str], tokenizer, cache: bool = True) -> list[np.ndarray]:
     """Full (untruncated) token ids of every text, as int32 arrays; cached on disk per tokenizer+texts."""
-    from cllora.model import cache_dir
+    from cllora.model import cache_dir  # lazy: torch, transformers
 
     path = cache_dir() / "tokens" / f"{tokenizer_fingerprint(tokenizer)}-{texts_fingerprint(texts)}.npz"
     if cache and path.is_file():

@@ -11,12 +11,20 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+
+UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")  # characters a file name never gets
+
+
+def slug(text: str, fallback: str = "run") -> str:
+    """A safe file or directory name: runs of other characters become "_"; never empty."""
+    return UNSAFE.sub("_", str(text)).strip("._") or fallback
 
 from cllora.errors import UserError
 

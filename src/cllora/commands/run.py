@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from cllora.commands.flags import add_config_flags, config_overrides
-from cllora.config import RunConfig
+from cllora.config.settings import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,10 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     """The run's config, directory and whether it resumes; a setting given (flag or config file)
-    that this run would ignore is refused (cllora.config.check_given)."""
-    from cllora import records
-    from cllora.config import check_given, file_settings, from_dict
-    from cllora.errors import UserError
+    that this run would ignore is refused (cllora.config.settings.check_given)."""
+    from cllora import records  # lazy: the CLI starts without any command's dependencies
+    from cllora.config.load import (  # lazy: the CLI starts without any command's dependencies
+        check_given,
+        file_settings,
+    )
+    from cllora.config.settings import from_dict  # lazy: the CLI starts without any command's dependencies
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
 
     given = {**(file_settings(args.config) if args.config else {}), **config_overrides(args)}
     if args.resume:
@@ -51,15 +55,15 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora.engine import runner
-    from cllora.progress import RunProgress
+    from cllora.engine.progress import RunProgress  # lazy: the CLI starts without any command's dependencies
+    from cllora.runner import run as run_one  # lazy: the CLI starts without any command's dependencies
 
     config, out, resume = resolve(args)
     if resume and _already_done(config, out):
         return 0
     progress = RunProgress(enabled=not args.quiet)
-    summary = runner(config.engine)(config, out, resume=resume, overwrite=args.overwrite,
-                                    progress=progress, log=progress.log)
+    summary = run_one(config, out, resume=resume, overwrite=args.overwrite, progress=progress,
+                      log=progress.log)
     print_summary(summary)
     return 0
 
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def _already_done(config: RunConfig, out: Path) -> bool:
     """A finished run resumed without more rounds: say so and change nothing (True), after the
     same compatibility checks a resume makes."""
-    from cllora import records
+    from cllora import records  # lazy: the CLI starts without any command's dependencies
 
     records.check_run_dir(out, config, resume=True, overwrite=False)
     status, completed = records.run_status(out, config.rounds)
@@ -87,9 +91,10 @@ def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from cllora.config import ALPHA_SCHEMES
+    # lazy: the CLI starts without any command's dependencies
+    from cllora.partition.registry import uses_alpha
 
-    skew = f" α={summary['alpha']:g}" if summary["scheme"] in ALPHA_SCHEMES else ""
+    skew = f" α={summary['alpha']:g}" if uses_alpha(summary["scheme"]) else ""
     t = Table(title=f"{summary['model']} · {summary['dataset']} · {summary['scheme']}{skew}",
               show_header=False)
     t.add_column(style="bold")

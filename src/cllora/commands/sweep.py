@@ -58,8 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cllora import grid, sweep, sweep_index
-    from cllora.errors import RunFailed
+    from cllora.errors import RunFailed  # lazy: the CLI starts without any command's dependencies
+    from cllora.sweep import grid  # lazy: the CLI starts without any command's dependencies
+    from cllora.sweep import run as sweep  # lazy: the CLI starts without any command's dependencies
 
     if args.list_presets:
         names = sweep.preset_names()
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     failed: RunFailed | None = None
     try:
         if ray_options is not None:
-            from cllora.sweep_ray import run_sweep_ray
+            # lazy: the CLI starts without any command's dependencies
+            from cllora.sweep.on_ray import run_sweep_ray
 
             outcome = run_sweep_ray(spec, cells, root, ray_options, console=None if args.quiet else console,
                                     log=say)
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     except RunFailed as exc:
         failed = exc
     if not args.no_report:
-        from cllora.report import write_report
+        from cllora.report import write_report  # lazy: the CLI starts without any command's dependencies
 
         path = write_report(root, log=say)
         print(f"report: {path}")
@@ -104,23 +106,25 @@ def run(args: argparse.Namespace) -> int:
 
 def _ray_options(args: argparse.Namespace):
     """RayOptions for --ray (checked before anything runs), None for a sequential sweep."""
-    from cllora.errors import UserError
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
 
     if args.ray is None:
         extra = [f for f, v in (("--cell-cpus", args.cell_cpus), ("--cell-gpus", args.cell_gpus)) if v is not None]
         if extra:
             raise UserError(f"{extra[0]} applies to Ray sweeps only: add --ray (or drop {extra[0]})")
         return None
-    from cllora.sweep_ray import RayOptions
+    from cllora.sweep.on_ray import RayOptions  # lazy: the CLI starts without any command's dependencies
 
     return RayOptions(address=args.ray or None, cell_cpus=args.cell_cpus, cell_gpus=args.cell_gpus)
 
 
 def _dry_run(spec, cells, root: Path, ray_options) -> None:
-    """The cells, their status and what each will cost (cllora.sweep_estimate)."""
+    """The cells, their status and what each will cost (cllora.sweep.estimate)."""
     import os
 
-    from cllora import sweep_estimate, sweep_index
+    # lazy: the CLI starts without any command's dependencies
+    from cllora.sweep import (estimate as sweep_estimate)
+    from cllora.sweep import index as sweep_index  # lazy: the CLI starts without any command's dependencies
 
     print(f"sweep {spec.name} ({spec.source}): {len(cells)} cells in {root}")
     rows = sweep_index.describe_cells(cells, root)

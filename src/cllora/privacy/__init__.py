@@ -2,7 +2,7 @@
 each sampled client's update, the noised fixed-denominator mean, and the privacy accountant.
 
 Pure: tensors and numpy arrays in and out, randomness passed in as a numpy Generator, no I/O and
-no config. The engine's glue (`cllora.private_round`) reads the run's settings and calls these.
+no config. The engine's glue (`cllora.engine.private_round`) reads the run's settings and calls these.
 
     clip       update_norm, clip_factor, clipped_deltas; clip statistics by dominant length class
     noise      private_mean: Σ clip(y_k − x) + N(0, (zC)² I), divided by a fixed denominator
@@ -12,10 +12,23 @@ no config. The engine's glue (`cllora.private_round`) reads the run's settings a
 
 from __future__ import annotations
 
-from cllora.privacy.accountant import (SAMPLINGS, default_delta, epsilon, epsilons, noise_for_epsilon,
-                                       round_rdp)
-from cllora.privacy.clip import (DP_COLUMNS, clip_columns, clip_factor, clip_statistics, clipped_deltas,
-                                 dominant_classes, update_norm)
+from cllora.privacy.accountant import (
+                                       SAMPLINGS,
+                                       default_delta,
+                                       epsilon,
+                                       epsilons,
+                                       noise_for_epsilon,
+                                       round_rdp,
+)
+from cllora.privacy.clip import (
+                                       DP_COLUMNS,
+                                       clip_columns,
+                                       clip_factor,
+                                       clip_statistics,
+                                       clipped_deltas,
+                                       dominant_classes,
+                                       update_norm,
+)
 from cllora.privacy.noise import PrivateMean, private_mean
 
 __all__ = ["DP_COLUMNS", "PrivateMean", "SAMPLINGS", "clip_columns", "clip_factor", "clip_statistics", "clipped_deltas",

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from cllora.records import atomic_write_text, write_json
-from cllora.report.claims import NOT_TESTABLE, evaluate_claims
+from cllora.report.claims import evaluate_claims
 from cllora.report.conditions import condition_rows, cost_table, run_row, setting_key, setting_labels
 from cllora.report.runs import RunRecord, find_run_dirs, load_run, load_runs
 from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, MIN_SEEDS, SUPPORTED
+from cllora.report.verdicts import NOT_TESTABLE
 
 __all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_TESTABLE", "SUPPORTED", "RunRecord", "compute_claims", "find_run_dirs",
            "load_run", "load_runs", "write_report"]
@@ -44,8 +45,8 @@ def compute_claims(root: str | Path, log: Callable[[str], None] = print) -> dict
 def write_report(root: str | Path, log: Callable[[str], None] = print) -> Path:
     """Write root/report.html, root/claims.json and root/figures/*.png|svg for the run(s) at or
     under `root`."""
-    from cllora.report.draw import draw_figures
-    from cllora.report.html import render_html
+    from cllora.report.draw import draw_figures  # lazy: matplotlib, scipy
+    from cllora.report.html import render_html  # lazy: matplotlib, scipy
 
     root = Path(root)
     runs = load_runs(root, log)

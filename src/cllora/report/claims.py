@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-
 from cllora.report.conditions import (
-    experiment_settings, length_pairs, length_rows, length_sensitivity, model_label, setting_name,
+    experiment_settings,
+    length_pairs,
+    length_rows,
+    length_sensitivity,
+    model_label,
+    setting_name,
 )
-from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
 from cllora.report.own_claims import OWN_CLAIMS
-from cllora.report.verdicts import NOT_TESTABLE, VERDICTS, claim_record, estimate, every_one  # noqa: F401
+from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
+from cllora.report.verdicts import claim_record, estimate, every_one
 
 LITTLE_EFFECT = 0.05  # "little effect": local-model loss within 5 % of IID
 

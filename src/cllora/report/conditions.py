@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from cllora.config import ALPHA_SCHEMES, SCHEME_TITLES
+from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.report.runs import RunRecord
 from cllora.report.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
 
@@ -86,7 +86,7 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
     last = losses[-1][0] if losses else 0
     return {
         "name": name, "model": config["model"], "setting": setting_key(config),
-        "scheme": config["scheme"], "alpha": float(config["alpha"]) if config["scheme"] in ALPHA_SCHEMES else None,
+        "scheme": config["scheme"], "alpha": float(config["alpha"]) if uses_alpha(config["scheme"]) else None,
         "seed": config.get("seed", 0), "rounds_planned": config.get("rounds"),
         "rounds_completed": last,
         "complete": (last >= (config.get("rounds") or 0)) if complete is None else complete,
@@ -221,7 +221,7 @@ def seed_spread(conds: list[dict]) -> list[dict]:
             vals = [r[key] for r in runs if finite(r.get(key))]
             return float(np.std(vals, ddof=1)) if len(vals) >= 2 else None
         classes = final_classes(runs)
-        label = SCHEME_TITLES.get(c["scheme"], c["scheme"]) + ("" if c["alpha"] is None else f", α = {c['alpha']:g}")
+        label = scheme_title(c["scheme"]) + ("" if c["alpha"] is None else f", α = {c['alpha']:g}")
         out.append({"setting": c["setting"], "model": c["model"], "label": label, "seeds": len(runs),
                     "final_loss_sd": sd("final_loss"), "fairness_corrected_sd": sd("final_fairness_var_corrected"),
                     "class_sd": {k: sd(f"final_class_{k}") for k in classes}})
@@ -256,7 +256,7 @@ def by_setting(conds: list[dict]) -> dict[str, dict]:
                                                 "local": is_local_experiment(row["setting"])})
         if row["scheme"] == "iid":
             entry["iid"] = row
-        elif row["scheme"] in ALPHA_SCHEMES:  # natural clients take part in no claim of the study
+        elif uses_alpha(row["scheme"]):  # natural clients take part in no claim of the study
             entry[row["scheme"]][row["alpha"]] = row
     return out
 
@@ -303,7 +303,7 @@ def local_comparison(runs: list[RunRecord]) -> list[dict]:
         scheme = rec.config["scheme"]
         if scheme == "iid":
             e["iid"] = e["iid"] or rec
-        elif scheme in ALPHA_SCHEMES:
+        elif uses_alpha(scheme):
             e[scheme].setdefault(float(rec.config["alpha"]), rec)
     pairs = []
     for setting, e in settings.items():
@@ -313,17 +313,6 @@ def local_comparison(runs: list[RunRecord]) -> list[dict]:
                 pairs.append({"setting": setting, "scheme": scheme, "alpha": alpha,
                               "skewed": e[scheme][alpha], "iid": e["iid"]})
     return pairs
-
-
-def client_curves(clients: list[dict], key: str) -> dict[int, tuple[list[int], list[float]]]:
-    """{client id: (rounds, values)} of one clients.csv column, finite values only."""
-    out: dict[int, tuple[list[int], list[float]]] = {}
-    for row in clients:
-        if finite(row.get(key)):
-            xs, ys = out.setdefault(int(row["client_id"]), ([], []))
-            xs.append(int(row["round"]))
-            ys.append(float(row[key]))
-    return dict(sorted(out.items()))
 
 
 def local_key(config: dict) -> str:

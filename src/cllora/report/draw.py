@@ -7,17 +7,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cllora.config import SCHEME_TITLES
-from cllora.grid import slug
+from cllora.files import slug
+from cllora.partition.registry import scheme_title
 from cllora.records import save_figure
+from cllora.report.axes import class_labels
 from cllora.report.conditions import (
-    by_setting, class_difference, client_curves, local_comparison, local_key, model_label, setting_key,
+    by_setting,
+    class_difference,
+    local_comparison,
+    local_key,
+    model_label,
+    setting_key,
 )
 from cllora.report.figures import (
-    class_labels, class_loss_figure, client_pair_figure, comparison_figure,
-    partition_figure, privacy_figure, strategy_figure,
+    class_loss_figure,
+    client_pair_figure,
+    comparison_figure,
+    privacy_figure,
+    strategy_figure,
 )
 from cllora.report.privacy import base_key, class_gaps, utility
+from cllora.report.run_figures import client_curves, partition_figure
 from cllora.report.runs import RunRecord
 from cllora.report.strategies import strategy_curves
 
@@ -123,7 +133,7 @@ def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:
     for pair in local_comparison(runs):
         key = local_key(pair["skewed"].config)
         fig_no = {"length": "Fig. 8", "quantity": "Fig. 9"}[pair["scheme"]]
-        scheme_name = SCHEME_TITLES[pair["scheme"]]
+        scheme_name = scheme_title(pair["scheme"])
         panels = [{"title": f"{scheme_name}, α = {pair['alpha']:g}",
                    "clients": client_curves(pair["skewed"].clients, key)}]
         if pair["iid"] is not None:

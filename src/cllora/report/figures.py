@@ -1,197 +1,23 @@
-"""Every figure cllora draws, drawing only (statistics come from cllora.report.stats):
-a partition's classes per client, Dirichlet samples on the simplex, one run's curves
-(save_run_plots, called by the engine after a run) and the comparison figures the report
-assembles in cllora.report.draw (conditions with 95 % bands over seeds, per-client pairs, loss
-per length class, utility against ε beside DP's cost per length class). `plot_x(data, ax=None)
--> Axes`; every save goes through cllora.records.save_figure.
+"""The comparison figures the report assembles in cllora.report.draw, drawing only (statistics come
+from cllora.report.stats): conditions with 95 % bands over seeds, per-client pairs, loss per length
+class, strategies side by side, utility against ε beside DP's cost per length class. `plot_x(data,
+ax=None) -> Axes`.
 """
 
 from __future__ import annotations
 
 import math
-import textwrap
-from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cllora.config import ALPHA_SCHEMES, SCHEME_TITLES  # noqa: E402
-from cllora.records import save_figure  # noqa: E402
-from cllora.report.conditions import client_curves  # noqa: E402
-from cllora.report.privacy import fmt_epsilon  # noqa: E402
-from cllora.report.stats import curve  # noqa: E402
+from cllora.partition.registry import scheme_title, uses_alpha
+from cllora.report.axes import plt, round_axes, wrap_title
+from cllora.report.privacy import fmt_epsilon
 
 # Fixed colours for the study's conditions, so every figure reads the same way.
 ALPHA_COLORS = {0.1: "#d62728", 1.0: "#ff7f0e", 100.0: "#1f77b4"}
 IID_STYLE = {"color": "#222222", "ls": "--", "marker": "s"}
 
-
-def _round_axes(ax, ylabel: str):
-    """Rounds on x (whole numbers only), the quantity on y, a light grid."""
-    ax.set_xlabel("communication round")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-
-
-def _wrap(text: str, inches: float) -> str:
-    """Break a title into lines that fit `inches` of width (about 13 characters an inch at 10 pt)."""
-    return textwrap.fill(text, width=max(24, int(inches * 13)), break_long_words=False)
-
-
-# ---------------------------------------------------------------- partitions
-
-def class_labels(edges: list[float] | None, num_classes: int, unit: str) -> list[str]:
-    """Legend text of each length class: class c holds lengths in (edges[c-1], edges[c]]."""
-    if not edges:
-        return [f"class {c}" for c in range(num_classes)]
-    unit = f" {unit}" if unit else ""
-    first = [f"0: \u2264 {edges[0]:g}{unit}"]
-    middle = [f"{c}: {edges[c - 1]:g}\u2013{edges[c]:g}{unit}" for c in range(1, len(edges))]
-    return first + middle + [f"{len(edges)}: > {edges[-1]:g}{unit}"]
-
-
-def plot_partition(partition: dict, ax=None):
-    """Stacked bars of each client's examples per length class (the study's Fig. 4 for iid/length,
-    Fig. 5 for quantity skew, where the bar heights are the client sizes). `partition` is the dict of
-    `cllora.partition.partition_to_dict` (partition.json); an optional "length_measure" key names
-    the unit of the class edges."""
-    counts = np.array([c["class_counts"] for c in partition["clients"]], dtype=float)
-    num_clients, num_classes = counts.shape
-    ax = ax or plt.figure(figsize=(min(4 + 0.3 * num_clients, 14), 4)).gca()
-    colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, num_classes))
-    labels = class_labels(partition.get("class_edges"), num_classes, partition.get("length_measure", ""))
-    x = np.arange(num_clients)
-    bottom = np.zeros(num_clients)
-    width = 0.8 if num_clients <= 100 else 1.0
-    for c in range(num_classes):
-        ax.bar(x, counts[:, c], width, bottom=bottom, color=colors[c], label=labels[c], linewidth=0)
-        bottom += counts[:, c]
-    if partition["scheme"] == "quantity" and num_clients <= 30:
-        for xi, total in zip(x, bottom):
-            ax.annotate(f"{total:.0f}", (xi, total), ha="center", va="bottom", fontsize=7)
-    if num_clients <= 30:
-        ax.set_xticks(x)
-    scheme = SCHEME_TITLES.get(partition["scheme"], partition["scheme"])
-    alpha = partition.get("alpha")
-    skew = f", \u03b1 = {alpha:g}" if alpha is not None and partition["scheme"] in ALPHA_SCHEMES else ""
-    ax.set_title(f"{scheme}{skew}: {num_clients} clients")
-    ax.set_xlabel("client")
-    ax.set_ylabel("examples" if partition["scheme"] == "quantity" else "examples per length class")
-    ax.set_xlim(-0.6, num_clients - 0.4)
-    ax.legend(title="length class", fontsize=7, title_fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.0, 1.0), frameon=False)
-    return ax
-
-
-def partition_figure(partition: dict):
-    """The partition plot of one run, sized to its number of clients."""
-    n = len(partition.get("clients", []))
-    fig, ax = plt.subplots(figsize=(min(4.5 + 0.28 * n, 13), 3.6))
-    plot_partition(partition, ax=ax)
-    fig.tight_layout()
-    return fig
-
-
-_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
-
-
-def plot_dirichlet_simplex(samples_by_alpha: dict[float, np.ndarray], axes=None):
-    """Dirichlet samples on the 3-class simplex (2-D triangle projection), one panel per alpha, side
-    by side (the study's Fig. 3). Each array holds samples as rows of 3 shares summing to 1; points
-    are coloured by their largest share. Returns the list of Axes."""
-    if axes is None:
-        fig = plt.figure(figsize=(3.2 * len(samples_by_alpha), 3.4))
-        axes = fig.subplots(1, len(samples_by_alpha), squeeze=False)[0]
-    axes = list(np.ravel(axes))
-    colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, 3))
-    for ax, (alpha, samples) in zip(axes, samples_by_alpha.items()):
-        samples = np.asarray(samples, dtype=float)
-        if samples.ndim != 2 or samples.shape[1] != 3:
-            raise ValueError(f"samples for alpha={alpha:g} must have shape (n, 3), got {samples.shape}")
-        points = samples @ _CORNERS
-        ax.fill(*_CORNERS.T, facecolor="0.96", edgecolor="0.4", linewidth=0.8)
-        ax.scatter(points[:, 0], points[:, 1], s=5, alpha=0.5, linewidths=0,
-                   c=colors[np.argmax(samples, axis=1)])
-        for k, (cx, cy) in enumerate(_CORNERS):
-            ax.annotate(f"class {k}", (cx, cy), ha="center", fontsize=7,
-                        xytext=(0, 4 if k == 2 else -10), textcoords="offset points")
-        ax.set_title(f"\u03b1 = {alpha:g}")
-        ax.set_aspect("equal")
-        ax.set_xlim(-0.08, 1.08)
-        ax.set_ylim(-0.1, 0.95)
-        ax.axis("off")
-    return axes
-
-
-# ---------------------------------------------------------------- one run
-
-def _plot_rounds(rounds: list[dict], key: str, ylabel: str, ax, label: str | None, **style):
-    ax = ax or plt.figure(figsize=(6, 4)).gca()
-    points = curve(rounds, key)
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=label, **style)
-    _round_axes(ax, ylabel)
-    return ax
-
-
-def plot_global_loss(rounds: list[dict], ax=None, label: str | None = None, **style):
-    """Global test loss per round (round 0 = before training)."""
-    return _plot_rounds(rounds, "global_test_loss", "global test loss (nats/token)", ax, label, **style)
-
-
-def plot_fairness(rounds: list[dict], ax=None, label: str | None = None, **style):
-    """Variance of the global model's test loss across all clients, per round (lower is fairer)."""
-    return _plot_rounds(rounds, "fairness_var", "fairness: variance of client test loss", ax, label, **style)
-
-
-def plot_aggregation_error(rounds: list[dict], ax=None, label: str | None = None, **style):
-    """Relative aggregation error ‖Σ p_k B_k A_k − B̄Ā‖ / ‖Σ p_k B_k A_k‖ of each round's client
-    adapters (cllora.aggregate.error): how far averaging A and B separately is from the mean update."""
-    return _plot_rounds(rounds, "agg_error", "aggregation error ‖E‖ / ‖Σ p B A‖", ax, label, **style)
-
-
-def plot_client_losses(clients: list[dict], key: str = "local_model_test_loss", ax=None,
-                       max_clients: int = 20):
-    """One curve per client: its local model's (or the global model's) loss on its own test split."""
-    ax = ax or plt.figure(figsize=(6, 4)).gca()
-    curves = client_curves(clients, key)
-    for cid, (x, y) in list(curves.items())[:max_clients]:
-        ax.plot(x, y, marker="o", ms=2, lw=1, label=f"client {cid}")
-    _round_axes(ax, "test loss on the client's own split")
-    if 0 < len(curves) <= 10:
-        ax.legend(fontsize=7, ncol=2)
-    return ax
-
-
-def save_run_plots(out: Path, rounds: list[dict], clients: list[dict]) -> list[Path]:
-    """global_loss.png, client_loss.png and fairness.png of one run directory."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_global_loss(rounds, ax)
-    ax.set_title("Global model on the global test set")
-    if curve(rounds, "agg_error"):  # beside the loss, on its own axis (dashed)
-        twin = plot_aggregation_error(rounds, ax.twinx(), color="tab:red", ls="--", alpha=0.8)
-        twin.grid(False)
-    figures = [(fig, out / "global_loss.png")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    plot_client_losses(clients, "local_model_test_loss", axes[0])
-    axes[0].set_title("Local models after local training")
-    plot_client_losses(clients, "global_model_local_test_loss", axes[1])
-    axes[1].set_title("Global model on each client's test split")
-    figures.append((fig, out / "client_loss.png"))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_fairness(rounds, ax)
-    ax.set_title("Fairness across clients")
-    figures.append((fig, out / "fairness.png"))
-    for fig, path in figures:
-        fig.tight_layout()
-        save_figure(fig, path, dpi=120)
-    return [path for _, path in figures]
-
-
-# ---------------------------------------------------------------- comparisons (sweeps)
 
 def condition_style(scheme: str, alpha: float | None, index: int = 0) -> dict:
     """Line style of a condition: IID dashed black, α = 0.1 / 1 / 100 red / orange / blue."""
@@ -230,7 +56,7 @@ def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global tes
         log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 20
     if log_y:
         ax.set_yscale("log")
-    _round_axes(ax, ylabel)
+    round_axes(ax, ylabel)
     return ax
 
 
@@ -247,16 +73,16 @@ def class_loss_figure(skewed: dict, iid: dict, diff: dict, names: list[str], ske
         for color, c in zip(colors, classes):
             _band_line(ax, {"x": curves[c]["x"], "mean": curves[c]["mean"]}, names[c], color)
         ax.set_title(label, fontsize=10)
-        _round_axes(ax, "test loss of the class (nats/token)")
+        round_axes(ax, "test loss of the class (nats/token)")
     for color, c in zip(colors, classes):
         if c in diff:
             _band_line(axes[2], diff[c], names[c], color)
     axes[2].axhline(0.0, color="0.4", lw=0.8)
     axes[2].set_title(f"{skew_label} minus IID", fontsize=10)
-    _round_axes(axes[2], "loss difference (nats/token)")
+    round_axes(axes[2], "loss difference (nats/token)")
     axes[2].legend(title="length class", fontsize=7, title_fontsize=8, loc="upper left",
                    bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig
 
@@ -269,7 +95,7 @@ def comparison_figure(panels: list[dict], title: str, ylabel: str, log_y: bool |
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 0.6, 3.6 * rows + 0.7), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         plot_condition_curves(panel["curves"], ax, ylabel, log_y)
-        ax.set_title(_wrap(panel["title"], 4.6), fontsize=10)
+        ax.set_title(wrap_title(panel["title"], 4.6), fontsize=10)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     handles: dict = {}
@@ -279,7 +105,7 @@ def comparison_figure(panels: list[dict], title: str, ylabel: str, log_y: bool |
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
                    frameon=False, fontsize=9)
-    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=11)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=11)
     fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
     return fig
 
@@ -292,11 +118,11 @@ def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss 
     for ax, panel in zip(axes[0], panels):
         for j, (cid, (x, y)) in enumerate(panel["clients"].items()):
             ax.plot(x, y, marker="o", ms=3, lw=1.2, color=cmap(j % cmap.N), label=f"client {cid}")
-        ax.set_title(_wrap(panel["title"], 5.2), fontsize=10)
-        _round_axes(ax, ylabel if ax is axes[0][0] else "")  # the y axis is shared
+        ax.set_title(wrap_title(panel["title"], 5.2), fontsize=10)
+        round_axes(ax, ylabel if ax is axes[0][0] else "")  # the y axis is shared
         if 0 < len(panel["clients"]) <= 10:
             ax.legend(fontsize=7, ncol=2 if len(panel["clients"]) > 5 else 1)
-    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig
 
@@ -319,15 +145,15 @@ def strategy_figure(conditions: list[dict], title: str):
                 points = curves.get(key) or []
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, lw=1.3,
                         color=colors[name], label=name)
-            _round_axes(ax, ylabel)
-            where = f"{SCHEME_TITLES[cond['scheme']]}, {cond['condition']}" \
-                if cond["scheme"] in ALPHA_SCHEMES else cond["condition"]  # "IID", "natural clients"
-            ax.set_title(_wrap(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 4.3), fontsize=10)
+            round_axes(ax, ylabel)
+            where = f"{scheme_title(cond['scheme'])}, {cond['condition']}" \
+                if uses_alpha(cond["scheme"]) else cond["condition"]  # "IID", "natural clients"
+            ax.set_title(wrap_title(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 4.3), fontsize=10)
     handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
                    frameon=False, fontsize=9)
-    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=11)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=11)
     fig.tight_layout(rect=(0, 0.9 / (3.1 * rows + 0.8) if handles else 0, 1, 1))
     return fig
 
@@ -410,6 +236,6 @@ def privacy_figure(lines: list[dict], gaps: list[dict], names: list[str], title:
         axes[0][1].set_title("Loss per length class, DP minus without", fontsize=10)
     for ax in axes[0]:
         ax.legend(fontsize=7, frameon=False)
-    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10.5)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig

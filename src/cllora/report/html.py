@@ -12,15 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from cllora import __version__, records
-from cllora.config import SCHEME_TITLES
+from cllora.partition.registry import scheme_title
 from cllora.report.conditions import model_label, overfit_note, seed_spread
 from cllora.report.draw import Figure
 from cllora.report.privacy_html import privacy_html
 from cllora.report.runs import RunRecord
-from cllora.report.strategies import strategy_rows
 from cllora.report.stats import (
-    MIN_SEEDS, finite, fmt, fmt_count, fmt_effect, fmt_g, fmt_interval, fmt_mb, fmt_mde, fmt_verdict_interval, fmt_pm, fmt_signed, short,
+    MIN_SEEDS,
+    finite,
+    fmt,
+    fmt_count,
+    fmt_effect,
+    fmt_g,
+    fmt_mb,
+    fmt_mde,
+    fmt_pm,
+    fmt_signed,
+    fmt_verdict_interval,
+    short,
 )
+from cllora.report.strategies import strategy_rows
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d232a;
@@ -248,7 +259,7 @@ def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
         for scheme in skews:
             sel = [c for c in rows if c["scheme"] in (scheme, "iid")]
             extra = [(k, h) for k, h in FAIRNESS_EXTRA if any(finite(c.get(k)) for c in sel)]
-            name = SCHEME_TITLES[scheme]
+            name = scheme_title(scheme)
             out.append(f"<h3>{_e(labels[setting])} · {name}</h3>")
             out.append(_table_html(
                 ["Condition", "Seeds", "Round-0 loss", "Final loss", "Best loss", "Best round",
@@ -278,7 +289,7 @@ def _strategies_html(rows: list[dict]) -> str:
     out = ["<h2 id=\"strategies\">Federated strategies compared</h2>"]
     for group in dict.fromkeys((r["setting"], r["scheme"], r["alpha"]) for r in rows):
         sel = [r for r in rows if (r["setting"], r["scheme"], r["alpha"]) == group]
-        name = SCHEME_TITLES[sel[0]["scheme"]]
+        name = scheme_title(sel[0]["scheme"])
         title = name if sel[0]["scheme"] == "iid" else f"{name}, {sel[0]['condition']}"
         out.append(f"<h3>{_e(model_label(sel[0]['model']))} · {_e(title)}</h3>")
         out.append(_table_html(

@@ -9,7 +9,12 @@ import json
 from typing import Callable
 
 from cllora.report.conditions import (
-    complete_runs, final_classes, length_pairs, model_label, setting_name, setting_values,
+    complete_runs,
+    final_classes,
+    length_pairs,
+    model_label,
+    setting_name,
+    setting_values,
 )
 from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, fmt_signed, t_interval
 from cllora.report.verdicts import claim_record, estimate

@@ -16,9 +16,15 @@ import json
 import math
 import re
 
-from cllora.config import ALPHA_SCHEMES, SCHEME_TITLES
+from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.privacy.accountant import default_delta
-from cllora.report.conditions import CONDITION_KEYS, class_difference, condition_label, run_row, setting_labels
+from cllora.report.conditions import (
+    CONDITION_KEYS,
+    class_difference,
+    condition_label,
+    run_row,
+    setting_labels,
+)
 from cllora.report.runs import RunRecord
 from cllora.report.stats import finite, mean, t_interval
 
@@ -30,7 +36,7 @@ CLIP_CLASS_COLUMN = re.compile(r"dp_clipped_share_c(\d+)$")
 def condition_name(scheme: str, alpha: float | None) -> str:
     """A condition named with its scheme ("length skew, α = 0.1", "IID"): DP's tables mix schemes."""
     label = condition_label(scheme, alpha)
-    return f"{SCHEME_TITLES[scheme]}, {label}" if scheme in ALPHA_SCHEMES else label
+    return f"{scheme_title(scheme)}, {label}" if uses_alpha(scheme) else label
 
 
 def uses_dp(config: dict) -> bool:

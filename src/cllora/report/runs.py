@@ -60,7 +60,7 @@ NEEDED = ("text_index", "tokens", "loss_final")  # what the report's comparisons
 
 
 def read_test_losses(path: Path, log: Callable[[str], None] = print) -> dict | None:
-    """test_losses.npz (records.TEST_LOSSES, written by cllora.evaluation) as {name: array}: per
+    """test_losses.npz (records.TEST_LOSSES, written by cllora.engine.evaluation) as {name: array}: per
     global test text its index, scored tokens, length class and token-mean loss before training,
     at the final and at the best round. None when the run has none (recorded before them) or it
     is unreadable (said in the log)."""

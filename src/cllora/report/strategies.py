@@ -13,8 +13,9 @@ import json
 
 import numpy as np
 
-from cllora.aggregate import strategy_option_names
-from cllora.config import ALPHA_SCHEMES
+from cllora.aggregate import STRATEGIES, strategy_option_names
+from cllora.config.settings import RunConfig
+from cllora.partition.registry import uses_alpha
 from cllora.report.conditions import CONDITION_KEYS, condition_label, final_texts
 from cllora.report.runs import RunRecord
 from cllora.report.stats import INCONCLUSIVE, LEVEL, compare, curve, finite, holm, mean, t_half_width
@@ -35,7 +36,6 @@ def base_setting(config: dict) -> str:
 
 def strategy_label(config: dict) -> str:
     """The strategy and any option set away from the default, e.g. "fedprox (prox_mu=0.1)"."""
-    from cllora.config import RunConfig
 
     defaults = RunConfig()
     changed = [f"{k}={config[k]:g}" for k in strategy_option_names()
@@ -66,7 +66,7 @@ def _comparisons(runs: list[RunRecord]) -> dict[tuple, dict[str, list[RunRecord]
     groups: dict[tuple, dict[str, list[RunRecord]]] = {}
     for run in runs:
         cfg = run.config
-        alpha = float(cfg["alpha"]) if cfg["scheme"] in ALPHA_SCHEMES else None
+        alpha = float(cfg["alpha"]) if uses_alpha(cfg["scheme"]) else None
         key = (base_setting(cfg), cfg["scheme"], alpha)
         groups.setdefault(key, {}).setdefault(strategy_label(cfg), []).append(run)
     return {key: by_strategy for key, by_strategy in groups.items() if len(by_strategy) >= 2}
@@ -142,7 +142,6 @@ def _mean_curve(members: list[RunRecord], key: str) -> list[tuple[int, float]]:
 
 def _registry_order(item: tuple[str, list[RunRecord]]) -> tuple[int, str]:
     """FedAvg first, then the registry's order (cllora.aggregate), then the label."""
-    from cllora.aggregate import STRATEGIES
 
     names = list(STRATEGIES)
     name = item[1][0].config.get("strategy", "fedavg")

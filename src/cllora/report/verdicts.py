@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from cllora.report.conditions import seed_texts, seed_values
 from cllora.report.stats import (
-    CONTRADICTED, INCONCLUSIVE, LEVEL, SUPPORTED, combine, compare, finite, fmt_effect, fmt_mde, holm,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    LEVEL,
+    SUPPORTED,
+    combine,
+    compare,
+    finite,
+    fmt_effect,
+    fmt_mde,
+    holm,
 )
 
 NOT_TESTABLE = "not testable"

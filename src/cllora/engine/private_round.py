@@ -1,0 +1,80 @@
+"""The engine's client-level DP step (DP-FedAvg): the run's DP plan, and one round's private mean.
+
+`plan` turns the run's settings into what every round needs (the clip norm, the noise multiplier,
+solved from a target ε if asked, δ, ε after each round from cllora.privacy's accountant, and each
+client's dominant length class); it raises a UserError before anything is written when a target
+cannot be met (dp_target_epsilon = inf: no noise, ε = ∞, the clipping-only baseline).
+`private_reply` clips the round's good updates, sums them, adds noise from the "dp_noise" seed
+stream of (seed, round) and divides by clients_per_round: the strategy then takes
+that one noised mean as its only reply (its server step is post-processing). Both engines run it
+from the shared round loop (cllora.engine.loop); a resume re-derives everything from the config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from cllora import privacy
+from cllora.aggregate import Reply
+from cllora.config.settings import RunConfig
+from cllora.errors import UserError
+from cllora.seeds import stream
+
+SAMPLING = "fixed"  # the engine samples k distinct clients of N each round (experiment.sample_clients)
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    clip: float
+    noise_multiplier: float
+    delta: float
+    denominator: int  # clients_per_round, whoever replies
+    epsilons: tuple[float, ...]  # ε at δ after rounds 1..R
+    classes: np.ndarray  # each client's dominant length class
+    num_classes: int
+
+
+def plan(config: RunConfig, labels: np.ndarray, client_train: Sequence[np.ndarray],
+         log: Callable[[str], None] = print) -> DpPlan | None:
+    """The run's DP plan (None without dp_clip); z solved for dp_target_epsilon when that is given."""
+    if config.dp_clip is None:
+        return None
+    k, n = config.clients_per_round, config.clients
+    delta = config.dp_delta if config.dp_delta is not None else privacy.default_delta(n)
+    z = config.dp_noise
+    if z is None and math.isinf(config.dp_target_epsilon):  # ε = ∞: clipping only, no noise
+        z = 0.0
+    elif z is None:
+        try:
+            z = privacy.noise_for_epsilon(config.dp_target_epsilon, k, n, config.rounds, delta, SAMPLING)
+        except ValueError as exc:
+            raise UserError(f"dp_target_epsilon: {exc}") from None
+    eps = privacy.epsilons(float(z), k, n, config.rounds, delta, SAMPLING) if z > 0 \
+        else [math.inf] * config.rounds
+    log(f"client-level DP: clip {config.dp_clip:g}, noise multiplier {z:.4g}, {k} of {n} clients a round "
+        f"(sampled without replacement), epsilon {eps[-1]:.3g} at delta {delta:.3g} after "
+        f"{config.rounds} rounds")
+    return DpPlan(float(config.dp_clip), float(z), delta, k, tuple(eps),
+                  privacy.dominant_classes(labels, client_train, config.num_classes), config.num_classes)
+
+
+def dp_columns(num_classes: int) -> tuple[str, ...]:
+    """Every DP column of rounds.csv (empty without DP)."""
+    return privacy.DP_COLUMNS + privacy.clip_columns(num_classes)
+
+
+def private_reply(dp: DpPlan, config: RunConfig, global_state: dict, good: list,
+                  round_num: int) -> tuple[Reply, dict]:
+    """The noised mean of the round's clipped updates as the strategy's one reply, and the round's
+    DP columns (ε so far, the noise's std on the mean, clip statistics overall and by class)."""
+    rng = stream(config.seed, "dp_noise", round_num, replicate=config.replicate)
+    mean = privacy.private_mean(global_state, [u.state for u in good], dp.clip, dp.noise_multiplier,
+                                dp.denominator, rng)
+    classes = dp.classes[[u.client_id for u in good]] if good else np.zeros(0, np.int64)
+    row = {"dp_epsilon": dp.epsilons[round_num - 1], "dp_noise_std": mean.noise_std,
+           **privacy.clip_statistics(mean.norms, mean.factors, classes, dp.num_classes)}
+    return Reply(mean.state, 1.0), row

@@ -1,0 +1,53 @@
+"""The Flower app directory `cllora flower-app DIR` writes: a pyproject.toml naming cllora's
+ServerApp and ClientApp and declaring the run-config keys, for `flwr run DIR` against a SuperLink."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cllora import __version__
+from cllora.config.load import load_toml
+from cllora.flower.supernodes import DEFAULT_MAX_CLIENT_EXAMPLES
+
+APP_PYPROJECT = """\
+# A Flower app running cllora (written by `cllora flower-app`). Its code is the installed
+# package cllora (cllora.flower.server); this file only names it and declares the run-config keys.
+# Run it with:  flwr run {app_dir} <connection> --stream
+# and override with --run-config "out='/abs/dir' resume=true" (quote strings).
+[project]
+name = "cllora-flower-app"
+version = "{version}"
+description = "Federated LoRA fine-tuning under non-IID text (cllora) as a Flower app"
+license = "MIT"
+dependencies = ["cllora[flower]"]
+
+[tool.flwr.app]
+publisher = "cllora"
+
+[tool.flwr.app.components]
+serverapp = "cllora.flower.server:server_app"
+clientapp = "cllora.flower.client:client_app"
+
+[tool.flwr.app.config]
+config-file = {config_file}
+out = {out}
+resume = false
+overwrite = false
+# FedAvg weight cap of a SuperNode with its own texts (data-path): the server cannot check their number
+max-client-examples = {max_client_examples}
+"""
+
+
+def write_app(app_dir: Path, config_file: Path | None, out: Path) -> Path:
+    """Write a Flower app directory (pyproject.toml) that runs `config_file` into `out`. Paths are
+    made absolute: the ServerApp runs in the SuperLink's process tree, not in this directory."""
+    if config_file is not None:
+        load_toml(config_file)  # a missing or malformed file is named now, not inside Flower
+    app_dir.mkdir(parents=True, exist_ok=True)
+    path = app_dir / "pyproject.toml"
+    path.write_text(APP_PYPROJECT.format(
+        app_dir=app_dir, version=__version__, out=json.dumps(str(out.resolve())),
+        max_client_examples=DEFAULT_MAX_CLIENT_EXAMPLES,
+        config_file=json.dumps(str(config_file.resolve()) if config_file else "")))
+    return path

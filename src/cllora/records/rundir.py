@@ -1,0 +1,224 @@
+"""A run directory's lifecycle: check, create, write (config, partition, CSVs, checkpoint,
+summary), resume and summarize, made with the atomic writers of `cllora.files` (re-exported
+here, so a run's writer is one module).
+
+Every file is written atomically (temporary file, then rename), so a run killed at any moment
+never leaves a half-written CSV or checkpoint. The checkpoint (global adapter, the strategy's
+server and client states as packed by cllora.aggregate.run_state, and the last completed round in
+its metadata) is written after the CSVs; on resume, CSV rows past it are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cllora.config.settings import RunConfig, from_dict
+from cllora.errors import UserError
+from cllora.files import (  # noqa: F401
+    atomic_write_bytes,
+    atomic_write_text,
+    read_csv,
+    read_json,
+    read_npz,  # (the run's writer)
+    save_figure,
+    write_csv,
+    write_json,
+    write_npz,
+)
+from cllora.records.columns import CLIENT_COLUMNS, round_columns
+
+if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
+    import torch
+
+RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html",
+             "claims.json", "checkpoint.safetensors", "global_loss.png", "client_loss.png", "partition.png",
+             "fairness.png", "test_losses.npz")
+RUN_DIRS = ("adapter", "tensorboard", "mlruns")  # the trackers' local stores (cllora.engine.tracking)
+TEST_LOSSES = "test_losses.npz"  # per-text global test losses (format: cllora.engine.evaluation.save_test_losses)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def checkpoint_round(out: Path) -> int:
+    """The last completed round the checkpoint records, -1 without one (or with a damaged one:
+    the engine says so when it resumes)."""
+    from safetensors import safe_open
+
+    path = Path(out) / "checkpoint.safetensors"
+    if not path.is_file():
+        return -1
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return int(fh.metadata()["round"])
+    except Exception:
+        return -1
+
+
+def run_status(out: Path, rounds: int | None = None) -> tuple[str, int]:
+    """The one "run complete" rule: ("done" | "partial" | "pending", last completed round or -1).
+
+    Done once summary.json counts `rounds` completed rounds (default: the rounds of the saved
+    config, so a run asked to go further is partial again); partial for any other run directory;
+    pending where no run has started.
+    """
+    out = Path(out)
+    if not is_run_dir(out):
+        return "pending", -1
+    summary = read_json(out / "summary.json") or {}
+    if rounds is None:
+        rounds = ((read_json(out / "config.json") or {}).get("config") or {}).get("rounds")
+    completed = summary.get("rounds_completed")
+    if completed is not None and rounds is not None and completed >= rounds:
+        return "done", int(completed)
+    return "partial", checkpoint_round(out)
+
+
+def saved_config(path: Path) -> RunConfig:
+    try:
+        return from_dict(json.loads((path / "config.json").read_text())["config"])
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise UserError(f"{str(path)!r} does not hold a readable cllora config.json ({exc})") from None
+
+
+def check_run_dir(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs in `out` (no side effects: called before any work starts)."""
+    if resume:
+        if not is_run_dir(out):
+            raise UserError(f"--resume {str(out)!r}: not a cllora run directory (no config.json)")
+        check_compatible(saved_config(out), config, out)
+        return
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} exists and is not a directory")
+    if is_run_dir(out) and not overwrite:
+        raise UserError(f"--out {str(out)!r} already holds a run; pass --resume to continue it or "
+                        "--overwrite to replace it")
+
+
+def init_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Create `out` once the run is known to start; with overwrite, remove only cllora's own files."""
+    if resume:
+        return
+    if out.exists() and overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+RESUME_MAY_CHANGE = ("rounds", "precision", "device", "log_to")  # a run may go further; see
+# check_resume_runtime for precision/device; a tracker changes no result
+
+
+def config_differences(saved: RunConfig, new: RunConfig, allowed: tuple[str, ...] = ("rounds",)) -> list[str]:
+    """Settings that differ between two configs, `allowed` ones aside (by default `rounds`: a run
+    may always go further)."""
+    a, b = saved.to_dict(), new.to_dict()
+    return [k for k in a if k not in allowed and a[k] != b[k]]
+
+
+def check_compatible(saved: RunConfig, new: RunConfig, out: Path) -> None:
+    """A resumed run may only change `rounds` (to go further) and, explicitly, precision or device
+    (checked against what the run resolved to by check_resume_runtime); anything else changes the
+    results."""
+    a, b = saved.to_dict(), new.to_dict()
+    diff = config_differences(saved, new, RESUME_MAY_CHANGE)
+    if diff:
+        k = diff[0]
+        raise UserError(f"--resume {str(out)!r}: the run was made with {k}={a[k]!r}, not {b[k]!r}; "
+                        f"a resumed run may only change rounds (differs: {', '.join(diff)})")
+
+
+def check_resume_runtime(out: Path, config: RunConfig, device: str, precision: str) -> None:
+    """A resume must compute as the run did: where its precision or device was "auto" and now
+    resolves differently (another machine), refuse, naming both, unless the user set it explicitly."""
+    recorded = read_json(out / "config.json") or {}
+    for key, now in (("precision", precision), ("device", device)):
+        before = recorded.get(key)
+        if before is not None and before != now and getattr(config, key) == "auto":
+            raise UserError(f"--resume {str(out)!r}: the run computed in {key} {before}, but {key}=auto "
+                            f"resolves to {now} here; pass --{key} {before} to continue as it was, or "
+                            f"--{key} {now} to continue in {now} (recorded in config.json)")
+
+
+def write_config(out: Path, config: RunConfig, extra: dict, *, resume: bool = False) -> None:
+    """config.json: the resolved config and what it resolved to. A resume keeps what the run was
+    started with (its precision and device among them), updates `rounds`, and appends what this
+    session resolved to under "resumes"."""
+    if not resume:
+        write_json(out / "config.json", {"config": config.to_dict(), **extra})
+        return
+    recorded = read_json(out / "config.json") or {"config": config.to_dict(), **extra}
+    recorded["config"]["rounds"] = config.rounds
+    session = {"precision": extra.get("precision"), "device": extra.get("device"),
+               "from_round": load_checkpoint(out)[0] if (out / "checkpoint.safetensors").is_file() else 0}
+    recorded.setdefault("resumes", []).append(session)
+    write_json(out / "config.json", recorded)
+
+
+# ---------------------------------------------------------------- checkpoint
+
+def save_checkpoint(out: Path, round_num: int, state: dict[str, torch.Tensor], meta: dict) -> None:
+    from safetensors.torch import save
+
+    blob = save({k: v.contiguous() for k, v in state.items()},
+                metadata={"round": str(round_num), "meta": json.dumps(meta)})
+    atomic_write_bytes(out / "checkpoint.safetensors", blob)
+
+
+def load_checkpoint(out: Path) -> tuple[int, dict[str, torch.Tensor], dict] | None:
+    from safetensors import safe_open
+
+    path = out / "checkpoint.safetensors"
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        return int(meta["round"]), {k: fh.get_tensor(k) for k in fh.keys()}, json.loads(meta["meta"])
+
+
+def load_progress(out: Path) -> tuple[int, dict | None, dict, list[dict], list[dict]]:
+    """(last completed round or -1, global state, metadata, round rows, client rows) of a run."""
+    ckpt = load_checkpoint(out)
+    if ckpt is None:
+        return -1, None, {}, [], []
+    last, state, meta = ckpt
+    rounds = [r for r in read_csv(out / "rounds.csv") if r["round"] <= last] \
+        if (out / "rounds.csv").is_file() else []
+    clients = [r for r in read_csv(out / "clients.csv") if r["round"] <= last] \
+        if (out / "clients.csv").is_file() else []
+    return last, state, meta, rounds, clients
+
+
+def save_round(out: Path, round_num: int, state: dict, rounds: list[dict], clients: list[dict],
+               meta: dict, num_classes: int) -> None:
+    """CSVs first, then the checkpoint that marks the round complete."""
+    write_csv(out / "rounds.csv", round_columns(num_classes), rounds)
+    write_csv(out / "clients.csv", CLIENT_COLUMNS, clients)
+    save_checkpoint(out, round_num, state, meta)
+
+
+def summarize(rounds: list[dict], extra: dict) -> dict:
+    """Final and best global test loss, the best round (where overfitting begins), totals."""
+    losses = [(r["round"], r["global_test_loss"]) for r in rounds if r.get("global_test_loss") is not None]
+    best_round, best = min(losses, key=lambda x: x[1]) if losses else (None, None)
+    final = rounds[-1] if rounds else {}
+    return {
+        "rounds_completed": final.get("round", 0),
+        "initial_test_loss": losses[0][1] if losses else None,
+        "final_test_loss": final.get("global_test_loss"),
+        "final_test_ppl": final.get("global_test_ppl"),
+        "best_test_loss": best,
+        "best_round": best_round,
+        "final_fairness_var": final.get("fairness_var"),
+        "total_bytes": final.get("bytes_cumulative", 0),
+        "total_train_seconds": sum(r.get("train_seconds") or 0 for r in rounds),
+        "total_eval_seconds": sum(r.get("eval_seconds") or 0 for r in rounds),
+        "failed_client_updates": sum(r.get("num_failed") or 0 for r in rounds),
+        **extra,
+    }
