@@ -195,3 +195,21 @@ def test_holm_by_hand():
     assert stats.holm([None, 0.02]) == [None, 0.02]
     assert stats.t_pvalue([0.4, 0.5, 0.6]) == pytest.approx(
         2 * (1 - __import__("scipy").stats.t.cdf(0.5 / (0.1 / math.sqrt(3)), 2)))
+
+
+def test_only_the_studys_own_settings_decide_its_claims():
+    """FedAvg at replicate 0 without DP or natural clients decides a study claim; a DP run (its
+    clipping and noise change the loss), another strategy, a replicate or the natural-client
+    experiment is shown but never decides."""
+    import json
+
+    from cllora.report.conditions import is_study_setting
+
+    def key(**values):
+        return json.dumps({"model": "m", "strategy": "fedavg", "replicate": 0, "dp_clip": None,
+                           "client_key": None, **values}, sort_keys=True)
+
+    assert is_study_setting(key())
+    assert is_study_setting(json.dumps({"model": "m"}))  # runs from before these settings existed
+    for other in ({"dp_clip": 0.5}, {"strategy": "fedprox"}, {"replicate": 1}, {"client_key": "president"}):
+        assert not is_study_setting(key(**other)), other

@@ -189,7 +189,9 @@ def setting_name(setting: str, entry: dict, labels: dict[str, str] | None) -> st
     return (labels or {}).get(setting, model_label(entry["model"]))
 
 
-STUDY_SETTING = {"strategy": "fedavg", "replicate": 0}  # the study's own: a study claim is decided here
+# the study's own settings, where a study claim is decided: FedAvg, replicate 0, no differential
+# privacy, and no natural clients (cllora's natural-client experiment has its own fitted alpha)
+STUDY_SETTING = {"strategy": "fedavg", "replicate": 0, "dp_clip": None, "client_key": None}
 
 
 def setting_values(setting: str) -> dict:
@@ -202,7 +204,7 @@ def setting_values(setting: str) -> dict:
 
 
 def is_study_setting(setting: str) -> bool:
-    """Whether a setting is the study's own (FedAvg, replicate 0): only these decide its claims."""
+    """Whether a setting is the study's own (STUDY_SETTING): only these decide its claims."""
     values = setting_values(setting)
     return all(values.get(k, v) == v for k, v in STUDY_SETTING.items())
 
