@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from test_engine import metric_columns, tiny_config
 
-from cllora import records
+from cllora import records, runner
 from cllora.engine.loop import run_experiment
 from cllora.errors import UserError
 from cllora.flower.client import node_identity, thread_budget
-from cllora.flower.server import run_flower_simulation, settings_from_run_config
+from cllora.flower.server import settings_from_run_config
 
 COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_test_loss_mean",
             "local_models_global_test_loss_mean", "train_loss_mean", "bytes_cumulative", "num_failed",
@@ -28,7 +28,7 @@ COMPARED = ("global_test_loss", "fairness_var", "fairness_max", "local_models_te
 def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path, changes):
     config = tiny_config(tiny_model, clients=4, rounds=2, **changes)
     run_experiment(config, tmp_path / "inprocess")
-    summary = run_flower_simulation(config.replace(engine="flower-sim"), tmp_path / "flower")
+    summary = runner.run(config.replace(engine="flower-sim"), tmp_path / "flower")  # figures: the runner's
     for name in ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json",
                  "checkpoint.safetensors", "global_loss.png", "adapter/adapter_model.safetensors"):
         assert (tmp_path / "flower" / name).is_file(), name

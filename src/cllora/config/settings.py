@@ -38,7 +38,6 @@ APPLIES_ONLY_WITH = {"alpha": ("scheme", alpha_schemes), "client_key": ("scheme"
 
 def strategy_names() -> tuple[str, ...]:
     """The server strategies, from the aggregation registry (the one place that knows them)."""
-
     return tuple(STRATEGIES)
 
 

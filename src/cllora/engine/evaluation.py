@@ -35,6 +35,7 @@ from cllora.train import Batch, evaluate, length_grouped_batches
 
 # ---------------------------------------------------------------- scoring an adapter
 
+
 @contextlib.contextmanager
 def eval_precision(exp: Experiment):
     """Evaluate with fp32 base weights when --eval-fp32 asked for it (training stays bf16)."""
@@ -54,11 +55,11 @@ def eval_precision(exp: Experiment):
 
 def texts_loss(sums: np.ndarray, tokens: np.ndarray) -> float:
     """Token-weighted loss of some scored texts (NaN when none has a scored token)."""
-    return float(client_losses(sums, tokens, np.zeros(len(sums), np.int64), 1)[0])
+    return token_weighted_loss(sums, tokens) if tokens.sum() > 0 else float("nan")
 
 
 def score_batches(exp: Experiment, state: dict[str, torch.Tensor], batches: list[Batch],
-           on_batch: Callable[[], None] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  on_batch: Callable[[], None] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-example (rows, loss sums, tokens) of an adapter on some batches, in eval precision."""
     set_adapter_state(exp.model, state)
     with eval_precision(exp):
@@ -232,7 +233,7 @@ def _test_texts(exp: Experiment, rows: np.ndarray, sums: np.ndarray, tokens: np.
 # ---------------------------------------------------------------- test_losses.npz
 
 def save_test_losses(out: Path, round_num: int, texts: TestTexts, test_loss: float) -> None:
-    """Update `test_losses.npz` (format in /work/notes/test_losses_format.md and the README):
+    """Update `test_losses.npz` (the run-directory table of docs/guide.md lists it):
     arrays text_index, tokens, length_class (int64) and loss_r0, loss_final, loss_best (float64,
     token-mean loss per text) of the global model, scalars final_round and best_round. The best
     round is the first with the lowest global test loss (as summary.json's best_round); round 0's

@@ -54,7 +54,6 @@ class Data:
     test_classes: np.ndarray | None = None  # length class of each global test text (training edges)
 
     def partition_dict(self, config: RunConfig) -> dict:
-
         out = partition_to_dict(self.partition, self.labels, scheme=config.scheme,
                                 alpha=config.alpha, seed=config.seed,
                                 num_classes=config.num_classes, class_edges=self.class_edges,

@@ -64,8 +64,7 @@ def _serve(grid: Grid, settings: ServerSettings, log: Callable[[str], None], pro
                              timings=path)
 
     return run_experiment(settings.config, settings.out, resume=settings.resume,
-                          overwrite=settings.overwrite, log=log, progress=drawing_figures(progress),
-                          clients=clients)
+                          overwrite=settings.overwrite, log=log, progress=progress, clients=clients)
 
 
 def settings_from_run_config(run_config: dict[str, Any]) -> ServerSettings:
@@ -91,7 +90,7 @@ server_app = ServerApp()
 def _main(grid: Grid, context: Context) -> None:
     """`flwr run`: settings from the run config; results (and flower_messages.csv) into `out`."""
     settings = settings_from_run_config(dict(context.run_config))
-    summary = _serve(grid, settings, print, timings=True)
+    summary = _serve(grid, settings, print, drawing_figures(), timings=True)  # figures, as cllora.runner draws
     print(f"cllora: run finished, final test loss {summary['final_test_loss']:.4f}; results: {settings.out}")
 
 
