@@ -32,19 +32,37 @@ def test_flower_simulation_equals_the_in_process_engine(tiny_model, tmp_path, ch
     for name in ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json",
                  "checkpoint.safetensors", "global_loss.png", "adapter/adapter_model.safetensors"):
         assert (tmp_path / "flower" / name).is_file(), name
-    a = metric_columns(tmp_path / "inprocess" / "rounds.csv")
-    b = metric_columns(tmp_path / "flower" / "rounds.csv")
-    assert [r["round"] for r in b] == [0, 1, 2]
-    for ra, rb in zip(a, b):  # same sampled clients, same seeds: same numbers up to float noise
-        for key in COMPARED:
-            expected = ra[key] if ra[key] is None else pytest.approx(ra[key], rel=1e-5, abs=1e-9)
-            assert rb[key] == expected, (ra["round"], key)
+    _assert_same_rounds(tmp_path, COMPARED)
     clients_a = records.read_csv(tmp_path / "inprocess" / "clients.csv")
     clients_b = records.read_csv(tmp_path / "flower" / "clients.csv")
     assert [c["participated"] for c in clients_a] == [c["participated"] for c in clients_b]
     assert [c["rank"] for c in clients_a] == [c["rank"] for c in clients_b]
     assert summary["final_test_loss"] < summary["initial_test_loss"]
 
+
+def _assert_same_rounds(tmp_path, keys) -> list[dict]:
+    """The Flower run's rounds.csv equals the in-process one's in `keys`, up to float noise."""
+    a = metric_columns(tmp_path / "inprocess" / "rounds.csv")
+    b = metric_columns(tmp_path / "flower" / "rounds.csv")
+    assert [r["round"] for r in b] == [0, 1, 2]
+    for ra, rb in zip(a, b):  # same sampled clients, same seeds: same numbers up to float noise
+        for key in keys:
+            expected = ra[key] if ra[key] is None else pytest.approx(ra[key], rel=1e-5, abs=1e-9)
+            assert rb[key] == expected, (ra["round"], key)
+    return b
+
+
+@pytest.mark.flower
+def test_flower_simulation_with_dp_equals_the_in_process_engine(tiny_model, tmp_path):
+    """Client-level DP lives in cllora's own round loop, which both engines run: the same clipped
+    updates, the same noise (a named seed stream) and the same accountant give the same rounds."""
+    config = tiny_config(tiny_model, clients=4, rounds=2, dp_clip=0.05, dp_noise=0.5)
+    run_experiment(config, tmp_path / "inprocess")
+    runner.run(config.replace(engine="flower-sim"), tmp_path / "flower")
+    dp = ("dp_epsilon", "dp_noise_std", "dp_clipped_share", "dp_clip_factor_mean")
+    rows = _assert_same_rounds(tmp_path, COMPARED + dp)
+    assert 0 < rows[1]["dp_epsilon"] < rows[2]["dp_epsilon"]  # DP really ran, and composes
+    assert rows[2]["dp_noise_std"] > 0 and 0 < rows[2]["dp_clip_factor_mean"] <= 1
 
 def test_run_config_gives_file_settings_overrides_and_paths(tmp_path):
     toml = tmp_path / "exp.toml"
@@ -90,7 +108,7 @@ def test_a_client_with_its_own_texts_trains_on_them(tiny_model, tmp_path):
     import json as json_mod
 
     from cllora.engine.client import client_update
-    from cllora.engine.evaluation import evaluate_own
+    from cllora.engine.evaluation import score_own
     from cllora.flower.client import client_experiment
 
     texts = [f"Paragraph {i} of a hospital's own notes, about budgets and the weather in spring." * (1 + i % 4)
@@ -105,7 +123,7 @@ def test_a_client_with_its_own_texts_trains_on_them(tiny_model, tmp_path):
     assert len(train) + len(test) == 30 and len(test) == 3  # local_test_fraction 0.1 of its own texts
     update = client_update(exp, exp.initial_state, row, 1, evaluate_own_split=True)
     assert update.num_train_examples == 27 and update.own_test_loss is not None
-    assert evaluate_own(exp, update.state, row) < evaluate_own(exp, exp.initial_state, row)  # it learnt
+    assert score_own(exp, update.state, row)[0] < score_own(exp, exp.initial_state, row)[0]  # it learnt
 
 
 # ---------------------------------------------------------------- the server's checks of the replies

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cllora.cli import main
-from cllora.data import load_corpus, sotu_texts, token_lengths, tokenize_texts
+from cllora.data import load_corpus, sotu_texts, tokenize_texts
 from cllora.errors import UserError
 from cllora.model import (
     BUNDLED_CONFIGS,
@@ -135,14 +135,13 @@ def test_bad_corpora(tmp_path):
         load_corpus("someone/not-a-local-dataset")
 
 
-def test_token_lengths_are_full_and_cached(tiny_model):
+def test_tokenized_texts_are_full_and_cached(tiny_model):
     tokenizer = load_tokenizer(tiny_model)
     texts = ["a short one", "a much longer text " * 50]
-    first = token_lengths(texts, tokenizer)
-    assert first[1] > 200  # no truncation
-    ids = tokenize_texts(texts, tokenizer)
-    assert [len(x) for x in ids] == first.tolist()
-    assert np.array_equal(token_lengths(texts, tokenizer), first)
+    first = tokenize_texts(texts, tokenizer)
+    assert len(first[1]) > 200  # no truncation: the length classes see every token
+    again = tokenize_texts(texts, tokenizer)  # from the cache
+    assert [x.tolist() for x in again] == [x.tolist() for x in first]
 
 
 @pytest.mark.slow

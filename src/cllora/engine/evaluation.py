@@ -80,12 +80,6 @@ def evaluate_clients(exp: Experiment, state: dict[str, torch.Tensor],
     return client_losses(sums, tokens, exp.row_client[rows], len(exp.data.client_test))
 
 
-def evaluate_own(exp: Experiment, state: dict[str, torch.Tensor], client_id: int,
-                 on_batch: Callable[[], None] | None = None) -> float:
-    """Loss of an adapter on one client's own local test split (what that client can measure)."""
-    return score_own(exp, state, client_id, on_batch)[0]
-
-
 def own_loss_and_se(exp: Experiment, state: dict[str, torch.Tensor], client_id: int) -> tuple[float, float]:
     """(loss, standard error) of an adapter on one client's own local test split."""
     loss, spread = score_own(exp, state, client_id)

@@ -62,11 +62,6 @@ def plan(config: RunConfig, labels: np.ndarray, client_train: Sequence[np.ndarra
                   privacy.dominant_classes(labels, client_train, config.num_classes), config.num_classes)
 
 
-def dp_columns(num_classes: int) -> tuple[str, ...]:
-    """Every DP column of rounds.csv (empty without DP)."""
-    return privacy.DP_COLUMNS + privacy.clip_columns(num_classes)
-
-
 def private_reply(dp: DpPlan, config: RunConfig, global_state: dict, good: list,
                   round_num: int) -> tuple[Reply, dict]:
     """The noised mean of the round's clipped updates as the strategy's one reply, and the round's

@@ -16,6 +16,7 @@ from cllora.errors import UserError
 
 EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}  # module, extra
 NOT_METRICS = ("round",)
+MLFLOW_PARAM_CHARS = 250  # MLflow's oldest limit on a parameter value's length
 
 
 def check_available(kind: str | None) -> None:
@@ -74,7 +75,7 @@ class MlflowTracker:
         mlflow.set_tracking_uri((Path(out) / "mlruns").resolve().as_uri())
         mlflow.set_experiment("cllora")
         self.run = mlflow.start_run(run_name=Path(out).name)
-        mlflow.log_params({k: str(v)[:250] for k, v in config.items()})
+        mlflow.log_params({k: str(v)[:MLFLOW_PARAM_CHARS] for k, v in config.items()})
 
     def round_done(self, row: dict) -> None:
         if row.get("global_test_loss") is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent  # flower-superlink, flower-supernode and flwr beside this Python
 CONNECTION = "local"
+LOG_TAIL_CHARS = 2000  # how much of a process's log an error shows when it did not come up
 
 
 def free_ports(n: int) -> list[int]:
@@ -107,7 +108,7 @@ class LocalFederation:
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop(keep_logs=True)
                 raise RuntimeError(f"{name} did not come up (logs in {self.root}):\n"
-                                   f"{self.log_text(name)[-2000:]}")
+                                   f"{self.log_text(name)[-LOG_TAIL_CHARS:]}")
             time.sleep(0.1)
 
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from cllora.errors import RunFailed
+from cllora.errors import MESSAGE_CHARS, RunFailed
 from cllora.flower import timing
 from cllora.flower.client import tensors_of
 from cllora.metrics import pooled_standard_errors
@@ -166,7 +166,7 @@ class FlowerClients:
             return ClientUpdate(cid, None, 0, nothing, error=f"no reply from node {self.nodes[cid]}"
                                                              + self._within)
         if reply.has_error():
-            return ClientUpdate(cid, None, 0, nothing, error=f"client error: {reply.error.reason}"[:300])
+            return ClientUpdate(cid, None, 0, nothing, error=f"client error: {reply.error.reason}"[:MESSAGE_CHARS])
         try:
             m = reply.content["metrics"]
             state = tensors_of(reply.content, "adapter")
@@ -176,7 +176,7 @@ class FlowerClients:
                                   own_test_se=m.get("own-test-se"),
                                   extra=tensors_of(reply.content, "extra") or {})
         except (KeyError, TypeError, ValueError) as exc:
-            return ClientUpdate(cid, None, 0, nothing, error=f"malformed reply: {exc!r}"[:300])
+            return ClientUpdate(cid, None, 0, nothing, error=f"malformed reply: {exc!r}"[:MESSAGE_CHARS])
         update.error = self._weight_check(update)
         return update
 
@@ -211,7 +211,7 @@ class FlowerClients:
                 if reply is None:
                     why[cid] = "no reply" + self._within
                 elif reply.has_error():
-                    why[cid] = f"client error: {reply.error.reason}"[:200]
+                    why[cid] = f"client error: {reply.error.reason}"[:MESSAGE_CHARS]
                 else:
                     m = reply.content["metrics"]
                     losses[cid] = float(m["test-loss"])
@@ -219,7 +219,7 @@ class FlowerClients:
                                     float(m["test-sum-w2"]))
             except (KeyError, TypeError, ValueError) as exc:
                 losses[cid] = np.nan
-                why[cid] = f"malformed reply: {exc!r}"[:200]
+                why[cid] = f"malformed reply: {exc!r}"[:MESSAGE_CHARS]
         lost = [cid for cid in sorted(self.nodes) if not math.isfinite(losses[cid])]
         if lost:
             self.log("flower: no local test loss from " + "; ".join(

@@ -1,5 +1,5 @@
 """Length classes and the iid / length-skew / quantity-skew partitioners (natural clients by a
-column are in `partition_natural.py`; statistics and the JSON form in `partition_stats.py`).
+column are in `partition.natural`; statistics and the JSON form in `partition.stats`).
 
 Pure numpy: no I/O, no printing, no transformers/torch/flwr; randomness comes in as a
 `np.random.Generator`. Partitions are disjoint (a row goes to at most one client) and depend only
@@ -12,7 +12,7 @@ generator, so a corpus stored in date or length order still gets random clients.
 - `partition_quantity`: sizes ~ Dirichlet(alpha) over clients, each client's mix stratified.
 - `make_partition` (in `registry`): any scheme by name, "natural" included.
 
-Why hand-written rather than flwr-datasets' partitioners (`partition_flwr.py` adapts onto them
+Why hand-written rather than flwr-datasets' partitioners (`partition.flwr` adapts onto them
 for comparison; `benchmarks/bench_partition.py` times both):
 - speed: `InnerDirichletPartitioner` assigns one example per Python loop step, summing over every
   client each step. 100k texts × 1000 clients, alpha=0.1, on 2 CPUs: length skew 25 s there vs

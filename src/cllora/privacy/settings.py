@@ -1,6 +1,6 @@
 """Which client-level DP settings go together, and how each federated strategy composes with DP.
 
-Pure: plain values in, a ValueError naming the setting and its value out (config.py words it as
+Pure: plain values in, a ValueError naming the setting and its value out (`cllora.config` words it as
 the user's error). DP is on exactly when `dp_clip` is set.
 """
 

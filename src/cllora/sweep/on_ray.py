@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from cllora.errors import UserError
+from cllora.errors import UserError, brief
 from cllora.sweep.estimate import estimate
 from cllora.sweep.grid import Cell, GridSpec
 from cllora.sweep.index import check_cells_compatible, index_entry, write_index
@@ -251,7 +251,7 @@ class _Scheduler:
             result = self.ray.get(ref)
         except Exception as exc:  # the actor died (killed, out of memory, crashed): a fresh one next
             result = {"status": "failed", "seconds": time.perf_counter() - started, "load_error": False,
-                      "error": f"Ray worker lost: {_first_line(exc)}", "loaded": False, "warnings": []}
+                      "error": f"Ray worker lost: {brief(exc)}", "loaded": False, "warnings": []}
             self._kill(i)
         for line in result["warnings"]:
             self.sweep.say(line)
@@ -291,8 +291,3 @@ class _Scheduler:
     def _stop_all(self) -> None:
         for i in range(len(self.actors)):
             self._kill(i)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return (text[0] if text else type(exc).__name__)[:300]

@@ -22,7 +22,7 @@ from typing import Callable
 from cllora.config.load import load_toml
 from cllora.config.settings import RunConfig
 from cllora.engine.runtime import build_runtime, resolve
-from cllora.errors import RunFailed, UserError
+from cllora.errors import RunFailed, UserError, brief
 from cllora.sweep.grid import Cell, GridSpec, parse_spec
 from cllora.sweep.index import check_cells_compatible, index_entry, write_index
 
@@ -186,9 +186,9 @@ def _load_runtime(sweep: _Sweep, cells: list[Cell]):
         if os.environ.get("CLLORA_DEBUG"):
             raise
         for cell in cells:
-            sweep.record(cell, "failed", error=_one_line(exc))
+            sweep.record(cell, "failed", error=brief(exc))
             sweep.outcome.failed += 1
-        sweep.say(f"cannot load {config.model}: {_one_line(exc)}; skipping its {len(cells)} cell(s)")
+        sweep.say(f"cannot load {config.model}: {brief(exc)}; skipping its {len(cells)} cell(s)")
         return None
     sweep.outcome.model_loads += 1
     return runtime
@@ -232,10 +232,10 @@ def _run_cell(sweep: _Sweep, cell: Cell, run: Callable) -> None:
 
 
 def _cell_failed(sweep: _Sweep, cell: Cell, exc: Exception, seconds: float, cell_log: Log) -> None:
-    sweep.record(cell, "failed", seconds=seconds, error=_one_line(exc))
+    sweep.record(cell, "failed", seconds=seconds, error=brief(exc))
     sweep.outcome.failed += 1
-    cell_log(f"failed: {_one_line(exc)}")
-    sweep.say(f"{sweep.label(cell)}failed after {duration(seconds)}: {_one_line(exc)}")
+    cell_log(f"failed: {brief(exc)}")
+    sweep.say(f"{sweep.label(cell)}failed after {duration(seconds)}: {brief(exc)}")
 
 
 def _cell_done(sweep: _Sweep, cell: Cell, seconds: float) -> None:
@@ -273,10 +273,6 @@ def _cell_logger(cell_dir: Path, echo: Log) -> Log:
             echo(f"{cell_dir.parent.name}/{cell_dir.name}: {message}")
     return log
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def _f(value) -> str:
