@@ -1,16 +1,23 @@
-"""A run's files: the rounds.csv / clients.csv columns and the functions that fill them (`columns`),
-and the run directory's lifecycle with its atomic writers (`rundir`). Import the names from here."""
+"""A run's files: the rounds.csv / clients.csv column table (`columns`), the functions that fill a
+round's rows (`rows`), and the run directory's lifecycle with its atomic writers (`rundir`). Import
+the names from here."""
 
 from cllora.records.columns import (  # noqa: F401
     CLIENT_COLUMNS,
+    CLIENT_TABLE,
+    KINDS,
     ROUND_COLUMNS,
+    ROUND_TABLE,
     TIMING_COLUMNS,
-    RoundScores,
+    Column,
+    axis_label,
     class_columns,
-    client_rows,
+    client_columns,
+    register_column,
+    reported,
     round_columns,
-    round_row,
 )
+from cllora.records.rows import RoundScores, client_rows, round_row  # noqa: F401
 from cllora.records.rundir import (  # noqa: F401
     RESUME_MAY_CHANGE,
     RUN_DIRS,

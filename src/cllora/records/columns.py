@@ -1,155 +1,176 @@
-"""The columns of rounds.csv and clients.csv, and the functions that fill one round's rows from
-what the engine measured (`RoundScores`, the updates, bytes and times)."""
+"""The column table: every rounds.csv and clients.csv column declared once, with its human label,
+its kind, its figure axis label and what the report does with it. The files' headers, the report's
+per-run statistics, table headings and axis labels all read it.
+
+A name with "{c}" is a per-length-class family (test_loss_c0 .. test_loss_c{K-1}); consecutive
+family columns expand class by class (dp_clipped_share_c0, dp_clip_factor_c0, dp_clipped_share_c1,
+...). The cores that measure a group of columns name their keys themselves (cllora.aggregate.drift
+DRIFT_COLUMNS, cllora.aggregate.error ERROR_COLUMNS, cllora.privacy DP_COLUMNS and clip_columns);
+tests/test_columns.py checks that they and this table agree.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-import numpy as np
+# what a column measures: the report formats it by kind, tests drop "timing" (wall clock) columns
+KINDS = ("key", "setting", "loss", "fairness", "drift", "aggregation", "count", "privacy", "bytes", "timing",
+         "status")
+# what the report does with a round column: nothing; "final": keeps its last value per run
+# (final_<name>) and the mean over seeds per condition; "table": that, and a column of the
+# summary tables wherever a condition has it
+REPORT_USES = ("", "final", "table")
 
-from cllora.aggregate.drift import DRIFT_COLUMNS
-from cllora.aggregate.error import ERROR_COLUMNS
-from cllora.metrics import excess_variance, fairness, fairness_noise, perplexity
-from cllora.privacy.clip import DP_COLUMNS, clip_columns
 
-TIMING_COLUMNS = ("train_seconds", "eval_seconds", "overhead_seconds", "round_seconds")
+@dataclass(frozen=True)
+class Column:
+    """One column: `label` heads report tables, `axis` (default: the label) labels figure axes;
+    `derive(row) -> value` (optional) computes it from the other values of its row as the row is
+    made (read them with row.get: a round that was not evaluated lacks the evaluation columns)."""
 
-ROUND_COLUMNS = (
-    "round", "global_test_loss", "global_test_ppl",
-    "fairness_var", "fairness_std", "fairness_min", "fairness_max", "fairness_worst10", "fairness_mean",
-    "fairness_var_corrected", "fairness_se_mean", "fairness_jain", "fairness_gini",
-    "local_models_test_loss_mean", "local_models_var", "local_models_var_corrected",
-    "local_models_global_test_loss_mean",
-    "num_participants", "num_failed", "train_loss_mean", *DRIFT_COLUMNS, *ERROR_COLUMNS,
-    *DP_COLUMNS,  # client-level DP (cllora.engine.private_round): empty without DP
-    "bytes_up", "bytes_down", "bytes_cumulative",
-    "train_seconds", "eval_seconds", "overhead_seconds", "round_seconds",
+    name: str
+    label: str
+    kind: str
+    axis: str = ""
+    report: str = ""
+    derive: Callable[[dict], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"column {self.name!r}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.report not in REPORT_USES:
+            raise ValueError(f"column {self.name!r}: report must be one of {REPORT_USES}, got {self.report!r}")
+
+    @property
+    def per_class(self) -> bool:
+        return "{c}" in self.name
+
+
+def _table(*columns: Column) -> dict[str, Column]:
+    return {c.name: c for c in columns}
+
+
+ROUND_TABLE: dict[str, Column] = _table(
+    Column("round", "Round", "key"),
+    Column("global_test_loss", "Global test loss", "loss", axis="global test loss (nats/token)"),
+    Column("global_test_ppl", "Global test perplexity", "loss"),
+    Column("test_loss_c{c}", "Test loss of length class {c}", "loss", axis="test loss of the class (nats/token)"),
+    Column("fairness_var", "Fairness var", "fairness", axis="variance of client test loss", report="final"),
+    Column("fairness_std", "Fairness std", "fairness"),
+    Column("fairness_min", "Lowest client loss", "fairness"),
+    Column("fairness_max", "Highest client loss", "fairness"),
+    Column("fairness_worst10", "Worst-10 % client loss", "fairness"),
+    Column("fairness_mean", "Mean client loss", "fairness"),
+    Column("fairness_var_corrected", "Fairness var, noise-corrected", "fairness", report="table"),
+    Column("fairness_se_mean", "Mean standard error of a client's loss", "fairness", report="final"),
+    Column("fairness_jain", "Jain (ppl)", "fairness", report="table"),
+    Column("fairness_gini", "Gini (ppl)", "fairness", report="table"),
+    Column("local_models_test_loss_mean", "Local models' loss", "loss"),
+    Column("local_models_var", "Local spread (var)", "fairness"),
+    Column("local_models_var_corrected", "Local spread, noise-corrected", "fairness"),
+    Column("local_models_global_test_loss_mean", "Local models on the global test set", "loss"),
+    Column("num_participants", "Participants", "count"),
+    Column("num_failed", "Failed clients", "count"),
+    Column("train_loss_mean", "Training loss", "loss"),
+    Column("drift_mean", "Drift from global", "drift", axis="client drift from the global adapter"),
+    Column("drift_max", "Largest drift from global", "drift"),
+    Column("drift_pairwise", "Drift between clients", "drift"),
+    Column("agg_error", "Aggregation error", "aggregation", axis="aggregation error ‖E‖ / ‖Σ p B A‖"),
+    Column("agg_error_max_layer", "Largest aggregation error of a layer", "aggregation"),
+    # client-level DP (cllora.engine.private_round): empty without DP
+    Column("dp_epsilon", "ε so far", "privacy"),
+    Column("dp_noise_std", "Noise std on the mean", "privacy"),
+    Column("dp_clipped_share", "Share clipped", "privacy"),
+    Column("dp_clip_factor_mean", "Mean clip factor", "privacy"),
+    Column("dp_update_norm_median", "Median update norm", "privacy"),
+    Column("bytes_up", "Bytes up", "bytes"),
+    Column("bytes_down", "Bytes down", "bytes"),
+    Column("bytes_cumulative", "Bytes so far", "bytes"),
+    Column("train_seconds", "Training seconds", "timing"),
+    Column("eval_seconds", "Evaluation seconds", "timing"),
+    Column("overhead_seconds", "Overhead seconds", "timing"),
+    Column("round_seconds", "Round seconds", "timing"),
+    Column("dp_clipped_share_c{c}", "Share clipped, length class {c}", "privacy"),
+    Column("dp_clip_factor_c{c}", "Mean clip factor, length class {c}", "privacy"),
 )
-CLIENT_COLUMNS = (
-    "round", "client_id", "rank", "participated", "failed", "num_train_examples", "train_loss", "train_seconds",
-    "local_model_test_loss", "local_model_test_se", "local_model_global_test_loss",
-    "global_model_local_test_loss",
-    "global_model_local_test_se", "local_test_texts", "error",
+
+CLIENT_TABLE: dict[str, Column] = _table(
+    Column("round", "Round", "key"),
+    Column("client_id", "Client", "key"),
+    Column("rank", "LoRA rank", "setting"),
+    Column("participated", "Participated", "status"),
+    Column("failed", "Failed", "status"),
+    Column("num_train_examples", "Training examples", "count"),
+    Column("train_loss", "Training loss", "loss"),
+    Column("train_seconds", "Training seconds", "timing"),
+    Column("local_model_test_loss", "Local model on its own split", "loss"),
+    Column("local_model_test_se", "Standard error of the local model's loss", "loss"),
+    Column("local_model_global_test_loss", "Local model on the global test set", "loss"),
+    Column("global_model_local_test_loss", "Global model on the client's split", "loss"),
+    Column("global_model_local_test_se", "Standard error of the global model's loss", "loss"),
+    Column("local_test_texts", "Texts in the client's test split", "count"),
+    Column("error", "Error", "status"),
 )
+
+
+def register_column(column: Column, clients: bool = False) -> None:
+    """Add a column to rounds.csv (or clients.csv) after the table's own; refuses a taken name."""
+    table = CLIENT_TABLE if clients else ROUND_TABLE
+    if column.name in table:
+        raise ValueError(f"a column named {column.name!r} is already declared")
+    table[column.name] = column
+
+
+def _expand(columns: list[Column], num_classes: int) -> tuple[str, ...]:
+    """Column names in table order, each run of per-class families expanded class by class."""
+    out: list[str] = []
+    family: list[Column] = []
+    for col in [*columns, None]:
+        if col is not None and col.per_class:
+            family.append(col)
+            continue
+        out += [f.name.format(c=c) for c in range(num_classes) for f in family]
+        family = []
+        if col is not None:
+            out.append(col.name)
+    return tuple(out)
+
+
+def round_columns(num_classes: int) -> tuple[str, ...]:
+    """rounds.csv's columns for a run of `num_classes` length classes."""
+    return _expand(list(ROUND_TABLE.values()), num_classes)
+
+
+def client_columns() -> tuple[str, ...]:
+    """clients.csv's columns."""
+    return _expand(list(CLIENT_TABLE.values()), 0)
 
 
 def class_columns(num_classes: int) -> tuple[str, ...]:
     """The global model's test loss per length class: test_loss_c0 .. test_loss_c{K-1}."""
-    return tuple(f"test_loss_c{c}" for c in range(num_classes))
+    return _expand([ROUND_TABLE["test_loss_c{c}"]], num_classes)
 
 
-def round_columns(num_classes: int) -> tuple[str, ...]:
-    """rounds.csv's columns for a run of `num_classes` length classes (the class losses after
-    global_test_ppl, DP's clip statistics by class at the end)."""
-    at = ROUND_COLUMNS.index("global_test_ppl") + 1
-    return ROUND_COLUMNS[:at] + class_columns(num_classes) + ROUND_COLUMNS[at:] + clip_columns(num_classes)
+def reported(use: str) -> list[Column]:
+    """The round columns the report uses so: "final" (every one it keeps a final value of, the
+    table's as well) or "table" (those that are also a column of its summary tables)."""
+    uses = ("final", "table") if use == "final" else (use,)
+    return [c for c in ROUND_TABLE.values() if c.report in uses]
 
 
-@dataclass
-class RoundScores:
-    """A round's evaluations: the global model on the global test set and on every client's split,
-    and each participating client's local model: {client: (global test loss, own split loss)}.
-    `client_losses` (and their standard errors) are None where the all-client pass did not run;
-    `class_losses` are the global test loss per length class; `test_texts` the per-text losses
-    (cllora.engine.evaluation.TestTexts) behind test_losses.npz."""
-
-    test_loss: float
-    client_losses: np.ndarray | None
-    local: dict[int, tuple[float | None, float | None]] = field(default_factory=dict)
-    local_se: dict[int, float | None] = field(default_factory=dict)  # of each local model's own-split loss
-    client_se: np.ndarray | None = None
-    client_texts: np.ndarray | None = None  # texts in each client's local test split
-    class_losses: list[float] = field(default_factory=list)
-    test_texts: Any = None
+def derived(table: dict[str, Column]) -> list[Column]:
+    """The columns of a table that are computed from their row."""
+    return [c for c in table.values() if c.derive is not None]
 
 
-def round_row(round_num: int, scores: RoundScores | None, updates: list, bytes_up: int, bytes_down: int,
-              bytes_cumulative: int, train_s: float, eval_s: float, overhead_s: float,
-              drift: dict | None = None, agg_error: dict | None = None) -> dict:
-    """One rounds.csv row; `scores` is None in a round that was not evaluated (empty columns);
-    `drift` holds the clients' drift (cllora.aggregate.drift) and `agg_error` the aggregation
-    error of their adapters (cllora.aggregate.error), both None in round 0."""
-    good = [u for u in updates if not u.failed]
-    train_losses = [u.result.train_loss for u in good]
-    return {
-        "round": round_num, **_evaluation_columns(scores),
-        "num_participants": len(updates), "num_failed": len(updates) - len(good),
-        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None, **(drift or {}),
-        **(agg_error or {}),
-        "bytes_up": bytes_up, "bytes_down": bytes_down,
-        "bytes_cumulative": bytes_cumulative,
-        "train_seconds": train_s, "eval_seconds": eval_s, "overhead_seconds": overhead_s,
-        "round_seconds": train_s + eval_s + overhead_s,
-    }
+def axis_label(name: str) -> str:
+    """A round column's figure axis label."""
+    column = ROUND_TABLE[name]
+    return column.axis or column.label
 
 
-def _evaluation_columns(scores: RoundScores | None) -> dict:
-    if scores is None:
-        return {}
-    fair = fairness(scores.client_losses) if scores.client_losses is not None \
-        else dict.fromkeys(("mean", "var", "std", "min", "max", "worst10"))  # not measured: empty
-    local_own = [own for _, own in scores.local.values() if own is not None]
-    own_se = [scores.local_se.get(c) for c, (_, own) in scores.local.items() if own is not None]
-    own_se = [np.nan if se is None else se for se in own_se]
-    local_global = [glob for glob, _ in scores.local.values() if glob is not None]
-    return {**_measurement_columns(scores),
-        "global_test_loss": scores.test_loss, "global_test_ppl": perplexity(scores.test_loss),
-        "fairness_var": fair["var"], "fairness_std": fair["std"], "fairness_min": fair["min"],
-        "fairness_max": fair["max"], "fairness_worst10": fair["worst10"], "fairness_mean": fair["mean"],
-        "local_models_test_loss_mean": float(np.mean(local_own)) if local_own else None,
-        "local_models_var": float(np.var(local_own)) if local_own else None,
-        # unbiased (not floored: may be < 0) so that means over rounds and seeds stay unbiased
-        "local_models_var_corrected": excess_variance(local_own, own_se) if local_own and
-        np.isfinite(own_se).all() else None,
-        "local_models_global_test_loss_mean": float(np.mean(local_global)) if local_global else None,
-    }
-
-
-def _measurement_columns(scores: RoundScores) -> dict:
-    """Loss per length class and the fairness statistics beside the variance (cllora.metrics);
-    empty where the all-client pass did not run."""
-    columns = {f"test_loss_c{c}": v for c, v in enumerate(scores.class_losses)}
-    if scores.client_losses is None:
-        return columns
-    se = scores.client_se if scores.client_se is not None else np.full(len(scores.client_losses), np.nan)
-    noise = fairness_noise(scores.client_losses, se)
-    return {**columns, "fairness_var_corrected": noise["var_corrected"], "fairness_se_mean": noise["se_mean"],
-            "fairness_jain": noise["jain"], "fairness_gini": noise["gini"]}
-
-
-def _client_measurement(scores: RoundScores | None, cid: int) -> dict:
-    """A client's row: the global model's loss on its split, that loss's standard error, its size."""
-    if scores is None:
-        return {}
-    out = {"local_test_texts": None if scores.client_texts is None else int(scores.client_texts[cid])}
-    if scores.client_losses is not None:
-        out["global_model_local_test_loss"] = float(scores.client_losses[cid])
-        if scores.client_se is not None:
-            out["global_model_local_test_se"] = float(scores.client_se[cid])
-    return out
-
-
-def client_rows(round_num: int, num_clients: int, updates: list, scores: RoundScores | None,
-                ranks: list[int]) -> list[dict]:
-    """One clients.csv row per client per round: participation, failure and its reason, training;
-    the evaluation columns only in an evaluated round."""
-    by_id = {u.client_id: u for u in updates}
-    local = scores.local if scores is not None else {}
-    local_se = scores.local_se if scores is not None else {}
-    rows = []
-    for cid in range(num_clients):
-        u = by_id.get(cid)
-        global_test, own_test = local.get(cid, (None, None))
-        rows.append({
-            "round": round_num, "client_id": cid, "rank": ranks[cid], "participated": int(u is not None),
-            "failed": int(u is not None and u.failed),
-            "num_train_examples": None if u is None else u.num_train_examples,
-            "train_loss": None if u is None else u.result.train_loss,
-            "train_seconds": None if u is None else u.result.seconds,
-            "local_model_test_loss": own_test, "local_model_global_test_loss": global_test,
-            "local_model_test_se": local_se.get(cid),
-            **_client_measurement(scores, cid),
-            "error": None if u is None else u.error,
-        })
-    return rows
+# the built-in columns (the per-class families aside), for readers that need no registered ones
+ROUND_COLUMNS = tuple(c.name for c in ROUND_TABLE.values() if not c.per_class)
+CLIENT_COLUMNS = client_columns()
+TIMING_COLUMNS = tuple(c.name for c in ROUND_TABLE.values() if c.kind == "timing")

@@ -28,7 +28,7 @@ from cllora.files import (  # noqa: F401
     write_json,
     write_npz,
 )
-from cllora.records.columns import CLIENT_COLUMNS, round_columns
+from cllora.records.columns import client_columns, round_columns
 
 if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
     import torch
@@ -199,7 +199,7 @@ def save_round(out: Path, round_num: int, state: dict, rounds: list[dict], clien
                meta: dict, num_classes: int) -> None:
     """CSVs first, then the checkpoint that marks the round complete."""
     write_csv(out / "rounds.csv", round_columns(num_classes), rounds)
-    write_csv(out / "clients.csv", CLIENT_COLUMNS, clients)
+    write_csv(out / "clients.csv", client_columns(), clients)
     save_checkpoint(out, round_num, state, meta)
 
 

@@ -14,12 +14,12 @@ import re
 import numpy as np
 
 from cllora.partition.registry import scheme_title, uses_alpha
+from cllora.records import reported
 from cllora.report.runs import RunRecord
 from cllora.report.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
 
 CONDITION_KEYS = ("scheme", "alpha", "seed")
 CLASS_COLUMN = re.compile(r"test_loss_c(\d+)$")
-FAIRNESS_EXTRA = ("fairness_var_corrected", "fairness_se_mean", "fairness_jain", "fairness_gini")
 
 
 # ---------------------------------------------------------------- settings and labels
@@ -75,7 +75,8 @@ def class_curves(rounds: list[dict]) -> dict[int, list[tuple[int, float]]]:
 
 def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None = None,
             test_losses: dict | None = None) -> dict:
-    """One run's headline numbers from its config and rounds.csv rows (and test_losses.npz).
+    """One run's headline numbers from its config and rounds.csv rows (and test_losses.npz),
+    with the last value of each column the column table marks for the report (final_<name>).
 
     local_loss = mean over trained rounds of the local models' test loss on their own split;
     local_spread = mean over trained rounds of the variance of that loss across the round's clients.
@@ -93,8 +94,7 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
         "initial_loss": losses[0][1] if losses and losses[0][0] == 0 else None,
         "final_loss": losses[-1][1] if losses else None,
         "best_loss": best, "best_round": best_round,
-        "final_fairness_var": (curve(rounds, "fairness_var") or [(None, None)])[-1][1],
-        **{f"final_{k}": (curve(rounds, k) or [(None, None)])[-1][1] for k in FAIRNESS_EXTRA},
+        **{f"final_{c.name}": (curve(rounds, c.name) or [(None, None)])[-1][1] for c in reported("final")},
         "local_loss": mean(r.get("local_models_test_loss_mean") for r in trained),
         "local_spread": mean(r.get("local_models_var") for r in trained),
         "local_spread_corrected": mean(r.get("local_models_var_corrected") for r in trained),
@@ -135,8 +135,7 @@ def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict])
         "best_loss": losses["mean"][best_i] if best_i is not None else None,
         "best_round": losses["x"][best_i] if best_i is not None else None,
         "last_round": losses["x"][-1] if losses["x"] else None,
-        "final_fairness_var": mean(r["final_fairness_var"] for r in runs),
-        **{f"final_{k}": mean(r[f"final_{k}"] for r in runs) for k in FAIRNESS_EXTRA},
+        **{f"final_{c.name}": mean(r[f"final_{c.name}"] for r in runs) for c in reported("final")},
         "local_loss": mean(r["local_loss"] for r in runs),
         "local_spread": mean(r["local_spread"] for r in runs),
         "local_spread_corrected": mean(r["local_spread_corrected"] for r in runs),

@@ -1,15 +1,17 @@
-"""The report's figures: which comparisons it draws, with their titles and captions, each saved
-as PNG and SVG in DIR/figures (drawing itself lives in cllora.report.figures)."""
+"""The report's figures: the registry of figure drawers the report runs in order
+(`REPORT_FIGURES`), which comparisons each draws, with their titles and captions, each saved as
+PNG and SVG in DIR/figures into a section of the page (drawing itself lives in
+cllora.report.figures)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from cllora.files import slug
 from cllora.partition.registry import scheme_title
-from cllora.records import save_figure
+from cllora.records import axis_label, save_figure
 from cllora.report.axes import class_labels
 from cllora.report.conditions import (
     by_setting,
@@ -32,6 +34,8 @@ from cllora.report.runs import RunRecord
 from cllora.report.strategies import strategy_curves
 
 BAND = " Bands: 95 % t-interval of the mean over seeds."
+# the page's figure sections (cllora.report.html places each)
+SECTIONS = ("global", "classes", "fairness", "local", "partition", "strategies", "privacy")
 
 
 @dataclass
@@ -45,24 +49,52 @@ class Figure:
     svg: Path
 
 
+@dataclass(frozen=True)
+class FigureInputs:
+    """What a report figure is drawn from: the runs, their conditions and the settings' labels
+    (cllora.report.conditions), and where to say that a figure failed."""
+
+    runs: list[RunRecord]
+    conds: list[dict]
+    labels: dict[str, str]
+    log: Callable[[str], None] = print
+
+
+Save = Callable[[str, str, Any, str, str], None]  # save(section, key, matplotlib figure, title, caption)
+
+# Every figure of the report, drawn in this order: draw(inputs, save) saves none, one or several.
+REPORT_FIGURES: dict[str, Callable[[FigureInputs, Save], None]] = {
+    "global": lambda d, save: _draw_global(d.conds, d.labels, save),  # global loss and fairness
+    "classes": lambda d, save: _draw_classes(d.conds, d.runs, d.labels, save),
+    "local": lambda d, save: _draw_local(d.runs, d.labels, save),
+    "strategies": lambda d, save: _draw_strategies(d.runs, save),
+    "privacy": lambda d, save: _draw_privacy(d.runs, save),
+    "partitions": lambda d, save: _draw_partitions(d.runs, save, d.log),
+}
+
+
 def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: dict[str, str],
                  log: Callable[[str], None] = print) -> dict[str, list[Figure]]:
-    """Every figure of the report, saved as PNG and SVG in root/figures; grouped by section."""
+    """Every figure of REPORT_FIGURES, saved as PNG and SVG in root/figures; grouped by section."""
     fig_dir = root / "figures"
     fig_dir.mkdir(exist_ok=True)
-    out: dict[str, list[Figure]] = {"global": [], "classes": [], "fairness": [], "local": [],
-                                    "partition": [], "strategies": [], "privacy": []}
+    out: dict[str, list[Figure]] = {section: [] for section in SECTIONS}
 
     def save(section: str, key: str, fig, title: str, caption: str) -> None:
+        if section not in out:
+            raise ValueError(f"figure {key!r}: section must be one of {', '.join(SECTIONS)}, got {section!r}")
         png, svg = fig_dir / f"{key}.png", fig_dir / f"{key}.svg"
         save_figure(fig, png, svg, dpi=130)
         out[section].append(Figure(key, title, caption, png, svg))
 
-    _draw_global(conds, labels, save)
-    _draw_classes(conds, runs, labels, save)
-    _draw_local(runs, labels, save)
-    _draw_strategies(runs, save)
-    _draw_privacy(runs, save)
+    inputs = FigureInputs(runs, conds, labels, log)
+    for draw in REPORT_FIGURES.values():
+        draw(inputs, save)
+    return out
+
+
+def _draw_partitions(runs: list[RunRecord], save: Save, log: Callable[[str], None]) -> None:
+    """Each run's partition: examples per length class per client."""
     for rec in runs:
         if rec.partition is None:
             continue
@@ -73,7 +105,6 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
             continue
         save("partition", f"partition_{slug(rec.name)}", fig, f"Partition: {rec.name}",
              _partition_caption(rec.partition))
-    return out
 
 
 def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
@@ -88,14 +119,14 @@ def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
         what = {"length": "length skew (the study's Fig. 6)",
                 "quantity": "quantity skew (the study's Fig. 7)", "iid": "IID"}[scheme]
         save("global", f"global_loss_{scheme}",
-             comparison_figure(panels, f"Global test loss per round, {what}", "global test loss (nats/token)"),
+             comparison_figure(panels, f"Global test loss per round, {what}", axis_label("global_test_loss")),
              f"Global test loss, {what}",
              f"Test loss of the aggregated model on the held-out test set after each round "
              f"(round 0 = before training); one panel per model, one curve per α and IID.{band}")
         short = what.split(" (")[0]
         save("fairness", f"fairness_{scheme}",
              comparison_figure(_panels(conds, settings, labels, scheme, "fairness_curve"),
-                               f"Fairness per round, {short}", "variance of client test loss", log_y="auto"),
+                               f"Fairness per round, {short}", axis_label("fairness_var"), log_y="auto"),
              f"Fairness, {short}",
              "Variance across all clients of the global model's test loss on each client's own "
              "test split (lower is fairer).")

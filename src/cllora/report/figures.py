@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from cllora.partition.registry import scheme_title, uses_alpha
+from cllora.records import axis_label
 from cllora.report.axes import plt, round_axes, wrap_title
 from cllora.report.privacy import fmt_epsilon
 
@@ -42,7 +43,7 @@ def _band_line(ax, c: dict, label: str, color, ls: str = "-", marker: str = "o")
                         color=color, alpha=0.15, lw=0)
 
 
-def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = "global test loss (nats/token)",
+def plot_condition_curves(curves: list[dict], ax=None, ylabel: str = axis_label("global_test_loss"),
                           log_y: bool | str = False):
     """One curve per condition: dict(label, scheme, alpha, x, mean[, half, n]); a band of mean ±
     half (the 95 % t-interval over seeds) where half > 0. log_y="auto": logarithmic when the
@@ -73,7 +74,7 @@ def class_loss_figure(skewed: dict, iid: dict, diff: dict, names: list[str], ske
         for color, c in zip(colors, classes):
             _band_line(ax, {"x": curves[c]["x"], "mean": curves[c]["mean"]}, names[c], color)
         ax.set_title(label, fontsize=10)
-        round_axes(ax, "test loss of the class (nats/token)")
+        round_axes(ax, axis_label("test_loss_c{c}"))
     for color, c in zip(colors, classes):
         if c in diff:
             _band_line(axes[2], diff[c], names[c], color)
@@ -127,20 +128,18 @@ def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss 
     return fig
 
 
-STRATEGY_PANELS = (("global_test_loss", "global test loss (nats/token)"),
-                   ("agg_error", "aggregation error ‖E‖ / ‖Σ p B A‖"),
-                   ("drift_mean", "client drift from the global adapter"))
-
-
 def strategy_figure(conditions: list[dict], title: str):
-    """One row per condition, one column per STRATEGY_PANELS metric, one colour per strategy
-    (the same in every panel): dict(condition, curves={strategy: {key: [(round, value)]}}) each."""
+    """One row per condition, one column per rounds.csv column the curves hold (labelled by the
+    column table), one colour per strategy (the same in every panel): dict(condition,
+    curves={strategy: {column: [(round, value)]}}) each."""
     rows = max(1, len(conditions))
-    fig, axes = plt.subplots(rows, len(STRATEGY_PANELS), figsize=(13.5, 3.1 * rows + 0.8), squeeze=False)
+    panels = [(key, axis_label(key)) for key in dict.fromkeys(
+        key for c in conditions for curves in c["curves"].values() for key in curves)]
+    fig, axes = plt.subplots(rows, max(1, len(panels)), figsize=(13.5, 3.1 * rows + 0.8), squeeze=False)
     names = list(dict.fromkeys(name for c in conditions for name in c["curves"]))
     colors = {name: plt.get_cmap("tab10" if len(names) <= 10 else "tab20")(i) for i, name in enumerate(names)}
     for row, cond in zip(axes, conditions):
-        for ax, (key, ylabel) in zip(row, STRATEGY_PANELS):
+        for ax, (key, ylabel) in zip(row, panels):
             for name, curves in cond["curves"].items():
                 points = curves.get(key) or []
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, lw=1.3,

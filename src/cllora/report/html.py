@@ -21,6 +21,7 @@ from cllora.report.stats import (
     MIN_SEEDS,
     finite,
     fmt,
+    fmt_column,
     fmt_count,
     fmt_effect,
     fmt_g,
@@ -70,6 +71,10 @@ STUDY_TABLE1 = (("facebook/opt-125m", 73_728, 125_313_024), ("facebook/opt-350m"
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
+
+
+def _label(column: str) -> str:  # a rounds.csv column's heading (cllora.records.columns)
+    return records.ROUND_TABLE[column].label
 
 
 def _table_html(head: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
@@ -231,10 +236,6 @@ def _cost_html(costs: list[dict]) -> str:
         "--rank 2</code> recomputes these counts from the models' configurations.</p>"])
 
 
-FAIRNESS_EXTRA = (("final_fairness_var_corrected", "Fairness var, noise-corrected"),
-                  ("final_fairness_jain", "Jain (ppl)"), ("final_fairness_gini", "Gini (ppl)"))
-
-
 def _spread_html(spread: list[dict], labels: dict[str, str]) -> str:
     """Seed-to-seed standard deviations per condition: the noise every verdict has to beat."""
     if not spread:
@@ -258,16 +259,16 @@ def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
         skews = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in rows)] or ["iid"]
         for scheme in skews:
             sel = [c for c in rows if c["scheme"] in (scheme, "iid")]
-            extra = [(k, h) for k, h in FAIRNESS_EXTRA if any(finite(c.get(k)) for c in sel)]
-            name = scheme_title(scheme)
-            out.append(f"<h3>{_e(labels[setting])} · {name}</h3>")
+            extra = [col for col in records.reported("table")  # the columns some condition here has
+                     if any(finite(c.get(f"final_{col.name}")) for c in sel)]
+            out.append(f"<h3>{_e(labels[setting])} · {scheme_title(scheme)}</h3>")
             out.append(_table_html(
                 ["Condition", "Seeds", "Round-0 loss", "Final loss", "Best loss", "Best round",
-                 "Overfitting", "Final fairness var", *(h for _, h in extra), "Local models' loss",
-                 "Local spread (var)"],
+                 "Overfitting", "Final fairness var", *(col.label for col in extra),
+                 _label("local_models_test_loss_mean"), _label("local_models_var")],
                 [[_e(c["label"] + ("" if c["complete"] else " (incomplete)")), c["n_seeds"],
-                  fmt(c["initial_loss"]), fmt_pm(c), fmt(c["best_loss"]), c["best_round"],
-                  overfit_note(c), fmt_g(c["final_fairness_var"]), *(fmt_g(c.get(k)) for k, _ in extra),
+                  fmt(c["initial_loss"]), fmt_pm(c), fmt(c["best_loss"]), c["best_round"], overfit_note(c),
+                  fmt_g(c["final_fairness_var"]), *(fmt_column(col.kind, c.get(f"final_{col.name}")) for col in extra),
                   fmt(c["local_loss"]), fmt_g(c["local_spread"])] for c in sel],
                 numeric={1, 2, 3, 4, 5} | set(range(7, 10 + len(extra)))))
     out.append("<p class=\"small\">Final/best loss: global test loss (nats/token) at the last round "
@@ -294,7 +295,7 @@ def _strategies_html(rows: list[dict]) -> str:
         out.append(f"<h3>{_e(model_label(sel[0]['model']))} · {_e(title)}</h3>")
         out.append(_table_html(
             ["Strategy", "Seeds", "Final loss", "vs FedAvg [95 % interval]", "Best loss", "Final fairness var",
-             "Drift from global", "Drift between clients", "Aggregation error", "MB total"],
+             _label("drift_mean"), _label("drift_pairwise"), _label("agg_error"), "MB total"],
             [[_e(r["strategy"] + ("" if r["complete"] else " (incomplete)")), r["seeds"],
               fmt(r["final_loss"]) + (f" ± {r['final_loss_hw']:.4f}" if finite(r["final_loss_hw"])
                                        and r["final_loss_hw"] > 0 else ""),

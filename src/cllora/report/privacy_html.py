@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from typing import Any, Callable
 
+from cllora.records import ROUND_TABLE
 from cllora.report.privacy import any_dp, class_gaps, clip_table, fmt_epsilon, run_table, utility
 from cllora.report.runs import RunRecord
 from cllora.report.stats import fmt, fmt_g, fmt_interval, fmt_signed
@@ -74,8 +75,8 @@ def _clip_html(runs: list[RunRecord], table: Table) -> str:
     rows = [[_e(r["label"]), _e(r["condition"]), fmt_epsilon(r["epsilon"]), _e(r["class"]), r["seeds"], r["rounds"],
              fmt(r["clipped_share"], 3), fmt(r["clip_factor"], 3)] for r in clip_table(runs)]
     return ("<h3>Clipping by the client's dominant length class</h3>"
-            + table(["Setting", "Condition", "ε", "Class", "Seeds", "Rounds", "Share clipped", "Mean clip factor"],
-                    rows, numeric={2, 4, 5, 6, 7})
+            + table(["Setting", "Condition", "ε", "Class", "Seeds", "Rounds", ROUND_TABLE["dp_clipped_share"].label,
+                     ROUND_TABLE["dp_clip_factor_mean"].label], rows, numeric={2, 4, 5, 6, 7})
             + "<p class=\"small\">Each sampled client's update is clipped to norm C; its clip factor is "
               "min(1, C / ‖Δ‖) (1: not clipped). Per class of the clients' dominant length class (the class "
               "most of their training texts fall in; all: every sampled client): the share of the round's "
@@ -90,7 +91,7 @@ def _runs_html(runs: list[RunRecord], table: Table) -> str:
              fmt_epsilon(r["target_epsilon"]), fmt_epsilon(r["epsilon"]), fmt_g(r["noise_std"]), fmt(r["final_loss"])]
             for r in run_table(runs)]
     return ("<h3>DP runs</h3>" + table(["Run", "Condition", "Seed", "C", "z", "δ", "ε target", "Final ε",
-                                         "Noise std on the mean", "Final loss"], rows, numeric=set(range(2, 10)))
+                                         ROUND_TABLE["dp_noise_std"].label, "Final loss"], rows, numeric=set(range(2, 10)))
             + "<p class=\"small\">C: clip norm; z: noise multiplier (set, or solved for the ε target: "
               "recorded noise std × clients per round / C); δ: the run's, or the default min(1/N<sup>1.1</sup>, "
               "1e-5); final ε: <code>dp_epsilon</code> of the last recorded round; noise std on the mean: "

@@ -15,6 +15,7 @@ import numpy as np
 from cllora.engine.progress import RunProgress
 from cllora.files import save_figure
 from cllora.partition.registry import scheme_title, uses_alpha
+from cllora.records import axis_label
 from cllora.report.axes import class_labels, plt, round_axes
 from cllora.report.stats import curve, finite
 
@@ -116,18 +117,18 @@ def _plot_rounds(rounds: list[dict], key: str, ylabel: str, ax, label: str | Non
 
 def plot_global_loss(rounds: list[dict], ax=None, label: str | None = None, **style):
     """Global test loss per round (round 0 = before training)."""
-    return _plot_rounds(rounds, "global_test_loss", "global test loss (nats/token)", ax, label, **style)
+    return _plot_rounds(rounds, "global_test_loss", axis_label("global_test_loss"), ax, label, **style)
 
 
 def plot_fairness(rounds: list[dict], ax=None, label: str | None = None, **style):
     """Variance of the global model's test loss across all clients, per round (lower is fairer)."""
-    return _plot_rounds(rounds, "fairness_var", "fairness: variance of client test loss", ax, label, **style)
+    return _plot_rounds(rounds, "fairness_var", f"fairness: {axis_label('fairness_var')}", ax, label, **style)
 
 
 def plot_aggregation_error(rounds: list[dict], ax=None, label: str | None = None, **style):
     """Relative aggregation error ‖Σ p_k B_k A_k − B̄Ā‖ / ‖Σ p_k B_k A_k‖ of each round's client
     adapters (cllora.aggregate.error): how far averaging A and B separately is from the mean update."""
-    return _plot_rounds(rounds, "agg_error", "aggregation error ‖E‖ / ‖Σ p B A‖", ax, label, **style)
+    return _plot_rounds(rounds, "agg_error", axis_label("agg_error"), ax, label, **style)
 
 
 def plot_client_losses(clients: list[dict], key: str = "local_model_test_loss", ax=None,

@@ -322,6 +322,12 @@ def fmt_mb(x: float | None) -> str:
     return "n/a" if not finite(x) else f"{x / 1e6:.3f}"
 
 
+def fmt_column(kind: str, x: float | None) -> str:
+    """A value of a column of this kind (cllora.records.KINDS): losses to 4 decimals, bytes in MB,
+    the rest to 3 significant digits."""
+    return {"loss": fmt, "bytes": fmt_mb}.get(kind, fmt_g)(x)
+
+
 def fmt_count(x: int | None) -> str:
     """A parameter count with thousands separators, '—' when the run did not record it."""
     return "—" if not finite(x) else f"{x:,}"
