@@ -1,7 +1,10 @@
-"""CONTRIBUTING.md's recipes, exercised: a toy partition scheme and a toy strategy, each added in
-one registration to a registry (undone after the test), reach the config, the engine and the files."""
+"""CONTRIBUTING.md's recipes, exercised: a toy partition scheme, strategy, metric column and report
+figure, each added in one registration to a registry (undone after the test), reach the config, the
+engine, the files and the report."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -14,6 +17,10 @@ from cllora.config.settings import RunConfig
 from cllora.engine.loop import run_experiment
 from cllora.errors import UserError
 from cllora.partition import Partition, Scheme
+from cllora.report import write_report
+from cllora.report.axes import plt
+from cllora.report.draw import REPORT_FIGURES
+from cllora.report.stats import curve
 
 
 def tiny(model: str, **changes) -> RunConfig:
@@ -70,3 +77,45 @@ def test_recipe_a_strategy(monkeypatch, tiny_model, tmp_path):
     kept = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
     assert kept and len(kept) == len(seen["mean"])
     assert records.saved_config(tmp_path / "run").strategy == "uniform-avg"
+
+
+def global_test_bits(row: dict) -> float | None:
+    loss = row.get("global_test_loss")  # None in a round that was not evaluated
+    return None if loss is None else loss / math.log(2)
+
+
+@pytest.fixture
+def bits_column(monkeypatch):
+    column = records.Column("global_test_bits", "Global test loss (bits)", "loss", report="table",
+                            derive=global_test_bits)
+    monkeypatch.setitem(records.ROUND_TABLE, column.name, column)
+
+
+def test_recipe_a_metric_column(bits_column, tiny_model, tmp_path):
+    run_experiment(tiny(tiny_model), tmp_path / "run", log=lambda m: None)
+    rounds = records.read_csv(tmp_path / "run" / "rounds.csv")
+    assert rounds and all(r["global_test_bits"] == r["global_test_loss"] / math.log(2) for r in rounds)
+    page = write_report(tmp_path / "run", log=lambda m: None).read_text()
+    assert "<th>Global test loss (bits)</th>" in page  # a column of the summary table, with its final value
+    assert f"<td class=\"num\">{rounds[-1]['global_test_bits']:.4f}</td>" in page
+
+
+def draw_loss_per_run(inputs, save) -> None:
+    fig, ax = plt.subplots()
+    for run in inputs.runs:
+        points = curve(run.rounds, "global_test_loss")
+        ax.plot([x for x, _ in points], [y for _, y in points], label=run.name)
+    save("global", "loss_per_run", fig, "Global test loss of each run", "One curve per run.")
+
+
+@pytest.fixture
+def loss_per_run_figure(monkeypatch):
+    monkeypatch.setitem(REPORT_FIGURES, "loss_per_run", draw_loss_per_run)
+
+
+def test_recipe_a_report_figure(loss_per_run_figure, tiny_model, tmp_path):
+    run_experiment(tiny(tiny_model), tmp_path / "run", log=lambda m: None)
+    page = write_report(tmp_path / "run", log=lambda m: None).read_text()
+    assert (tmp_path / "run" / "figures" / "loss_per_run.png").is_file()
+    assert (tmp_path / "run" / "figures" / "loss_per_run.svg").is_file()
+    assert "<figure id=\"fig-loss_per_run\">" in page and "Global test loss of each run" in page
