@@ -51,7 +51,7 @@ def mb(state: dict) -> float:
 
 def bench_methods(rank: int, clients: int, repeats: int) -> None:
     from cllora.aggregate import Reply, get_strategy, strategy_options
-    from cllora.aggregate.lora import add_deltas, merged_base
+    from cllora.aggregate.lora_math import add_deltas, merged_base
 
     x, states = random_states(rank, clients)
     replies = [Reply(s, 10.0 + i, {}, i) for i, s in enumerate(states)]

@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from cllora.aggregate.error import aggregation_error, layer_errors
-from cllora.aggregate.lora import (
+from cllora.aggregate.fedex_lora import fedex_lora
+from cllora.aggregate.fedsa_lora import fedsa_client_state, fedsa_lora
+from cllora.aggregate.ffa_lora import ffa_lora
+from cllora.aggregate.flora import flora
+from cllora.aggregate.lora_math import (
     add_deltas,
     base_weight_name,
-    fedex_lora,
-    fedsa_client_state,
-    fedsa_lora,
-    ffa_lora,
-    flora,
     layer_factors,
     mean_update,
     merged_base,
@@ -277,7 +276,10 @@ def _replies(states, weights):
 
 def test_strategy_records_flora_fedex_fedsa_ffa():
     from cllora.aggregate.base import ClientView
-    from cllora.aggregate.lora import FEDEX_LORA, FEDSA_LORA, FFA_LORA, FLORA
+    from cllora.aggregate.fedex_lora import FEDEX_LORA
+    from cllora.aggregate.fedsa_lora import FEDSA_LORA
+    from cllora.aggregate.ffa_lora import FFA_LORA
+    from cllora.aggregate.flora import FLORA
 
     gen = torch.Generator().manual_seed(7)
     initial = make_state(gen)
@@ -385,7 +387,7 @@ def _initial_adapter(tiny_model):
 
 
 def test_flora_and_fedex_bytes_and_checkpointed_merges(round_one_runs):
-    from cllora.aggregate.run_state import split_base
+    from cllora.aggregate.checkpoint_state import split_base
 
     adapter = round_one_runs["fedavg"][3]["adapter_bytes"]
     residual = 2 * 2 * 64 * 64 * 4  # q and v of 2 layers, d × k fp32

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from cllora import records
+from cllora.aggregate.traffic import sent_nbytes
 from cllora.errors import UserError
-from cllora.ranks import client_ranks, sent_nbytes, truncate
+from cllora.ranks import client_ranks, truncate
 
 A, B = "m.q_proj.lora_A.default.weight", "m.q_proj.lora_B.default.weight"
 
@@ -137,7 +138,7 @@ def test_fedavg_zero_pads_lower_ranks(runs):
 def test_flora_stacks_rank_one_updates_exactly(runs):
     # two sampled clients of rank 1: the merged update Σ p_k s B_k A_k of every layer has rank 2
     # (the fp32 total has ~1e-9 noise in its other singular values); rank 4 clients give 2 × 4
-    from cllora.aggregate.run_state import split_base
+    from cllora.aggregate.checkpoint_state import split_base
 
     def ranks(name):
         deltas = split_base(runs[name][2])[1].values()
@@ -167,3 +168,44 @@ def test_a_lower_rank_client_trains_only_its_components(tiny_model):
         assert high.eq(0).all() and not torch.equal(low, s_low), name
     for part in (update.extra, update.client_state):  # SCAFFOLD's Δc_i and c_i: rank 2 as well
         assert all((t[2:] if ".lora_A." in n else t[:, 2:]).eq(0).all() for n, t in part.items())
+
+
+def test_params_counts_the_bytes_a_run_records(runs, tiny_model, tmp_path, capsys):
+    # `cllora params --client-ranks` shares the engine's count: the mixed-rank FedAvg run's round bytes
+    # are the sum over its sampled clients of the per-rank bytes params prints
+    import json
+
+    from cllora.cli import main
+
+    assert main(["params", tiny_model, "--rank", "4", "--strategy", "fedavg", "--client-ranks", "1,4,2,2",
+                 "--json"]) == 0
+    by_rank = json.loads(capsys.readouterr().out)[0]["bytes_per_round_by_rank"]
+    sampled = [c["rank"] for c in runs["mixed"][1] if c["round"] == 1 and c["participated"]]
+    row = runs["mixed"][0][1]
+    assert row["bytes_up"] == sum(by_rank[str(r)]["up"] for r in sampled)
+    assert row["bytes_down"] == sum(by_rank[str(r)]["down"] for r in sampled)
+
+
+def test_flora_round_bytes_on_meta_tensors_equal_the_runs(tiny_model, tmp_path):
+    # FLoRA's downlink stacks the previous round's clients at their own ranks: counted on meta
+    # tensors from those ranks, it equals what the engine counted from the real stacked factors
+    from cllora.aggregate import get_strategy, strategy_options
+    from cllora.aggregate.traffic import simulated_round_bytes
+    from cllora.commands.params import meta_adapter
+
+    from test_engine import tiny_config
+
+    from cllora.engine.loop import run_experiment
+
+    cfg = tiny_config(tiny_model, clients=4, rounds=2, max_train_examples=120, max_test_examples=12,
+                      strategy="flora", client_ranks="1,4,2,2")
+    run_experiment(cfg, tmp_path / "flora-mixed")
+    rounds = records.read_csv(tmp_path / "flora-mixed" / "rounds.csv")
+    clients = records.read_csv(tmp_path / "flora-mixed" / "clients.csv")
+    adapter = meta_adapter(tiny_model, cfg.rank, cfg.lora_alpha, cfg.targets)
+    options = strategy_options("flora", cfg.to_dict())
+    sampled = {t: [c["rank"] for c in clients if c["round"] == t and c["participated"]] for t in (1, 2)}
+    for t, previous in ((1, None), (2, sampled[1])):
+        up, down = simulated_round_bytes(get_strategy("flora"), adapter, options, sampled[t], previous)
+        assert (rounds[t]["bytes_up"], rounds[t]["bytes_down"]) == (up, down)
+    assert rounds[2]["bytes_down"] > rounds[1]["bytes_down"]  # the stacked factors went down

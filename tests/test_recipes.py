@@ -119,3 +119,51 @@ def test_recipe_a_report_figure(loss_per_run_figure, tiny_model, tmp_path):
     assert (tmp_path / "run" / "figures" / "loss_per_run.png").is_file()
     assert (tmp_path / "run" / "figures" / "loss_per_run.svg").is_file()
     assert "<figure id=\"fig-loss_per_run\">" in page and "Global test loss of each run" in page
+
+
+# A toy strategy with one option, registered before cllora.config is imported (as the registry's
+# tuple in cllora/aggregate/__init__.py is): its declaration alone must give the option a RunConfig
+# field, a flag, bound and type checks and the "ignored by this strategy" refusal.
+TOY_WITH_OPTION = """
+import json, sys
+from cllora.aggregate import STRATEGIES, strategy_options
+from cllora.aggregate.base import Option, Strategy
+from cllora.aggregate.fedavg import fedavg_aggregate
+
+SHRINK = Option("shrink", 0.5, "uniform-avg: share of the mean kept", "S", below=1.0)
+STRATEGIES["uniform-avg"] = Strategy("uniform-avg", "the mean", fedavg_aggregate, options=(SHRINK,))
+from cllora.cli import main
+from cllora.config.settings import RunConfig
+
+if sys.argv[1] == "options":
+    print(json.dumps(strategy_options("uniform-avg", RunConfig(strategy="uniform-avg", shrink=0.25).to_dict())))
+    sys.exit(0)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _toy(*argv: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", TOY_WITH_OPTION, *argv], capture_output=True, text=True)
+
+
+def test_recipe_a_strategy_option_is_declared_once(tiny_model, tmp_path):
+    import json
+
+    assert json.loads(_toy("options").stdout)["shrink"] == 0.25
+    shown = _toy("run", "--help").stdout
+    assert "--shrink S" in shown and "uniform-avg: share of the mean kept [0.5]" in shown
+    toml = tmp_path / "bad.toml"
+    toml.write_text('strategy = "uniform-avg"\nshrink = "half"\n')
+    base = ["run", "--model", tiny_model, "--quiet", "--out", str(tmp_path / "run")]
+    for extra, message in [(["--strategy", "uniform-avg", "--shrink", "1.5"], "shrink must be in [0, 1), got 1.5"),
+                           (["--strategy", "uniform-avg", "--shrink", "-1"], "shrink must be a number >= 0, got -1.0"),
+                           (["--config", str(toml)], "shrink must be a number, got 'half'"),
+                           (["--strategy", "fedavg", "--shrink", "0.1"],
+                            "shrink = 0.1 is only used by strategy uniform-avg, not by 'fedavg'")]:
+        done = _toy(*base, *extra)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()

@@ -97,7 +97,7 @@ STATEFUL = {"fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold", "flora", 
 def test_every_strategy_is_documented_and_its_server_state_survives_the_checkpoint():
     from pathlib import Path
 
-    from cllora.aggregate.run_state import pack_state, unpack_state
+    from cllora.aggregate.checkpoint_state import pack_state, unpack_state
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     papers = [s.paper for s in STRATEGIES.values()]
@@ -323,7 +323,7 @@ def test_registry_imports_without_torch():
 
 
 def test_run_state_packs_into_one_flat_dict_and_back():
-    from cllora.aggregate.run_state import pack_state, unpack_state
+    from cllora.aggregate.checkpoint_state import pack_state, unpack_state
 
     g = {"layer.lora_A.default.weight": torch.ones(2)}
     server = {"m/layer.lora_A.default.weight": torch.zeros(2)}
@@ -395,7 +395,7 @@ def test_fedprox_mu_0_run_equals_fedavg_run_bit_for_bit(tiny_model, tmp_path):
 
 def test_scaffold_doubles_the_bytes_and_keeps_every_clients_control_variate(tiny_model, tmp_path):
     from cllora import records
-    from cllora.aggregate.run_state import unpack_state
+    from cllora.aggregate.checkpoint_state import unpack_state
     from cllora.engine.loop import run_experiment
 
     summary = run_experiment(engine_config(tiny_model, "scaffold", rounds=3), tmp_path / "s")

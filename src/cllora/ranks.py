@@ -8,7 +8,7 @@ gradients are zeroed) and sends them back; the server sees the update zero-padde
 So s·B_k A_k is exactly the client's update, FedAvg averages the zero-padded factors (the
 components above r_k are pulled towards zero by the clients that do not have them, the
 heterogeneous-rank bias the study can measure), and FLoRA's stacking Σ p_k s B_k A_k is exact.
-Bytes count only the components a client really sends or receives.
+Bytes count only the components a client really sends or receives (cllora.aggregate.traffic).
 
 Spec forms:
 - `4,8,8,16` — one rank per client (exactly `clients` values);
@@ -99,24 +99,3 @@ def zero_grads_above(params: dict, r: int) -> None:
             p.grad[r:] = 0
         elif _B in name and p.shape[1] > r:
             p.grad[:, r:] = 0
-
-
-def sent_nbytes(state: State, r: int | None = None, bytes_per_param: int = 4) -> int:
-    """Bytes of one transfer of `state` at rank r (every A r×k, every B d×r; None: as stored).
-    Stacked factors (FLoRA's downlink, `stack/<i>/…`) count the rank components that are not
-    zero padding: the rows of A and columns of B that hold a nonzero value."""
-    total = 0
-    for name, t in state.items():
-        if _A in name:
-            keep = _nonzero_rows(t) if name.startswith("stack/") else min(r or t.shape[0], t.shape[0])
-            total += keep * t.shape[1]
-        elif _B in name:
-            keep = _nonzero_rows(t.T) if name.startswith("stack/") else min(r or t.shape[1], t.shape[1])
-            total += t.shape[0] * keep
-        else:
-            total += t.numel()
-    return total * bytes_per_param
-
-
-def _nonzero_rows(t) -> int:
-    return int((t != 0).any(dim=1).sum())

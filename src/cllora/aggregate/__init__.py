@@ -19,8 +19,9 @@ One round, in both engines:
                     global_state, server_state, base_delta)   base_delta: added to frozen base weights
 
 Bytes per client and round: downlink = shared adapter tensors (s.shares) + downlink tensors;
-uplink = shared adapter tensors + extra. `opts` holds the strategy's own options (its RunConfig
-fields, `Strategy.options`, with `defaults` filling unset ones) and every run's "lr" (client
+uplink = shared adapter tensors + extra. `opts` holds the strategy's own options (declared on it as
+`Strategy.options`, each an `Option` that cllora.config turns into a RunConfig field and a flag when
+it is imported; `defaults` fill unset ones) and every run's "lr" (client
 learning rate), "clients" (N), "rank" and "lora_alpha" (LoRA's scaling α/r).
 
 What this lets a strategy do: add to the local loss (FedProx), correct gradients and keep
@@ -30,25 +31,31 @@ only, B in client_state, `start` = global A + own B), merge into the base weight
 FedEx-LoRA: `base_delta`, with what clients need to replay it in the downlink).
 
 No torch import at module level: config.py validates `strategy` against STRATEGIES and the CLI
-builds its help without torch. A run's states go into one checkpoint via `run_state.pack_state`.
+builds its help without torch. A run's states go into one checkpoint via
+`checkpoint_state.pack_state`; bytes per round are counted by `traffic.round_bytes`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from cllora.aggregate.base import Aggregated, ClientView, LocalPlan, Options, Reply, State, Strategy
+from cllora.aggregate.base import Aggregated, ClientView, LocalPlan, Option, Options, Reply, State, Strategy
 from cllora.aggregate.drift import DRIFT_COLUMNS, client_drift
 from cllora.aggregate.fedavg import FEDAVG, fedavg
-from cllora.aggregate.lora import FEDEX_LORA, FEDSA_LORA, FFA_LORA, FLORA
+from cllora.aggregate.fedex_lora import FEDEX_LORA
+from cllora.aggregate.fedsa_lora import FEDSA_LORA
+from cllora.aggregate.ffa_lora import FFA_LORA
+from cllora.aggregate.flora import FLORA
 from cllora.aggregate.prox import FEDPROX
 from cllora.aggregate.scaffold import SCAFFOLD
 from cllora.aggregate.server_opt import FEDADAGRAD, FEDADAM, FEDAVGM, FEDYOGI
+from cllora.aggregate.traffic import BYTES_PER_PARAM, round_bytes, state_nbytes
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (FEDAVG, FEDPROX, SCAFFOLD, FEDAVGM, FEDADAM,
                                                       FEDYOGI, FEDADAGRAD, FFA_LORA, FLORA, FEDEX_LORA,
                                                       FEDSA_LORA)}
 RUN_OPTIONS = ("lr", "clients", "rank", "lora_alpha")  # run facts every strategy may read
+MERGES_BASE = (FLORA.name, FEDEX_LORA.name)  # change the base model (server's and clients')
 
 
 def get_strategy(name: str) -> Strategy:
@@ -57,14 +64,31 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
+def declared_options() -> dict[str, Option]:
+    """Every option some strategy declares, by name, in registry order (the RunConfig fields and
+    flags cllora.config and cllora.commands generate); one name, one declaration."""
+    found: dict[str, Option] = {}
+    for strategy in STRATEGIES.values():
+        for option in strategy.options:
+            if found.setdefault(option.name, option) != option:
+                raise ValueError(f"strategy {strategy.name!r} declares option {option.name!r} differently "
+                                 "from an earlier strategy; declare it once and share it")
+    return found
+
+
 def strategy_option_names() -> tuple[str, ...]:
     """Every config field some strategy reads (in registry order, no repeats)."""
-    return tuple(dict.fromkeys(o for s in STRATEGIES.values() for o in s.options))
+    return tuple(declared_options())
+
+
+def option_users(option: str) -> list[str]:
+    """The strategies that read `option`."""
+    return [s.name for s in STRATEGIES.values() if option in (o.name for o in s.options)]
 
 
 def unused_options(name: str, values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
     """The strategy options set to a non-default value although strategy `name` does not read them."""
-    used = set(get_strategy(name).options)
+    used = {o.name for o in get_strategy(name).options}
     return [o for o in strategy_option_names()
             if o not in used and o in values and values[o] != defaults.get(o)]
 
@@ -73,7 +97,7 @@ def strategy_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The options strategy `name` runs with: its config values (unset ones from its `defaults`,
     which may be functions of the other options) plus the run facts lr and clients."""
     strategy = get_strategy(name)
-    opts = {o: values[o] for o in strategy.options + RUN_OPTIONS}
+    opts = {o: values[o] for o in tuple(o.name for o in strategy.options) + RUN_OPTIONS}
     for key, default in strategy.defaults.items():
         if opts.get(key) is None:
             opts[key] = default(opts) if callable(default) else default
@@ -113,11 +137,8 @@ def check_update(state: State | None, reference: State) -> str | None:
     return None
 
 
-def state_nbytes(state: State, bytes_per_param: int = 4) -> int:
-    """Bytes one transfer of this state costs (fp32 by default, as the study counts)."""
-    return sum(t.numel() for t in state.values()) * bytes_per_param
 
-
-__all__ = ["Aggregated", "ClientView", "DRIFT_COLUMNS", "LocalPlan", "Options", "Reply", "STRATEGIES",
-           "State", "Strategy", "aggregate", "check_update", "client_drift", "fedavg", "get_strategy",
-           "state_nbytes", "strategy_option_names", "strategy_options", "unused_options"]
+__all__ = ["Aggregated", "BYTES_PER_PARAM", "ClientView", "DRIFT_COLUMNS", "LocalPlan", "Option", "Options",
+           "Reply", "STRATEGIES", "State", "Strategy", "aggregate", "check_update", "client_drift",
+           "declared_options", "fedavg", "get_strategy", "option_users", "round_bytes", "state_nbytes",
+           "strategy_option_names", "strategy_options", "unused_options"]

@@ -90,6 +90,27 @@ def no_downlink(state: State) -> State:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A setting a strategy reads, declared once beside the strategy. cllora.config makes it a
+    RunConfig field (placed after `strategy`) with this default, checks its type (a number; None too
+    where the default is None) and bounds, and refuses it for a strategy that does not declare it;
+    cllora.commands makes it a `--flag` with this help and metavar."""
+
+    name: str  # the config key; the flag is its kebab-case form
+    default: float | None  # None: unset, the strategy's `defaults` give its value
+    help: str  # one line: which strategies read it, what it does, units and defaults
+    metavar: str
+    low: float = 0.0  # the smallest allowed value
+    low_open: bool = False  # True: `low` itself is refused too (> low instead of >= low)
+    below: float | None = None  # values at or above this are refused (None: no upper bound)
+
+    @property
+    def annotation(self) -> str:
+        """Its RunConfig field's type."""
+        return "float" if self.default is not None else "float | None"
+
+
+@dataclass(frozen=True)
 class Strategy:
     """One federated algorithm as plain functions, state in → state out (see the package docstring
     for the round protocol). Only `name`, `paper` and `aggregate` are required."""
@@ -97,7 +118,7 @@ class Strategy:
     name: str
     paper: str  # citation and formula, one line (shown in docs and help)
     aggregate: Callable[[State, State, Sequence[Reply], Options], Aggregated]
-    options: tuple[str, ...] = ()  # the RunConfig fields it reads
+    options: tuple[Option, ...] = ()  # the settings it reads (each becomes a RunConfig field and a flag)
     defaults: Mapping[str, float] = field(default_factory=dict)  # for options whose config value is None
     init_server: Callable[[State, Options], State] = no_server_state
     downlink: Callable[[State], State] = no_downlink  # server state → extra tensors sent to each client

@@ -35,7 +35,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from cllora.aggregate.lora import State, layer_factors, normalized_weights
+from cllora.aggregate.base import State
+from cllora.aggregate.fedavg import normalized_weights, weighted_mean
+from cllora.aggregate.lora_math import layer_factors
 
 if TYPE_CHECKING:
     import torch
@@ -78,8 +80,7 @@ def layer_error(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Tensor],
     the factors the clients started from (None: zero, so U = M)."""
     a = [x.double() for x in a_list]
     b = [x.double() for x in b_list]
-    a_bar = sum(w * x for w, x in zip(p, a))
-    b_bar = sum(w * x for w, x in zip(p, b))
+    a_bar, b_bar = weighted_mean(a, p), weighted_mean(b, p)
     root = [math.sqrt(w) for w in p]
     bs, as_ = [w * x for w, x in zip(root, b)], [w * x for w, x in zip(root, a)]
     if a_ref is not None and b_ref is not None:
@@ -96,8 +97,8 @@ def layer_error_dense(a_list: Sequence[torch.Tensor], b_list: Sequence[torch.Ten
     """The same quantities from the materialised d×k products (for tests and small layers)."""
     a = [x.double() for x in a_list]
     b = [x.double() for x in b_list]
-    mean = sum(w * (y @ x) for w, x, y in zip(p, a, b))
-    error = mean - sum(w * y for w, y in zip(p, b)) @ sum(w * x for w, x in zip(p, a))
+    mean = weighted_mean([y @ x for x, y in zip(a, b)], p)
+    error = mean - weighted_mean(b, p) @ weighted_mean(a, p)
     update = mean if a_ref is None or b_ref is None else mean - b_ref.double() @ a_ref.double()
     return LayerError(float((error ** 2).sum()), float((update ** 2).sum()))
 

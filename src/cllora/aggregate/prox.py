@@ -10,10 +10,11 @@ al. tune μ over {0.001, 0.01, 0.1, 0.5, 1}.
 
 from __future__ import annotations
 
-from cllora.aggregate.base import ClientView, LocalPlan, Params, Strategy
+from cllora.aggregate.base import ClientView, LocalPlan, Option, Params, Strategy
 from cllora.aggregate.fedavg import fedavg_aggregate
 
-DEFAULT_MU = 0.01
+PROX_MU = Option("prox_mu", 0.01, "fedprox: weight mu of the proximal term (mu/2)||theta - theta_global||^2; "
+                 "0 = FedAvg (0.01: OpenFedLLM's default)", "MU")
 
 
 def prox_local(view: ClientView) -> LocalPlan:
@@ -36,4 +37,4 @@ def prox_local(view: ClientView) -> LocalPlan:
 
 
 FEDPROX = Strategy("fedprox", "Li et al. 2020: local loss + (μ/2)‖θ − θ_global‖²; server: FedAvg",
-                   fedavg_aggregate, options=("prox_mu",), local=prox_local)
+                   fedavg_aggregate, options=(PROX_MU,), local=prox_local)

@@ -22,8 +22,18 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from cllora.aggregate.base import Aggregated, Options, Reply, State, Strategy
+from cllora.aggregate.base import Aggregated, Option, Options, Reply, State, Strategy
 from cllora.aggregate.fedavg import pseudo_gradient
+
+SERVER_LR = Option("server_lr", None, "server learning rate eta of fedavgm/fedadam/fedyogi/fedadagrad; "
+                   "none = 1 - server_momentum for fedavgm, 0.01 for the adaptive ones", "ETA", low_open=True)
+SERVER_MOMENTUM = Option("server_momentum", 0.9, "fedavgm: server momentum beta (Hsu et al. 2019)", "B",
+                         below=1.0)
+BETA1 = Option("beta1", 0.9, "fedadam/fedyogi/fedadagrad: first-moment decay (Reddi et al. 2021)", "B1",
+               below=1.0)
+BETA2 = Option("beta2", 0.99, "fedadam/fedyogi: second-moment decay (Reddi et al. 2021)", "B2", below=1.0)
+TAU = Option("tau", 1e-3, "fedadam/fedyogi/fedadagrad: adaptivity tau added to sqrt(v) (Reddi et al. 2021)",
+             "TAU", low_open=True)
 
 
 def fedavgm_default_lr(options: Options) -> float:
@@ -104,14 +114,14 @@ def adaptive_aggregate(second_moment: SecondMoment):
 
 _REDDI = "Reddi et al. 2021 (Adaptive Federated Optimization, Alg. 2): "
 FEDAVGM = Strategy("fedavgm", "Hsu et al. 2019: v ← βv + Δ, x ← x + ηv", fedavgm_aggregate,
-                   options=("server_lr", "server_momentum"),
+                   options=(SERVER_LR, SERVER_MOMENTUM),
                    defaults={"server_lr": fedavgm_default_lr}, init_server=fedavgm_init)
 FEDADAGRAD = Strategy("fedadagrad", _REDDI + "v ← v + Δ², x ← x + η m/(√v + τ)",
-                      adaptive_aggregate(adagrad_v), options=("server_lr", "beta1", "tau"),
+                      adaptive_aggregate(adagrad_v), options=(SERVER_LR, BETA1, TAU),
                       defaults={"server_lr": ADAPTIVE_SERVER_LR}, init_server=adaptive_init)
 FEDADAM = Strategy("fedadam", _REDDI + "v ← β2 v + (1−β2)Δ², x ← x + η m/(√v + τ)",
-                   adaptive_aggregate(adam_v), options=("server_lr", "beta1", "beta2", "tau"),
+                   adaptive_aggregate(adam_v), options=(SERVER_LR, BETA1, BETA2, TAU),
                    defaults={"server_lr": ADAPTIVE_SERVER_LR}, init_server=adaptive_init)
 FEDYOGI = Strategy("fedyogi", _REDDI + "v ← v − (1−β2)Δ² sign(v − Δ²), x ← x + η m/(√v + τ)",
-                   adaptive_aggregate(yogi_v), options=("server_lr", "beta1", "beta2", "tau"),
+                   adaptive_aggregate(yogi_v), options=(SERVER_LR, BETA1, BETA2, TAU),
                    defaults={"server_lr": ADAPTIVE_SERVER_LR}, init_server=adaptive_init)

@@ -1,7 +1,8 @@
 """Command-line flags generated from RunConfig's field metadata, shared by every command.
 
 Each RunConfig field is one kebab-case flag with the field's help text, choices and metavar
-(`cllora.config.settings._setting`) and the default shown in brackets. Flags default to None, so a value
+(`cllora.config.settings._setting`; a strategy option's from its declaration on the strategy, through
+`cllora.config.options`) and the default shown in brackets. Flags default to None, so a value
 from `--config FILE.toml` is only overridden by a flag the user actually gave.
 """
 
@@ -12,8 +13,6 @@ from dataclasses import fields
 from typing import Iterable
 
 from cllora.config.settings import RunConfig, parse_class_edges
-
-_LIST_FIELDS = ("targets", "class_edges")  # comma-separated on the command line
 
 
 def _flag_type(field_type: str):

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "federated strategy (fedavg, scaffold, ffa-lora, flora, fedex-lora, ...)")
     p.add_argument("--clients-per-round", type=int, default=2, metavar="K",
                    help="clients per round (FLoRA's downlink stacks all of them; default 2)")
+    p.add_argument("--client-ranks", metavar="R1,R2,..",
+                   help="heterogeneous ranks, one per client, each in [1, rank] (as run's --client-ranks): "
+                        "the bytes per round are shown for a sampled client of each rank (FLoRA's "
+                        "downlink: after K clients of that rank)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run)
 
@@ -41,16 +45,21 @@ def run(args: argparse.Namespace) -> int:
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     if not targets:
         raise UserError(f"--targets must name at least one module, got {args.targets!r}")
-    if args.strategy is not None:
-        _check_strategy(args.strategy, args.clients_per_round)
+    ranks = _ranks(args)
     rows = [cost_row(m, rank=args.rank, alpha=args.alpha, targets=targets,
                      transfer_dtype=args.transfer_dtype) for m in args.models]
     if args.strategy is not None:
         for row in rows:
             adapter = meta_adapter(row["model"], args.rank, args.alpha, targets)
-            up, down = strategy_round_bytes(args.strategy, adapter, args.rank, args.alpha,
-                                            args.clients_per_round)
-            row.update(strategy=args.strategy, bytes_up_per_round=up, bytes_down_per_round=down)
+            row["strategy"] = args.strategy
+            by_rank = {r: strategy_round_bytes(args.strategy, adapter, args.rank, args.alpha,
+                                               args.clients_per_round, r) for r in sorted(set(ranks))}
+            if args.client_ranks is None:
+                row["bytes_up_per_round"], row["bytes_down_per_round"] = by_rank[args.rank]
+            else:
+                row["client_ranks"] = ranks
+                row["bytes_per_round_by_rank"] = {str(r): {"up": up, "down": down}
+                                                  for r, (up, down) in by_rank.items()}
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -66,6 +75,25 @@ def _check_strategy(name: str, clients_per_round: int) -> None:
         raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
     if clients_per_round < 1:
         raise UserError(f"--clients-per-round must be an integer >= 1, got {clients_per_round}")
+
+
+def _ranks(args: argparse.Namespace) -> list[int]:
+    """Every client's rank (--client-ranks, checked as a run checks it), or [--rank]; the strategy
+    checked too."""
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
+    from cllora.ranks import BY_SIZE, client_ranks  # lazy: the CLI starts without any command's dependencies
+
+    if args.client_ranks is None:
+        if args.strategy is not None:
+            _check_strategy(args.strategy, args.clients_per_round)
+        return [args.rank]
+    if args.strategy is None:
+        raise UserError("--client-ranks changes the bytes per round only: add --strategy (e.g. fedavg)")
+    _check_strategy(args.strategy, args.clients_per_round)
+    if args.client_ranks.startswith(BY_SIZE):
+        raise UserError(f"--client-ranks {args.client_ranks!r} ranks clients by their size, which cllora "
+                        "params does not know; give one rank per client (e.g. 2,4,8)")
+    return client_ranks(args.client_ranks, args.rank, len(args.client_ranks.split(",")))
 
 
 def meta_adapter(name: str, rank: int, alpha: float, targets: tuple[str, ...]) -> dict:
@@ -84,28 +112,24 @@ def meta_adapter(name: str, rank: int, alpha: float, targets: tuple[str, ...]) -
     return {n: p.detach() for n, p in lora_parameters(model).items()}
 
 
-def strategy_round_bytes(name: str, adapter: dict, rank: int, alpha: float,
-                         clients_per_round: int) -> tuple[int, int]:
-    """(uplink, downlink) fp32 bytes per sampled client in a round after the first, counted as the
-    engine counts them: the shared adapter tensors plus the strategy's extra tensors (its uplink,
-    and its downlink after one server step on `clients_per_round` replies). Shapes only: run on
-    meta tensors, nothing is computed."""
+def strategy_round_bytes(name: str, adapter: dict, rank: int, alpha: float, clients_per_round: int,
+                         client_rank: int | None = None) -> tuple[int, int]:
+    """(uplink, downlink) fp32 bytes of one sampled client (of `client_rank`, default `rank`) in a
+    round after the first, counted by the engine's function (cllora.aggregate.traffic): after one
+    server step on `clients_per_round` replies of that rank. Shapes only: run on meta tensors."""
     from cllora.aggregate import (  # lazy: the CLI starts without any command's dependencies
         get_strategy,
-        state_nbytes,
         strategy_options,
     )
-    from cllora.aggregate.base import Reply  # lazy: the CLI starts without any command's dependencies
+    from cllora.aggregate.traffic import (  # lazy: the CLI starts without any command's dependencies
+        simulated_round_bytes,
+    )
     from cllora.config.settings import RunConfig  # lazy: the CLI starts without any command's dependencies
 
-    strategy = get_strategy(name)
     options = strategy_options(name, {**RunConfig().to_dict(), "rank": rank, "lora_alpha": alpha})
-    server = strategy.init_server(adapter, options)
-    replies = [Reply(adapter, 1.0, strategy.uplink(adapter), i) for i in range(clients_per_round)]
-    server = strategy.aggregate(adapter, server, replies, options).server_state
-    shared = state_nbytes({n: t for n, t in adapter.items() if strategy.shares(n)})
-    return (shared + state_nbytes(strategy.uplink(adapter)),
-            shared + state_nbytes(strategy.downlink(server)))
+    client_rank = rank if client_rank is None else client_rank
+    return simulated_round_bytes(get_strategy(name), adapter, options, [client_rank],
+                                 [client_rank] * clients_per_round)
 
 
 def print_cost_table(rows: list[dict]) -> None:
@@ -141,7 +165,9 @@ def print_round_table(rows: list[dict]) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         fedavg = r["bytes_per_transfer"]
-        table.add_row(r["model"], f"{r['bytes_up_per_round'] / 1e6:.3f}",
-                      f"{r['bytes_down_per_round'] / 1e6:.3f}", f"{r['bytes_up_per_round'] / fedavg:.2f}x",
-                      f"{r['bytes_down_per_round'] / fedavg:.2f}x")
+        by_rank = r.get("bytes_per_round_by_rank") or {"": {"up": r["bytes_up_per_round"],
+                                                            "down": r["bytes_down_per_round"]}}
+        for rank, b in by_rank.items():
+            table.add_row(r["model"] + (f", client rank {rank}" if rank else ""), f"{b['up'] / 1e6:.3f}",
+                          f"{b['down'] / 1e6:.3f}", f"{b['up'] / fedavg:.2f}x", f"{b['down'] / fedavg:.2f}x")
     Console().print(table)

@@ -82,3 +82,13 @@ def check_positive(name: str, value: Any) -> None:
 def check_at_least(name: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_number(name: str, value: Any, low: float, *, low_open: bool = False,
+                 below: float | None = None) -> None:
+    """A finite number >= low (> low with `low_open`) and, with `below`, < below."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or value < low or (low_open and value == low):
+        raise UserError(f"{name} must be a number {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if below is not None and not value < below:
+        raise UserError(f"{name} must be in {'(' if low_open else '['}{low:g}, {below:g}), got {value!r}")

@@ -8,15 +8,9 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from cllora.aggregate import STRATEGIES, unused_options
-from cllora.aggregate.lora import MERGES_BASE
-from cllora.config.checks import (
-    check_at_least,
-    check_at_least_zero,
-    check_choice,
-    check_positive,
-    checked_value,
-)
+from cllora.aggregate import MERGES_BASE, STRATEGIES, option_users, unused_options
+from cllora.config.checks import check_at_least, check_choice, check_positive, checked_value
+from cllora.config.options import check_option_bounds, with_strategy_options
 from cllora.errors import UserError
 from cllora.partition.registry import alpha_schemes, scheme_names
 from cllora.privacy.settings import check_dp_settings
@@ -50,6 +44,7 @@ def _setting(default: Any, help: str, *, choices: tuple[str, ...] | Callable[[],
 
 
 @dataclass(frozen=True)
+@with_strategy_options(after="strategy")
 class RunConfig:
     """Everything that defines one federated LoRA experiment. Same config + seed → same results."""
 
@@ -99,18 +94,7 @@ class RunConfig:
                              "(the study's), fedprox and scaffold (limit client drift), fedavgm/fedadam/"
                              "fedyogi/fedadagrad (server optimizers), LoRA-aware aggregation",
                              choices=strategy_names)
-    # strategy options (cllora.aggregate: each strategy lists the ones it reads)
-    prox_mu: float = _setting(0.01, "fedprox: weight mu of the proximal term (mu/2)||theta - "
-                              "theta_global||^2; 0 = FedAvg (0.01: OpenFedLLM's default)", metavar="MU")
-    server_lr: float | None = _setting(None, "server learning rate eta of fedavgm/fedadam/fedyogi/"
-                                       "fedadagrad; none = 1 - server_momentum for fedavgm, 0.01 for "
-                                       "the adaptive ones", metavar="ETA")
-    server_momentum: float = _setting(0.9, "fedavgm: server momentum beta (Hsu et al. 2019)", metavar="B")
-    beta1: float = _setting(0.9, "fedadam/fedyogi/fedadagrad: first-moment decay (Reddi et al. 2021)",
-                            metavar="B1")
-    beta2: float = _setting(0.99, "fedadam/fedyogi: second-moment decay (Reddi et al. 2021)", metavar="B2")
-    tau: float = _setting(1e-3, "fedadam/fedyogi/fedadagrad: adaptivity tau added to sqrt(v) (Reddi et "
-                          "al. 2021)", metavar="TAU")
+    # here cllora.config.options inserts one field per option the strategies declare (cllora.aggregate)
     eval_every: int = _setting(1, "evaluate every this many rounds (and always the last)")
     # measurement (cllora.engine.evaluation)
     eval_max_length: int | None = _setting(None, "tokens of each global test text that are scored (>= 2, "
@@ -248,22 +232,13 @@ def _check_types(cfg: "RunConfig") -> None:
 
 
 def _check_strategy_options(cfg: "RunConfig") -> None:
-    """Bounds of the strategy options, and none set away from its default for a strategy that
-    does not read it (it would silently do nothing)."""
-
-    check_at_least_zero("prox_mu", cfg.prox_mu)
-    if cfg.server_lr is not None:
-        check_positive("server_lr", cfg.server_lr)
-    for name in ("server_momentum", "beta1", "beta2"):
-        value = getattr(cfg, name)
-        check_at_least_zero(name, value)
-        if not value < 1:
-            raise UserError(f"{name} must be in [0, 1), got {value!r}")
-    check_positive("tau", cfg.tau)
+    """Bounds of the strategy options (as declared on the strategies), and none set away from its
+    default for a strategy that does not read it (it would silently do nothing)."""
+    check_option_bounds(cfg)
     _check_base_merges(cfg)
     unused = unused_options(cfg.strategy, cfg.to_dict(), {f.name: f.default for f in fields(cfg)})
     if unused:
-        users = [s.name for s in STRATEGIES.values() if unused[0] in s.options]
+        users = option_users(unused[0])
         raise UserError(f"{unused[0]} = {getattr(cfg, unused[0])!r} is only used by strategy "
                         f"{'/'.join(users)}, not by {cfg.strategy!r}")
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cllora import partition as part
-from cllora.aggregate.lora import merged_base
+from cllora.aggregate.lora_math import merged_base
 from cllora.config.settings import RunConfig
 from cllora.data import load_corpus, tokenize_texts
 from cllora.errors import UserError

@@ -21,10 +21,18 @@ from typing import Callable, Protocol
 import numpy as np
 
 from cllora import records
-from cllora.aggregate import ClientView, Reply, Strategy, check_update, client_drift, state_nbytes
+from cllora.aggregate import (
+    ClientView,
+    Reply,
+    Strategy,
+    check_update,
+    client_drift,
+    round_bytes,
+    state_nbytes,
+)
+from cllora.aggregate.checkpoint_state import pack_state, split_base, unpack_state, with_base
 from cllora.aggregate.error import aggregation_error
-from cllora.aggregate.lora import add_deltas
-from cllora.aggregate.run_state import pack_state, split_base, unpack_state, with_base
+from cllora.aggregate.lora_math import add_deltas
 from cllora.config.settings import RunConfig
 from cllora.engine import evaluation, private_round, tracking
 from cllora.engine.client import ClientUpdate, client_update, strategy_of
@@ -40,7 +48,6 @@ from cllora.engine.experiment import (
 from cllora.engine.progress import RunProgress
 from cllora.engine.runtime import build_runtime
 from cllora.errors import RunFailed
-from cllora.ranks import sent_nbytes
 
 
 class Clients(Protocol):
@@ -279,15 +286,10 @@ def _personal_adapters(strategy: Strategy, options: dict, state: RunState,
 
 def _round_bytes(strategy: Strategy, adapter: dict, downlink: dict, updates: list[ClientUpdate],
                  ranks: list[int]) -> tuple[int, int]:
-    """(uplink, downlink) bytes of a round: every sampled client receives the shared adapter
-    tensors and the strategy's downlink; every client that replied with an adapter sent the
-    shared tensors and its strategy extra; each at the client's rank (cllora.ranks)."""
-    shared = {k: v for k, v in adapter.items() if strategy.shares(k)}
-    down = sum(sent_nbytes(shared, ranks[u.client_id]) + sent_nbytes(downlink, ranks[u.client_id])
-               for u in updates)
-    up = sum(sent_nbytes(shared, ranks[u.client_id]) + sent_nbytes(u.extra, ranks[u.client_id])
-             for u in updates if u.state is not None)
-    return up, down
+    """(uplink, downlink) bytes of a round (cllora.aggregate.traffic): every sampled client
+    received; every client that replied with an adapter sent; each at its rank."""
+    return round_bytes(strategy, adapter, downlink,
+                       [(ranks[u.client_id], u.extra if u.state is not None else None) for u in updates])
 
 
 def _screen(updates: list[ClientUpdate], reference: dict, extra_reference: dict, round_num: int,

@@ -1,5 +1,7 @@
-"""A run's strategy state (global adapter, server state, every client's own state) as one flat tensor
-dict and back, so the checkpoint that marks a round complete holds all of it in one atomic write.
+"""The checkpoint's tensors: a run's strategy state (global adapter, server state, every client's own
+state) as one flat tensor dict and back, so the checkpoint that marks a round complete holds all of
+it in one atomic write. (The round loop's in-memory state, metric rows included, is
+cllora.engine.loop's `RunState`.)
 
 Global adapter tensors keep their names (a FedAvg checkpoint is exactly the adapter); the others
 are prefixed "server::<name>" and "client::<id>::<name>" (adapter names never contain "::").
