@@ -214,8 +214,11 @@ def test_dp_off_rounds_csv_values_are_unchanged(tiny_model, tmp_path):
     assert len(now) == len(before)
     for new, old in zip(now, before):
         for key, value in old.items():
-            if isinstance(value, float):
-                assert new[key] == pytest.approx(value, rel=1e-5, abs=1e-9), key
+            if isinstance(value, float):  # written on an Intel AMX machine: fp32 kernels differ by
+                # CPU in the 6th digit, and a noise-corrected variance (a difference of two close
+                # numbers) carries that ~100x amplified (AMD EPYC: 2e-5 relative)
+                rel = 1e-3 if key.endswith("_corrected") else 1e-5
+                assert new[key] == pytest.approx(value, rel=rel, abs=1e-9), key
             else:
                 assert new[key] == value, key
         assert all(new[c] is None for c in records.round_columns(5) if c.startswith("dp_"))

@@ -30,7 +30,7 @@ tensors train (FFA-LoRA: `trains` false for A), share only some tensors (FedSA-L
 only, B in client_state, `start` = global A + own B), merge into the base weights (FLoRA,
 FedEx-LoRA: `base_delta`, with what clients need to replay it in the downlink).
 
-No torch import at module level: config.py validates `strategy` against STRATEGIES and the CLI
+No torch import at module level: `cllora.config` validates `strategy` against STRATEGIES and the CLI
 builds its help without torch. A run's states go into one checkpoint via
 `checkpoint_state.pack_state`; bytes per round are counted by `traffic.round_bytes`.
 """

@@ -1,6 +1,6 @@
 """The strategy interface: the `Strategy` record and the small types its functions exchange.
 
-No torch import here (config.py reads the registry to validate `strategy`, and the CLI builds its
+No torch import here (`cllora.config` reads the registry to validate `strategy`, and the CLI builds its
 help without torch): tensors are handled through their methods only.
 """
 

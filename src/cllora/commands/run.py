@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run one federated LoRA experiment",
         description="Federated LoRA fine-tuning under a chosen partition: sample k of N clients per "
-                    "round, train LoRA adapters locally, FedAvg them, and record global and per-client "
+                    "round, train LoRA adapters locally, aggregate them with the chosen strategy (FedAvg by default), and record global and per-client "
                     "test loss, fairness and communication per round.",
         epilog="Examples:\n  cllora run --scheme length --alpha 0.1 --rounds 5\n"
                "  cllora run --config exp.toml --seed 1\n  cllora run --resume runs/20261124-101500",

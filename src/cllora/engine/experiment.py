@@ -22,6 +22,7 @@ from cllora.aggregate.lora_math import merged_base
 from cllora.config.settings import RunConfig
 from cllora.data import load_corpus, tokenize_texts
 from cllora.errors import UserError
+from cllora.model import pad_id
 from cllora.partition.stats import partition_to_dict
 from cllora.ranks import client_ranks
 from cllora.seeds import stream, torch_seed
@@ -106,11 +107,11 @@ def prepare_data(config: RunConfig, tokenizer, log: Callable[[str], None] = prin
     split_rng = stream(config.seed, "local_split")
     splits = [part.split_local(rows, config.local_test_fraction, split_rng) for rows in partition.clients]
     check_local_test_sizes([len(s[1]) for s in splits], config.min_local_test, log)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     test_measure = [len(x) for x in test_ids] if config.length_measure == "tokens" \
         else part.sentence_counts(corpus.test)
     return Data(train_ids, test_ids, lengths, labels, np.asarray(edges), partition,
-                [s[0] for s in splits], [s[1] for s in splits], int(pad_id),
+                [s[0] for s in splits], [s[1] for s in splits], pad,
                 corpus.dropped_empty, tuple(partition.notes),
                 test_classes=classes_by_edges(test_measure, config.num_classes, edges))
 
@@ -146,9 +147,9 @@ def prepare_own_data(config: RunConfig, tokenizer, path: str) -> Data:
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     rows = np.arange(len(ids))
     train, test = rows[:len(corpus.train)], rows[len(corpus.train):]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     return Data(ids, [], lengths, np.zeros(len(ids), np.int64), np.zeros(0), part.Partition([rows], ()),
-                [train], [test], int(pad_id), corpus.dropped_empty)
+                [train], [test], pad, corpus.dropped_empty)
 
 
 @dataclass

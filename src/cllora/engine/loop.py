@@ -49,6 +49,8 @@ from cllora.engine.progress import RunProgress
 from cllora.engine.runtime import build_runtime
 from cllora.errors import RunFailed
 
+TRUNCATION_WARNING = 0.10  # warn when more than this share of training texts exceeds --max-length
+
 
 class Clients(Protocol):
     """The clients of a run, however they are reached."""
@@ -162,8 +164,8 @@ def _report_data(data, truncation: dict, config: RunConfig, log) -> None:
     shares = ", ".join(f"{100 * s:.0f}%" for s in truncation["per_class"])
     log(f"truncated to {config.max_length} tokens: {100 * truncation['overall']:.1f}% of training "
         f"texts (per length class: {shares})")
-    if truncation["overall"] > 0.10:
-        log(f"warning: more than 10% of training texts exceed --max-length {config.max_length}; "
+    if truncation["overall"] > TRUNCATION_WARNING:
+        log(f"warning: more than {TRUNCATION_WARNING:.0%} of training texts exceed --max-length {config.max_length}; "
             "the longest length classes partly collapse into one")
 
 

@@ -4,7 +4,7 @@ here, so a run's writer is one module).
 
 Every file is written atomically (temporary file, then rename), so a run killed at any moment
 never leaves a half-written CSV or checkpoint. The checkpoint (global adapter, the strategy's
-server and client states as packed by cllora.aggregate.run_state, and the last completed round in
+server and client states as packed by cllora.aggregate.checkpoint_state, and the last completed round in
 its metadata) is written after the CSVs; on resume, CSV rows past it are dropped.
 """
 

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import reported
 from cllora.report.runs import RunRecord
@@ -340,7 +341,7 @@ def cost_table(runs: list[RunRecord]) -> list[dict]:
             "model": model, "rank": rank, "targets": list(targets),
             "trainable_params": trainable, "total_params": total,
             "ratio": trainable / total if trainable and total else None,
-            "bytes_per_transfer": 4 * trainable if trainable else None,
+            "bytes_per_transfer": BYTES_PER_PARAM * trainable if trainable else None,
             "adapter_bytes": recs[0].meta.get("adapter_bytes"),
             "traffic_per_run": mean(r.rounds[-1].get("bytes_cumulative") for r in recs if r.rounds)})
     return rows

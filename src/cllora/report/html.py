@@ -12,26 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from cllora import __version__, records
+from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title
 from cllora.report.conditions import model_label, overfit_note, seed_spread
 from cllora.report.draw import Figure
 from cllora.report.privacy_html import privacy_html
 from cllora.report.runs import RunRecord
-from cllora.report.stats import (
-    MIN_SEEDS,
-    finite,
-    fmt,
-    fmt_column,
-    fmt_count,
-    fmt_effect,
-    fmt_g,
-    fmt_mb,
-    fmt_mde,
-    fmt_pm,
-    fmt_signed,
-    fmt_verdict_interval,
-    short,
-)
+from cllora.report.stats import (MIN_SEEDS, finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb,
+                                  fmt_mde, fmt_pm, fmt_signed, fmt_verdict_interval, short)
 from cllora.report.strategies import strategy_rows
 
 CSS = """
@@ -220,7 +208,7 @@ def _cost_html(costs: list[dict]) -> str:
              fmt_mb(c["bytes_per_transfer"]) if c["bytes_per_transfer"] else "—",
              fmt_mb(c.get("adapter_bytes")), fmt_mb(c.get("traffic_per_run"))] for c in costs]
     study = [[_e(model_label(name)), f"{trainable:,}", f"{total:,}", _ratio(trainable, total),
-              fmt_mb(4 * trainable)] for name, trainable, total in STUDY_TABLE1]
+              fmt_mb(BYTES_PER_PARAM * trainable)] for name, trainable, total in STUDY_TABLE1]
     return "\n".join([
         "<h2 id=\"cost\">Communication cost</h2>",
         "<p>What travels between clients and server: only the LoRA matrices (the study's Table 1). "

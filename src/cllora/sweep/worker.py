@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from cllora.engine.runtime import build_runtime
+from cllora.errors import brief
 from cllora.sweep.grid import Cell
-from cllora.sweep.run import _cell_logger, _has_lora, _one_line  # the sequential sweep's helpers
+from cllora.sweep.run import _cell_logger, _has_lora  # the sequential sweep's helpers
 
 
 def model_key(cell: Cell) -> tuple:
@@ -58,7 +59,7 @@ class CellWorker:
         try:
             result["loaded"] = self._ensure_runtime(cell, log)
         except Exception as exc:  # e.g. a weights package not installed: this model's cells fail
-            return {**result, "status": "failed", "error": _one_line(exc), "load_error": True}
+            return {**result, "status": "failed", "error": brief(exc), "load_error": True}
         start = time.perf_counter()
         try:
             from cllora.runner import run  # lazy: torch, loaded in the Ray actor
@@ -66,8 +67,8 @@ class CellWorker:
             run(cell.config, cell_dir, resume=resume, overwrite=False,
                            base_model=self.runtime.model, tokenizer=self.runtime.tokenizer, log=log)
         except Exception as exc:
-            result.update(status="failed", error=_one_line(exc))
-            log(f"failed: {_one_line(exc)}")
+            result.update(status="failed", error=brief(exc))
+            log(f"failed: {brief(exc)}")
         result["seconds"] = time.perf_counter() - start
         if _has_lora(self.runtime.model):  # a failure left LoRA on it: load afresh next time
             self.runtime, self.key = None, None
