@@ -40,12 +40,14 @@ class Aggregated:
 @dataclass(frozen=True)
 class ClientView:
     """What one client knows in a round: the global adapter and the strategy's downlink (both
-    from the server), its own saved state (empty before its first round) and the options."""
+    from the server), its own saved state (empty before its first round), the options, and a
+    seed of its own for the round (derived from the run's seed, the round and the client)."""
 
     global_state: State
     downlink: State
     client_state: State
     options: Options
+    seed: int | None = None  # this client's seed for this round, for a strategy that draws (FLoRA)
 
 
 def every_tensor(name: str) -> bool:
@@ -125,5 +127,6 @@ class Strategy:
     local: Callable[[ClientView], LocalPlan] = plain_local
     finish: Callable[[ClientView, State, int], tuple[State, State]] = no_client_state
     shares: Callable[[str], bool] = every_tensor  # which adapter tensors travel (both directions)
+    personal: bool = False  # each client's model is its own (its local start), not the global one
     uplink: Callable[[State], State] = no_downlink  # global adapter → the `extra` a client must send
     # (zeros of the right names, shapes, dtypes: the server checks every reply's extra against it)

@@ -1,6 +1,8 @@
 """FLoRA (Wang et al., 2024, "FLoRA: federated fine-tuning ... with heterogeneous low-rank
 adaptations"): the server stacks the clients' factors, Σ p_k s_k B_k A_k = [p_1 s_1 B_1 …][A_1; …],
-merges that exact mean update into the base weights, and the next round starts from fresh adapters.
+merges that exact mean update into the base weights, and the next round starts from fresh adapters:
+as in the authors' code (a new `get_peft_model` for every sampled client in every round), each
+client draws its own A for the round the way peft initialises it, with B zero (`fresh_adapter`).
 The downlink carries the stacked factors of the previous round (rank Σ r_k), from which a client
 replays the merge (a real deployment must broadcast them to every client, sampled or not, so that
 all bases stay equal).
@@ -10,9 +12,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from cllora.aggregate.base import Aggregated, Options, Reply, State, Strategy
+from cllora.aggregate.base import Aggregated, ClientView, LocalPlan, Options, Reply, State, Strategy
 from cllora.aggregate.fedavg import normalized_weights
-from cllora.aggregate.lora_math import Deltas, base_delta, layer_factors, lora_scaling, mean_update, unzip
+from cllora.aggregate.lora_math import (
+    Deltas,
+    base_delta,
+    fresh_adapter,
+    layer_factors,
+    lora_scaling,
+    mean_update,
+    unzip,
+)
 
 
 def flora(states: Sequence[State], weights: Sequence[float], scaling: float | Sequence[float],
@@ -43,10 +53,16 @@ def flora_aggregate(global_state: State, server_state: State, replies: Sequence[
     return Aggregated(new_global, {**kept, **stack}, base_delta(deltas))
 
 
+def flora_local(view: ClientView) -> LocalPlan:
+    """Train a fresh adapter: A drawn for this client and round, B zero (the global adapter when
+    the view has no seed, as in a unit test of the server side)."""
+    return LocalPlan(view.global_state if view.seed is None else fresh_adapter(view.global_state, view.seed))
+
+
 def flora_downlink(server_state: State) -> State:
     return {k: v for k, v in server_state.items() if k.startswith("stack/")}
 
 
 FLORA = Strategy("flora", "Wang et al. 2024: W ← W + Σ p_k (α/r) B_k A_k (stacked), fresh adapters each "
                  "round; downlink: the stacked factors (rank Σ r_k)", flora_aggregate,
-                 init_server=flora_init, downlink=flora_downlink)
+                 init_server=flora_init, downlink=flora_downlink, local=flora_local)

@@ -14,6 +14,7 @@ the one shared base model (`experiment.merge_into_base`).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from cllora.aggregate.base import Options, Reply, State
@@ -120,3 +121,20 @@ def unzip(replies: Sequence[Reply]) -> tuple[list[State], list[float]]:
 def base_delta(deltas: Deltas) -> State:
     """Per-layer deltas keyed by the base weight they are added to (`Aggregated.base_delta`)."""
     return {base_weight_name(layer): d for layer, d in deltas.items()}
+
+
+def fresh_adapter(like: State, seed: int) -> State:
+    """A new adapter shaped like `like`: every A drawn as peft initialises it (Kaiming-uniform with
+    a = √5, i.e. U(−1/√fan_in, 1/√fan_in)) from a generator seeded with `seed`, every B zero."""
+    import torch  # lazy: the package's registry is read without torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key in sorted(like):
+        value = like[key]
+        fresh = torch.zeros(value.shape, dtype=torch.float32)
+        if is_a(key):
+            torch.nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=gen)
+        out[key] = fresh.to(value.dtype)
+    return {k: out[k] for k in like}
+

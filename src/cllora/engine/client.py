@@ -59,12 +59,11 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
     random streams: a Flower client with its own texts is row 0 of its data but keeps the
     streams of its partition id, so no two clients train on the same random draws."""
     cfg, data = exp.config, exp.data
-    strategy, options = strategy_of(cfg)
+    strategy, _ = strategy_of(cfg)
     stream_key = client_id if stream_id is None else stream_id
-    rank = exp.client_ranks[stream_key] if exp.client_ranks else cfg.rank
-    view = ClientView(truncate(global_state, rank), downlink or {}, own_state or {}, options)
+    view, rank = client_view(exp, global_state, stream_key, round_num, downlink, own_state)
     plan = strategy.local(view)
-    set_adapter_state(exp.model, plan.start)
+    set_adapter_state(exp.model, _cut(plan.start, view, rank))
     torch.manual_seed(torch_seed(cfg.seed, "train", round_num, stream_key, replicate=cfg.replicate))
     rows = data.client_train[client_id]
 
@@ -86,6 +85,31 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
     if evaluate_own_split and math.isfinite(result.train_loss):
         update.own_test_loss, update.own_test_se = own_loss_and_se(exp, update.state, client_id)
     return update
+
+
+def client_view(exp: Experiment, global_state: dict[str, torch.Tensor], stream_key: int, round_num: int,
+                downlink: dict | None = None, own_state: dict | None = None) -> tuple[ClientView, int]:
+    """What a client knows in a round (`cllora.aggregate.ClientView`: the global adapter cut to its
+    rank, the downlink, its own state, the options, its seed for the round) and its rank."""
+    cfg = exp.config
+    _, options = strategy_of(cfg)
+    rank = exp.client_ranks[stream_key] if exp.client_ranks else cfg.rank
+    seed = torch_seed(cfg.seed, "fresh_adapter", round_num, stream_key, replicate=cfg.replicate)
+    return ClientView(truncate(global_state, rank), downlink or {}, own_state or {}, options, seed), rank
+
+
+def client_start(exp: Experiment, global_state: dict[str, torch.Tensor], client_id: int, round_num: int,
+                 downlink: dict | None = None, own_state: dict | None = None) -> dict[str, torch.Tensor]:
+    """The adapter a client's training starts from in a round (its strategy's local start, cut to
+    its rank): what its drift is measured from, and its own model where the strategy personalises."""
+    strategy, _ = strategy_of(exp.config)
+    view, rank = client_view(exp, global_state, client_id, round_num, downlink, own_state)
+    return _cut(strategy.local(view).start, view, rank)
+
+
+def _cut(start: dict[str, torch.Tensor], view: ClientView, rank: int) -> dict[str, torch.Tensor]:
+    """A local start cut to the client's rank (the global adapter in the view already is)."""
+    return start if start is view.global_state else truncate(start, rank)
 
 
 def _then(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:

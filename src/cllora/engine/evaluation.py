@@ -203,10 +203,12 @@ def _split_losses(exp: Experiment, owner: np.ndarray, sums: np.ndarray, tokens: 
 
 
 def _personal_pass(exp: Experiment, personal: dict[int, dict], on_batch):
-    """Each client's own adapter (FedSA-LoRA) on its own split: (client losses, standard errors)."""
+    """Each client's own adapter (FedSA-LoRA) on its own split: (client losses, standard errors),
+    NaN for the clients without one."""
     cfg, data = exp.config, exp.data
     parts = []
-    for cid, rows in enumerate(data.client_test):
+    for cid in sorted(personal):
+        rows = data.client_test[cid]
         batches = length_grouped_batches(data.train_ids, rows, eval_batch_size(cfg), cfg.max_length,
                                          data.pad_id)
         _, sums, tokens = score_batches(exp, personal[cid], batches, on_batch)

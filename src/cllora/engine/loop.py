@@ -22,7 +22,6 @@ import numpy as np
 
 from cllora import records
 from cllora.aggregate import (
-    ClientView,
     Reply,
     Strategy,
     check_update,
@@ -35,7 +34,7 @@ from cllora.aggregate.error import aggregation_error
 from cllora.aggregate.lora_math import add_deltas
 from cllora.config.settings import RunConfig
 from cllora.engine import evaluation, private_round, tracking
-from cllora.engine.client import ClientUpdate, client_update, strategy_of
+from cllora.engine.client import ClientUpdate, client_start, client_update, strategy_of
 from cllora.engine.evaluation import evaluate_clients
 from cllora.engine.experiment import (
     Experiment,
@@ -230,7 +229,9 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     good = _screen(updates, exp.initial_state, strategy.uplink(exp.initial_state), round_num, out, log)
     private, dp_row = private_round.private_reply(state.dp, cfg, state.global_state, good, round_num) \
         if state.dp else (None, {})
-    drift = client_drift(state.global_state, [u.state for u in good])
+    starts = [client_start(exp, state.global_state, u.client_id, round_num, downlink,
+                           state.client_states.get(u.client_id)) for u in good]
+    drift = client_drift(starts, [u.state for u in good])
     agg_error = aggregation_error([u.state for u in good], [u.num_train_examples for u in good],
                                   state.global_state)
     eval_start = time.perf_counter()  # local models are scored on the base they trained on
@@ -243,8 +244,7 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     state.bytes_cumulative += bytes_up + bytes_down
     eval_start = time.perf_counter()
     scores = _score_round(exp, clients, state.global_state, good, progress, round_num, out, local,
-                          _personal_adapters(strategy, options, state, len(exp.data.client_test))) \
-        if evaluate_now else None
+                          _personal_adapters(exp, strategy, state, round_num + 1)) if evaluate_now else None
     eval_s += time.perf_counter() - eval_start
     overhead = time.perf_counter() - round_start - train_s - eval_s
     state.rounds.append({**records.round_row(round_num, scores, updates, bytes_up, bytes_down,
@@ -273,17 +273,17 @@ def _aggregate(strategy: Strategy, options: dict, state: RunState, good: list[Cl
     return bool(step.base_delta)
 
 
-def _personal_adapters(strategy: Strategy, options: dict, state: RunState,
-                       num_clients: int) -> dict[int, dict] | None:
+def _personal_adapters(exp: Experiment, strategy: Strategy, state: RunState,
+                       next_round: int) -> dict[int, dict] | None:
     """Each client's own model where the strategy personalises it (FedSA-LoRA: the shared A with
-    the client's own B), i.e. where its local plan does not start from the global adapter itself;
-    None when every client's model is the global one."""
-    downlink = strategy.downlink(state.server_state)
-    starts = {cid: strategy.local(ClientView(state.global_state, downlink, state.client_states.get(cid, {}),
-                                             options)).start for cid in range(num_clients)}
-    if all(start is state.global_state for start in starts.values()):
+    the client's own B), for the clients that have trained, so have one: a client that never
+    trained has no model of its own and is left out of fairness (NaN in clients.csv). None when
+    every client's model is the global one (no personalisation, or no client trained yet)."""
+    if not strategy.personal or not state.client_states:
         return None
-    return starts
+    downlink = strategy.downlink(state.server_state)
+    return {cid: client_start(exp, state.global_state, cid, next_round, downlink, own)
+            for cid, own in sorted(state.client_states.items())}
 
 
 def _round_bytes(strategy: Strategy, adapter: dict, downlink: dict, updates: list[ClientUpdate],
