@@ -221,7 +221,7 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     cfg = exp.config
     strategy, options = strategy_of(cfg)
     round_start = time.perf_counter()
-    evaluate_now = round_num % cfg.eval_every == 0 or round_num == cfg.rounds
+    evaluate_now = evaluation.is_due(cfg.eval_every, round_num, cfg.rounds)
     downlink = strategy.downlink(state.server_state)
     updates = clients.fit(state.global_state, sample_clients(cfg, round_num), round_num, evaluate_now,
                           downlink, state.client_states)

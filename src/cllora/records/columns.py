@@ -73,10 +73,10 @@ ROUND_TABLE: dict[str, Column] = _table(
     Column("num_participants", "Participants", "count"),
     Column("num_failed", "Failed clients", "count"),
     Column("train_loss_mean", "Training loss", "loss"),
-    Column("drift_mean", "Drift from global", "drift", axis="client drift from the global adapter"),
-    Column("drift_max", "Largest drift from global", "drift"),
+    Column("drift_mean", "Drift from start", "drift", axis="client drift from its starting adapter"),
+    Column("drift_max", "Largest drift from start", "drift"),
     Column("drift_pairwise", "Drift between clients", "drift"),
-    Column("agg_error", "Aggregation error", "aggregation", axis="aggregation error ‖E‖ / ‖Σ p B A‖"),
+    Column("agg_error", "Aggregation error", "aggregation", axis="aggregation error ‖E‖ / ‖this round's mean update‖"),
     Column("agg_error_max_layer", "Largest aggregation error of a layer", "aggregation"),
     # client-level DP (cllora.engine.private_round): empty without DP
     Column("dp_epsilon", "ε so far", "privacy"),
