@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("what to run")
     src.add_argument("--config", metavar="GRID.toml", help="grid file: [run], [grid], [per_model.<model>], [quick]")
-    src.add_argument("--preset", metavar="NAME", help="built-in grid: study-length, study-quantity, study-local")
+    src.add_argument("--preset", metavar="NAME", help="a built-in grid by name (--list-presets lists them)")
     src.add_argument("--quick", action="store_true",
                      help="apply the grid's [quick] variant (fewer rounds and examples; each built-in "
                           "quick preset finishes on 2 CPU cores in well under an hour)")
