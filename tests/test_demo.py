@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cllora import records
-from cllora.commands.demo import fairness_change, save_comparison
+from cllora.commands.demo import fairness_change, save_comparison, within_noise
 
 
 def write_rounds(path, raw, corrected):
@@ -30,3 +30,13 @@ def test_the_demo_plots_the_corrected_change_since_round_0(tmp_path):
 def test_without_a_round_0_value_there_is_no_change_to_plot():
     assert fairness_change([{"round": 1, "fairness_var_corrected": 0.1}]) == ([], [])
     assert fairness_change([{"round": 0, "fairness_var_corrected": None}]) == ([], [])
+
+
+def test_the_demo_says_so_when_every_round_is_within_the_noise(tmp_path):
+    write_rounds(tmp_path / "iid", raw=[0.04, 0.035, 0.03], corrected=[0.0, 0.0, 0.0])
+    write_rounds(tmp_path / "length-a0.1", raw=[0.05, 0.04, 0.04], corrected=[0.0, 0.0, 0.0])
+    runs = [records.read_csv(tmp_path / n / "rounds.csv") for n in ("iid", "length-a0.1")]
+    assert within_noise(runs)
+    runs[1][2]["fairness_var_corrected"] = 0.001  # one round above the noise: the lines speak
+    assert not within_noise(runs) and not within_noise([[{"fairness_var_corrected": None}]])
+    assert save_comparison(tmp_path, ["iid", "length-a0.1"]).is_file()
