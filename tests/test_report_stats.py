@@ -213,3 +213,13 @@ def test_only_the_studys_own_settings_decide_its_claims():
     assert is_study_setting(json.dumps({"model": "m"}))  # runs from before these settings existed
     for other in ({"dp_clip": 0.5}, {"strategy": "fedprox"}, {"replicate": 1}, {"client_key": "president"}):
         assert not is_study_setting(key(**other)), other
+
+
+def test_setting_labels_tell_apart_settings_that_differ_in_a_key_older_runs_lack():
+    from cllora.report.conditions import setting_labels
+
+    old = {"model": "m", "rounds": 5}  # a run recorded before the DP keys existed
+    configs = {"a": old, "b": {**old, "dp_target_epsilon": 8.0}, "c": {**old, "dp_target_epsilon": 2.0}}
+    labels = setting_labels(configs)
+    assert len(set(labels.values())) == 3, labels
+    assert labels["b"] == "m, dp_target_epsilon=8" and labels["c"] == "m, dp_target_epsilon=2"

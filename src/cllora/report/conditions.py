@@ -44,7 +44,8 @@ def setting_labels(configs: dict[str, dict]) -> dict[str, str]:
         by_model.setdefault(cfg["model"], []).append(key)
     labels = {}
     for model, keys in by_model.items():
-        varying = [k for k in configs[keys[0]]
+        names = dict.fromkeys(k for s in keys for k in configs[s])  # every run's keys, also newer ones
+        varying = [k for k in names
                    if k not in CONDITION_KEYS and len({json.dumps(configs[s].get(k)) for s in keys}) > 1]
         for key in keys:
             extra = ", ".join(f"{k}={short(configs[key].get(k))}" for k in varying)
