@@ -223,3 +223,21 @@ def test_setting_labels_tell_apart_settings_that_differ_in_a_key_older_runs_lack
     labels = setting_labels(configs)
     assert len(set(labels.values())) == 3, labels
     assert labels["b"] == "m, dp_target_epsilon=8" and labels["c"] == "m, dp_target_epsilon=2"
+
+
+def test_long_setting_labels_give_file_names_a_file_system_accepts():
+    from cllora.files import SLUG_CHARS, slug
+
+    label = "smollm2-135m, " + ", ".join(f"key_{i}=None" for i in range(40))  # ~500 characters
+    a, b = slug(label), slug(label + "x")
+    assert len(a) <= SLUG_CHARS and len(b) <= SLUG_CHARS and a != b  # cut, yet distinct
+    assert slug("smollm2-135m, rounds=5") == "smollm2-135m_rounds_5"  # short names unchanged
+
+
+def test_the_headline_is_the_deciding_comparison_with_the_most_seeds():
+    from cllora.report.verdicts import claim_record
+
+    few = {"verdict": "inconclusive", "effect": 0.2, "seeds": 3, "method": "t"}
+    many = {"verdict": "inconclusive", "effect": 0.1, "seeds": 5, "method": "t"}
+    out = claim_record("c", "s", "t", "", [("a", few, "", True), ("b", many, "", True)], "needs")
+    assert out["effect"] == 0.1 and out["seeds"] == 5 and out["verdict"] == "inconclusive"

@@ -8,6 +8,7 @@ missing or damaged. `cllora.records` builds the run directory on these.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -22,9 +23,16 @@ import numpy as np
 UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")  # characters a file name never gets
 
 
+SLUG_CHARS = 120  # longer names keep their start and a hash of the whole (file systems cap at 255 bytes)
+
+
 def slug(text: str, fallback: str = "run") -> str:
-    """A safe file or directory name: runs of other characters become "_"; never empty."""
-    return UNSAFE.sub("_", str(text)).strip("._") or fallback
+    """A safe file or directory name: runs of other characters become "_"; never empty; at most
+    SLUG_CHARS characters (a longer one is cut and ends in a hash of the whole, so names stay distinct)."""
+    name = UNSAFE.sub("_", str(text)).strip("._") or fallback
+    if len(name) <= SLUG_CHARS:
+        return name
+    return name[:SLUG_CHARS - 11].rstrip("._") + "_" + hashlib.sha1(name.encode()).hexdigest()[:10]
 
 from cllora.errors import UserError
 

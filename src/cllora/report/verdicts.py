@@ -65,7 +65,8 @@ def claim_record(claim: str, source: str, test: str, unit: str, comparisons: lis
                  missing: str) -> dict:
     """The verdict over the deciding comparisons: not testable without one; else supported when
     every one is, contradicted when any is. The headline effect is the deciding comparison: the
-    first contradicted, else the first inconclusive, else the first."""
+    first contradicted, else the first inconclusive, else the first, where first means the most
+    seeds (then the order given)."""
     out = {"claim": claim, "source": source, "test": test, "unit": unit, "verdict": NOT_TESTABLE,
            "effect": None, "low": None, "high": None, "seeds": 0, "mde": None, "text_interval": None,
            "method": "", "evidence": [missing], "comparisons": []}
@@ -73,6 +74,7 @@ def claim_record(claim: str, source: str, test: str, unit: str, comparisons: lis
     if comparisons and not deciding:
         out["evidence"] = [f"{missing} in the study's setting (FedAvg, replicate 0)"]
     if deciding:
+        deciding = sorted(deciding, key=lambda est: -(est.get("seeds") or 0))  # stable
         head = next((est for v in (CONTRADICTED, INCONCLUSIVE) for est in deciding if est["verdict"] == v),
                     deciding[0])
         out.update({k: head.get(k) for k in ("effect", "low", "high", "seeds", "mde", "text_interval",
