@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from cllora.aggregate import ClientView, Strategy, get_strategy, strategy_options
+from cllora.aggregate import ClientView, LocalPlan, Strategy, get_strategy, strategy_options
 from cllora.config.settings import RunConfig
 from cllora.engine.evaluation import own_loss_and_se
 from cllora.engine.experiment import Experiment
@@ -61,9 +61,8 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
     cfg, data = exp.config, exp.data
     strategy, _ = strategy_of(cfg)
     stream_key = client_id if stream_id is None else stream_id
-    view, rank = client_view(exp, global_state, stream_key, round_num, downlink, own_state)
-    plan = strategy.local(view)
-    set_adapter_state(exp.model, _cut(plan.start, view, rank))
+    view, plan, start, rank = client_plan(exp, global_state, stream_key, round_num, downlink, own_state)
+    set_adapter_state(exp.model, start)
     torch.manual_seed(torch_seed(cfg.seed, "train", round_num, stream_key, replicate=cfg.replicate))
     rows = data.client_train[client_id]
 
@@ -87,29 +86,28 @@ def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client
     return update
 
 
-def client_view(exp: Experiment, global_state: dict[str, torch.Tensor], stream_key: int, round_num: int,
-                downlink: dict | None = None, own_state: dict | None = None) -> tuple[ClientView, int]:
-    """What a client knows in a round (`cllora.aggregate.ClientView`: the global adapter cut to its
-    rank, the downlink, its own state, the options, its seed for the round) and its rank."""
+def client_plan(exp: Experiment, global_state: dict[str, torch.Tensor], stream_key: int, round_num: int,
+                downlink: dict | None = None, own_state: dict | None = None
+                ) -> tuple[ClientView, LocalPlan, dict[str, torch.Tensor], int]:
+    """How a client trains in a round: what it knows (`cllora.aggregate.ClientView`: the global
+    adapter cut to its rank, the downlink, its own state, the options, its seed for the round),
+    its strategy's local plan, the adapter it starts from (the plan's start cut to its rank) and
+    its rank."""
     cfg = exp.config
-    _, options = strategy_of(cfg)
+    strategy, options = strategy_of(cfg)
     rank = exp.client_ranks[stream_key] if exp.client_ranks else cfg.rank
     seed = torch_seed(cfg.seed, "fresh_adapter", round_num, stream_key, replicate=cfg.replicate)
-    return ClientView(truncate(global_state, rank), downlink or {}, own_state or {}, options, seed), rank
+    view = ClientView(truncate(global_state, rank), downlink or {}, own_state or {}, options, seed)
+    plan = strategy.local(view)
+    start = plan.start if plan.start is view.global_state else truncate(plan.start, rank)
+    return view, plan, start, rank
 
 
 def client_start(exp: Experiment, global_state: dict[str, torch.Tensor], client_id: int, round_num: int,
                  downlink: dict | None = None, own_state: dict | None = None) -> dict[str, torch.Tensor]:
-    """The adapter a client's training starts from in a round (its strategy's local start, cut to
-    its rank): what its drift is measured from, and its own model where the strategy personalises."""
-    strategy, _ = strategy_of(exp.config)
-    view, rank = client_view(exp, global_state, client_id, round_num, downlink, own_state)
-    return _cut(strategy.local(view).start, view, rank)
-
-
-def _cut(start: dict[str, torch.Tensor], view: ClientView, rank: int) -> dict[str, torch.Tensor]:
-    """A local start cut to the client's rank (the global adapter in the view already is)."""
-    return start if start is view.global_state else truncate(start, rank)
+    """The adapter a client's training starts from in a round: what its drift is measured from,
+    and its own model where the strategy personalises (FLoRA's fresh draw is repeated from its seed)."""
+    return client_plan(exp, global_state, client_id, round_num, downlink, own_state)[2]
 
 
 def _then(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:
