@@ -228,12 +228,17 @@ def test_claims_come_in_a_fixed_order():
         "IID gives the lowest global test loss under quantity skew", "α = 100 is worst under quantity skew",
         "smaller models are more sensitive to length skew", "quantity skew hurts fairness more than length skew",
         "length skew has little effect on local training",
-        "length skew raises the global test loss", "length skew hurts long texts more than short ones",
-        "null experiment: replicates that differ only in training randomness differ"]
+        "length skew raises the global test loss",
+        "with long texts (cut above 128 tokens), length skew raises the global test loss",
+        "length skew hurts long texts more than short ones",
+        "null experiment: replicates that differ only in training randomness differ",
+        "the adaptive server optimizers (FedAdam, FedYogi) beat FedAvg",
+        "removing the aggregation error recovers some of the harm of length skew"]
     # IID ties quantity skew (2.0): an exact tie, not a contradiction; no α = 100; one model; length
     # ties IID; no per-class losses; no replicates
     assert [c["verdict"] for c in found] == [INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE, SUPPORTED, SUPPORTED,
-                                             INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE]
+                                             INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE, NOT_TESTABLE,
+                                             NOT_TESTABLE, NOT_TESTABLE]
     assert found[0]["effect"] == 0.0
 
 
@@ -245,8 +250,11 @@ CLAIM_NAMES = {"IID gives the lowest global test loss under quantity skew": "iid
                "quantity skew hurts fairness more than length skew": "quantity_unfair",
                "length skew has little effect on local training": "length_little",
                "length skew raises the global test loss": "length_hurts",
+               "with long texts (cut above 128 tokens), length skew raises the global test loss": "long_context",
                "length skew hurts long texts more than short ones": "long_texts",
-               "null experiment: replicates that differ only in training randomness differ": "null"}
+               "null experiment: replicates that differ only in training randomness differ": "null",
+               "the adaptive server optimizers (FedAdam, FedYogi) beat FedAvg": "adaptive",
+               "removing the aggregation error recovers some of the harm of length skew": "exact_aggregation"}
 
 
 def per_text_losses(mean_loss, seed, name, n=60, noise=0.05):
@@ -326,7 +334,8 @@ def json_verdicts(root) -> dict[str, str]:
 STUDY = {"iid_best": SUPPORTED, "alpha100_worst": CONTRADICTED, "small_sensitive": SUPPORTED,
          "quantity_unfair": CONTRADICTED, "length_little": SUPPORTED}
 # either way round; length_hurts: one model's length skew costs only 0.02 nats, near 3 seeds' noise
-OWN = {"length_hurts": INCONCLUSIVE, "long_texts": NOT_TESTABLE, "null": NOT_TESTABLE}
+OWN = {"length_hurts": INCONCLUSIVE, "long_texts": NOT_TESTABLE, "null": NOT_TESTABLE,
+       "long_context": NOT_TESTABLE, "adaptive": NOT_TESTABLE, "exact_aggregation": NOT_TESTABLE}
 OPPOSITE = {SUPPORTED: CONTRADICTED, CONTRADICTED: SUPPORTED}
 
 

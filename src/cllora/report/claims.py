@@ -1,5 +1,6 @@
 """The study's qualitative claims, tested on condition rows (conditions.condition_rows): one small
-function per claim (cllora's own claims are in `own_claims`). Each claim is an *effect* that the study predicts to be positive (or, for
+function per claim (cllora's own claims are in `own_claims`, those about federated methods in
+`method_claims`). Each claim is an *effect* that the study predicts to be positive (or, for
 "little effect", inside ±5 %), estimated per comparison (per model or setting) by stats.compare
 with its 95 % interval and number of seeds, and a three-way verdict: supported, contradicted or
 inconclusive (not testable without the runs it needs). `CLAIMS` lists them in the report's order.
@@ -20,6 +21,7 @@ from cllora.report.conditions import (
     model_label,
     setting_name,
 )
+from cllora.report.method_claims import METHOD_CLAIMS
 from cllora.report.own_claims import OWN_CLAIMS
 from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
 from cllora.report.verdicts import claim_record, estimate, every_one
@@ -175,7 +177,7 @@ STUDY_CLAIMS: tuple[Claim, ...] = (
     claim_quantity_fairness_worse,
     claim_length_little_local_effect,
 )
-CLAIMS: tuple[Claim, ...] = STUDY_CLAIMS + OWN_CLAIMS
+CLAIMS: tuple[Claim, ...] = STUDY_CLAIMS + OWN_CLAIMS + METHOD_CLAIMS
 
 
 def evaluate_claims(conds: list[dict], model_sizes: dict[str, int] | None = None,

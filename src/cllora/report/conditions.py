@@ -1,6 +1,7 @@
 """Runs as rows (pure functions of dicts): per-run headline numbers, conditions as seeds of the
-same (setting, scheme, alpha) with their curves averaged, settings and their labels, the
-per-client and local-comparison selections, and the cost table from recorded parameter counts.
+same (setting, scheme, alpha) with their curves averaged, settings and their labels, which
+settings are the study's own (and which long-context), and the cost table from recorded parameter
+counts.
 
 A *setting* is everything a run is compared within (model, clients, rounds, ...); a *condition*
 within it is (scheme, alpha); seeds are repetitions of a condition.
@@ -210,6 +211,14 @@ def is_study_setting(setting: str) -> bool:
     return all(values.get(k, v) == v for k, v in STUDY_SETTING.items())
 
 
+STUDY_MAX_LENGTH = 128  # tokens: the study cut its texts here; a setting that cuts later is long-context
+
+
+def is_long_context(setting: str) -> bool:
+    """Whether a setting keeps texts longer than the study's cut (STUDY_MAX_LENGTH tokens)."""
+    return (setting_values(setting).get("max_length") or 0) > STUDY_MAX_LENGTH
+
+
 def seed_spread(conds: list[dict]) -> list[dict]:
     """Per condition with at least 2 complete seeds: the sample sd over seeds of the final global
     loss, of each length class's final loss and of the final noise-corrected fairness, the
@@ -295,36 +304,7 @@ def length_sensitivity(entry: dict) -> float | None:
     return float(relative_range(finals))
 
 
-# ---------------------------------------------------------------- per-client curves and costs
-
-def local_comparison(runs: list[RunRecord]) -> list[dict]:
-    """Pairs for the local-training figures (Figs. 8/9): per setting and skew scheme, the run at
-    the smallest α and the IID run (first seed of each)."""
-    settings: dict[str, dict] = {}
-    for rec in sorted(runs, key=lambda r: r.config.get("seed", 0)):
-        e = settings.setdefault(setting_key(rec.config), {"iid": None, "length": {}, "quantity": {}})
-        scheme = rec.config["scheme"]
-        if scheme == "iid":
-            e["iid"] = e["iid"] or rec
-        elif uses_alpha(scheme):
-            e[scheme].setdefault(float(rec.config["alpha"]), rec)
-    pairs = []
-    for setting, e in settings.items():
-        for scheme in ("length", "quantity"):
-            if e[scheme]:
-                alpha = min(e[scheme])
-                pairs.append({"setting": setting, "scheme": scheme, "alpha": alpha,
-                              "skewed": e[scheme][alpha], "iid": e["iid"]})
-    return pairs
-
-
-def local_key(config: dict) -> str:
-    """Which per-client loss to draw: the local models' own (dense when most clients train each
-    round, as in the study's local experiment), else the global model on each client's split."""
-    if config.get("clients_per_round", 1) * 2 >= config.get("clients", 1):
-        return "local_model_test_loss"
-    return "global_model_local_test_loss"
-
+# ---------------------------------------------------------------- costs
 
 def cost_table(runs: list[RunRecord]) -> list[dict]:
     """One row per (model, rank, targets): the trainable and total parameter counts recorded in

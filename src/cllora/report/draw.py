@@ -1,7 +1,7 @@
 """The report's figures: the registry of figure drawers the report runs in order
 (`REPORT_FIGURES`), which comparisons each draws, with their titles and captions, each saved as
-PNG and SVG in DIR/figures into a section of the page (drawing itself lives in
-cllora.report.figures)."""
+PNG and SVG in DIR/figures into a section of the page, and the run pairs of the per-client
+figures (drawing itself lives in cllora.report.figures)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cllora.files import slug
-from cllora.partition.registry import scheme_title
+from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import axis_label, save_figure
 from cllora.report.axes import class_labels
 from cllora.report.conditions import (
     by_setting,
     class_difference,
-    local_comparison,
-    local_key,
     model_label,
     setting_key,
 )
@@ -36,6 +34,35 @@ from cllora.report.strategies import strategy_curves
 BAND = " Bands: 95 % t-interval of the mean over seeds."
 # the page's figure sections (cllora.report.html places each)
 SECTIONS = ("global", "classes", "fairness", "local", "partition", "strategies", "privacy")
+
+
+def local_comparison(runs: list[RunRecord]) -> list[dict]:
+    """Pairs for the local-training figures (Figs. 8/9): per setting and skew scheme, the run at
+    the smallest α and the IID run (first seed of each)."""
+    settings: dict[str, dict] = {}
+    for rec in sorted(runs, key=lambda r: r.config.get("seed", 0)):
+        e = settings.setdefault(setting_key(rec.config), {"iid": None, "length": {}, "quantity": {}})
+        scheme = rec.config["scheme"]
+        if scheme == "iid":
+            e["iid"] = e["iid"] or rec
+        elif uses_alpha(scheme):
+            e[scheme].setdefault(float(rec.config["alpha"]), rec)
+    pairs = []
+    for setting, e in settings.items():
+        for scheme in ("length", "quantity"):
+            if e[scheme]:
+                alpha = min(e[scheme])
+                pairs.append({"setting": setting, "scheme": scheme, "alpha": alpha,
+                              "skewed": e[scheme][alpha], "iid": e["iid"]})
+    return pairs
+
+
+def local_key(config: dict) -> str:
+    """Which per-client loss to draw: the local models' own (dense when most clients train each
+    round, as in the study's local experiment), else the global model on each client's split."""
+    if config.get("clients_per_round", 1) * 2 >= config.get("clients", 1):
+        return "local_model_test_loss"
+    return "global_model_local_test_loss"
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """cllora's own claims beyond the study's (pure functions of condition rows, like `claims`):
-whether length skew hurts the global model, whether the harm grows with text length, and the null
-experiment (two replicates that differ only in training randomness must not come out different).
+whether length skew hurts the global model (with the study's text cut and with long texts),
+whether the harm grows with text length, and the null experiment (two replicates that differ only
+in training randomness must not come out different).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ import json
 from typing import Callable
 
 from cllora.report.conditions import (
+    STUDY_MAX_LENGTH,
     complete_runs,
     final_classes,
+    is_long_context,
     length_pairs,
     model_label,
     setting_name,
@@ -20,20 +23,39 @@ from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, f
 from cllora.report.verdicts import claim_record, estimate
 
 
-def claim_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = None,
-                            model_sizes: dict[str, int] | None = None) -> dict:
-    """Length skew raises the global model's final test loss. Effect: the final loss at the
-    smallest length-skew α minus IID's, paired by seed and text (nats/token; > 0 supports)."""
+def _skew_harm(conds: list[dict], labels: dict[str, str] | None, long_context: bool) -> list:
+    """Final loss at the smallest length-skew α minus IID's, paired by seed and text, for each
+    setting of the global experiments that is (or is not) long-context."""
     comparisons = []
     for setting, e, alpha, row, iid in length_pairs(conds):
         est = estimate([row, iid], "final_loss", lambda m: m[0] - m[1])
-        if est:
+        if est and is_long_context(setting) == long_context:
             comparisons.append((setting_name(setting, e, labels), est,
                                 f"α = {alpha:g} {fmt_pm(row)} vs IID {fmt_pm(iid)}", e["study"]))
+    return comparisons
+
+
+def claim_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = None,
+                            model_sizes: dict[str, int] | None = None) -> dict:
+    """Length skew raises the global model's final test loss, with texts cut where the study cut
+    them (STUDY_MAX_LENGTH). Effect: the final loss at the smallest length-skew α minus IID's,
+    paired by seed and text (nats/token; > 0 supports)."""
     return claim_record("length skew raises the global test loss", "cllora, the study's Fig. 6 setting",
                         "effect = final global test loss at the smallest length-skew α minus IID's "
-                        "(nats/token; > 0 supports)", "", comparisons,
+                        "(nats/token; > 0 supports)", "", _skew_harm(conds, labels, long_context=False),
                         "needs length-skew and IID runs of the same setting")
+
+
+def claim_long_context_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = None,
+                                         model_sizes: dict[str, int] | None = None) -> dict:
+    """The same effect with texts kept longer than the study's 128 tokens (long context), where a
+    length class spans more of a text's real length (nats/token; > 0 supports)."""
+    return claim_record(f"with long texts (cut above {STUDY_MAX_LENGTH} tokens), length skew raises "
+                        "the global test loss", "cllora, long context",
+                        "effect = final global test loss at the smallest length-skew α minus IID's "
+                        "(nats/token; > 0 supports)", "", _skew_harm(conds, labels, long_context=True),
+                        f"needs length-skew and IID runs of one setting with --max-length above "
+                        f"{STUDY_MAX_LENGTH} (e.g. --dataset sotu-chunks --max-length 512)")
 
 
 def class_harm(skewed: dict, iid: dict) -> dict[int, tuple]:
@@ -117,6 +139,7 @@ def claim_null_replicates(conds: list[dict], labels: dict[str, str] | None = Non
 
 OWN_CLAIMS: tuple[Callable[..., dict], ...] = (
     claim_length_skew_hurts,
+    claim_long_context_length_skew_hurts,
     claim_long_texts_hurt_more,
     claim_null_replicates,
 )

@@ -18,7 +18,8 @@ from cllora.config.settings import RunConfig
 from cllora.partition.registry import uses_alpha
 from cllora.report.conditions import CONDITION_KEYS, condition_label, final_texts
 from cllora.report.runs import RunRecord
-from cllora.report.stats import INCONCLUSIVE, LEVEL, compare, curve, finite, holm, mean, t_half_width
+from cllora.report.stats import compare, curve, finite, mean, t_half_width
+from cllora.report.verdicts import holm_verdicts
 
 BASELINE = "fedavg"
 
@@ -89,20 +90,9 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
                         else versus(members, baseline),
                         **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "drift",
                                                                    "pairwise", "agg_error", "bytes")}})
-    _holm_verdicts([r["vs_baseline"] for r in out if r["vs_baseline"]])
+    holm_verdicts([r["vs_baseline"] for r in out if r["vs_baseline"]])
     return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,
                                       r["final_loss"] if finite(r["final_loss"]) else float("inf")))
-
-
-def _holm_verdicts(estimates: list[dict]) -> None:
-    """Holm over the table's comparisons: a verdict stands only where its adjusted p-value is
-    below 1 − LEVEL; else it becomes inconclusive. Adds `p_holm` to each estimate."""
-    adjusted = holm([e.get("p_value") for e in estimates])
-    for est, p in zip(estimates, adjusted):
-        est["p_holm"] = p
-        if est["verdict"] != INCONCLUSIVE and (p is None or p >= 1 - LEVEL):
-            est["verdict"] = INCONCLUSIVE
-            est["method"] += "; not significant after Holm's correction over the table"
 
 
 def _by_seed(members: list[RunRecord]) -> tuple[dict[int, float], dict]:

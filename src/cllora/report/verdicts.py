@@ -52,6 +52,18 @@ def every_one(rows: list[dict], key: str, contrast_of, **bounds) -> dict | None:
     return {**head, "verdict": verdict, "method": method, "pairs": [p["effect"] for p in pairs]}
 
 
+def holm_verdicts(estimates: list[dict]) -> None:
+    """Holm over a family of comparisons (a strategy table, a claim over several strategies): a
+    verdict stands only where its adjusted p-value is below 1 − LEVEL; else it becomes
+    inconclusive. Adds `p_holm` to each estimate."""
+    adjusted = holm([e.get("p_value") for e in estimates])
+    for est, p in zip(estimates, adjusted):
+        est["p_holm"] = p
+        if est["verdict"] != INCONCLUSIVE and (p is None or p >= 1 - LEVEL):
+            est["verdict"] = INCONCLUSIVE
+            est["method"] += f"; not significant after Holm's correction over {len(estimates)} comparisons"
+
+
 def _evidence(label: str, est: dict, detail: str, unit: str, decides: bool, one_method: bool) -> str:
     line = f"{label}: {detail}; effect {fmt_effect(est, unit)}"
     line += "" if one_method else f" ({est['method']})"
