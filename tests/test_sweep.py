@@ -116,6 +116,17 @@ def test_tiny_sweep_loads_model_once_skips_done_and_resumes(tiny_model, tmp_path
     for c in cells:
         assert (root / c.name / "summary.json").is_file()
 
+    # the same sweep with another seed into the same root: the first grid's cells stay in the index
+    grid_spec = grid.GridSpec(name=s.name, description="", run={}, grid={}, per_model={}, source="")
+    sweep_index.write_index(root, grid_spec, [dict(index["cells"][0], name="other/iid-s9", status="pending")])
+    merged = json.loads((root / "index.json").read_text())
+    assert [c["name"] for c in merged["cells"]] == names(cells) + ["other/iid-s9"]
+    assert [c["status"] for c in merged["cells"]] == ["done", "done", "pending"]
+    assert merged["counts"]["done"] == 2 and merged["counts"]["pending"] == 1
+    sweep_index.write_index(root, grid_spec, [])  # a cell of an earlier grid that never ran is dropped
+    assert [c["name"] for c in json.loads((root / "index.json").read_text())["cells"]] == names(cells)
+    sweep_index.write_index(root, grid_spec, [index["cells"][0], index["cells"][1]])  # as before
+
     # run again: everything finished, nothing is loaded or run
     count_loads.clear()
     again = sweep.run_sweep(s, cells, root, progress=False)

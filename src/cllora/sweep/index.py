@@ -61,7 +61,8 @@ def index_entry(cell: Cell, root: Path, status: str | None = None, *, seconds: f
 
 
 def write_index(root: Path, spec: GridSpec, entries: list[dict]) -> None:
-    """index.json (the sweep, status counts, every cell) and index.csv (one row a cell)."""
+    """index.json (the sweep, status counts, every cell) and index.csv (one row a cell); cells
+    an earlier grid ran into the same root stay listed, first."""
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -70,9 +71,24 @@ def write_index(root: Path, spec: GridSpec, entries: list[dict]) -> None:
     head = {"name": spec.name, "description": spec.description, "source": spec.source,
             "quick": spec.quick, "created": old.get("sweep", {}).get("created", now), "updated": now,
             "cllora_version": __version__}
+    entries = _earlier_cells(root, old, {e["name"] for e in entries}) + list(entries)
     counts = {s: sum(e["status"] == s for e in entries) for s in STATUSES}
     records.write_json(root / "index.json", {"sweep": head, "counts": counts, "cells": entries})
     records.write_csv(root / "index.csv", INDEX_COLUMNS, entries)
+
+
+def _earlier_cells(root: Path, old: dict, names: set[str]) -> list[dict]:
+    """Cells that an earlier run of this sweep with another grid left under `root` (more seeds
+    added later with --grid seed=3,4, say): kept in the index, status re-read from disk; cells of
+    that grid that never started are dropped."""
+    kept = []
+    for entry in old.get("cells", []):
+        name = entry.get("name")
+        if not name or name in names or not records.is_run_dir(root / name):
+            continue
+        status, last = records.run_status(root / name, entry.get("rounds"))
+        kept.append({**entry, "status": status, "rounds_completed": max(last, 0)})
+    return kept
 
 
 def describe_cells(cells: list[Cell], root: Path) -> list[dict]:
