@@ -28,8 +28,10 @@ def _skew_harm(conds: list[dict], labels: dict[str, str] | None, long_context: b
     setting of the global experiments that is (or is not) long-context."""
     comparisons = []
     for setting, e, alpha, row, iid in length_pairs(conds):
+        if is_long_context(setting) != long_context:
+            continue
         est = estimate([row, iid], "final_loss", lambda m: m[0] - m[1])
-        if est and is_long_context(setting) == long_context:
+        if est:
             comparisons.append((setting_name(setting, e, labels), est,
                                 f"α = {alpha:g} {fmt_pm(row)} vs IID {fmt_pm(iid)}", e["study"]))
     return comparisons
