@@ -1,13 +1,21 @@
 """cllora's claims about federated methods (pure functions of condition rows, like `claims`):
 whether the adaptive server optimizers (FedAdam, FedYogi) reach a lower global loss than FedAvg,
 and whether exact aggregation (FedEx-LoRA, which adds the aggregation error's residual back)
-recovers any of length skew's harm. Both compare strategies within one base setting (every config
-key but scheme, alpha, seed and the strategy's own: `strategies.base_setting`), paired by seed.
+recovers any of length skew's harm (at the smallest length-skew α against IID, as
+`conditions.length_pairs` picks them). Both compare strategies within one base setting (every
+config key but scheme, alpha, seed and the strategy's own: `strategies.base_setting`), paired by
+seed.
 """
 
 from __future__ import annotations
 
-from cllora.report.conditions import condition_label, is_study_setting, setting_name, setting_values
+from cllora.report.conditions import (
+    condition_label,
+    is_study_setting,
+    length_pairs,
+    setting_name,
+    setting_values,
+)
 from cllora.report.stats import fmt, fmt_pm
 from cllora.report.strategies import BASELINE, base_setting, strategy_label
 from cllora.report.verdicts import claim_record, estimate, holm_verdicts
@@ -58,15 +66,18 @@ def claim_exact_aggregation_recovers(conds: list[dict], labels: dict[str, str] |
     """Removing the aggregation error recovers some of the harm of length skew. Harm = the final global
     loss at the smallest length-skew α minus IID's; effect = FedAvg's harm minus FedEx-LoRA's,
     paired by seed (nats/token; > 0 supports: the exact aggregation is hurt less)."""
+    harm: dict[str, dict[str, tuple]] = {}  # base setting -> strategy -> (α, length-skew row, IID row)
+    for setting, _, alpha, row, iid in length_pairs(conds):
+        values = setting_values(setting)
+        harm.setdefault(base_setting(values), {})[strategy_label(values)] = (alpha, row, iid)
     comparisons = []
-    groups = method_groups(conds)
-    for (base, scheme, alpha), rows in groups.items():
-        iid = groups.get((base, "iid", None), {})
-        lengths = [a for (b, s, a) in groups if b == base and s == "length"]
-        if scheme != "length" or alpha != min(lengths) or not all(
-                k in r for r in (rows, iid) for k in (BASELINE, EXACT)):
+    for by_strategy in harm.values():
+        if BASELINE not in by_strategy or EXACT not in by_strategy:
             continue
-        four = [rows[BASELINE], iid[BASELINE], rows[EXACT], iid[EXACT]]
+        (alpha, *avg), (exact_alpha, *exact) = by_strategy[BASELINE], by_strategy[EXACT]
+        if alpha != exact_alpha:
+            continue
+        four = avg + exact  # FedAvg length, FedAvg IID, FedEx-LoRA length, FedEx-LoRA IID
         est = estimate(four, "final_loss", lambda m: (m[0] - m[1]) - (m[2] - m[3]))
         if est:
             detail = (f"harm FedAvg {fmt(four[0]['final_loss'] - four[1]['final_loss'])}, "
