@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from cllora.report import load_runs
-from cllora.report.conditions import condition_rows, run_row, setting_key, setting_labels
-from cllora.report.stats import fmt_effect, mean, t_interval
+from cllora.report.conditions import setting_key, setting_labels
+from cllora.report.stats import finite, fmt_effect, mean, t_interval
 
 KEYS = ("agg_error", "drift_mean", "fairness_var_corrected")
 
@@ -44,10 +44,10 @@ def main() -> int:
             common = sorted(set(seeds) & set(iid))
             parts = []
             for key in KEYS:
-                diffs = [seeds[s][key] - iid[s][key] for s in common
-                         if seeds[s][key] is not None and iid[s][key] is not None]
+                both = [s for s in common if finite(seeds[s][key]) and finite(iid[s][key])]
+                diffs = [seeds[s][key] - iid[s][key] for s in both]
                 m, low, high = t_interval(diffs)
-                levels = f"{mean(seeds[s][key] for s in common):.4g} vs {mean(iid[s][key] for s in common):.4g}" \
+                levels = f"{mean(seeds[s][key] for s in both):.4g} vs {mean(iid[s][key] for s in both):.4g}" \
                     if diffs else "n/a"
                 parts.append(f"{key} {levels}: {fmt_effect({'effect': m, 'low': low, 'high': high})}")
             print(f"{labels[setting]} | {scheme} α={alpha} vs IID, {len(common)} seeds | " + " | ".join(parts))
