@@ -225,6 +225,17 @@ def test_setting_labels_tell_apart_settings_that_differ_in_a_key_older_runs_lack
     assert labels["b"] == "m, dp_target_epsilon=8" and labels["c"] == "m, dp_target_epsilon=2"
 
 
+def test_runs_recorded_before_an_option_existed_pair_with_runs_that_record_its_default():
+    """Seeds added to a published sweep by a newer cllora record new keys at None ("dp_clip":
+    null) that the older runs lack: both are one setting, so their seeds pair; a real value differs."""
+    from cllora.report.conditions import setting_key
+
+    old = {"model": "m", "rounds": 5, "scheme": "iid", "alpha": 1.0, "seed": 0}
+    new = {**old, "seed": 3, "dp_clip": None, "dp_target_epsilon": None}
+    assert setting_key(old) == setting_key(new)
+    assert setting_key(old) != setting_key({**new, "dp_clip": 0.5})
+
+
 def test_long_setting_labels_give_file_names_a_file_system_accepts():
     from cllora.files import SLUG_CHARS, slug
 

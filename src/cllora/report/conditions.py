@@ -27,8 +27,10 @@ CLASS_COLUMN = re.compile(r"test_loss_c(\d+)$")
 # ---------------------------------------------------------------- settings and labels
 
 def setting_key(config: dict) -> str:
-    """What a run is compared within: every setting except scheme, alpha and seed."""
-    return json.dumps({k: v for k, v in sorted(config.items()) if k not in CONDITION_KEYS},
+    """What a run is compared within: every setting except scheme, alpha and seed. A setting that
+    is None counts as absent, so runs written before a new option existed (no key) pair with runs
+    that record it at its default None (`"dp_clip": null`)."""
+    return json.dumps({k: v for k, v in sorted(config.items()) if k not in CONDITION_KEYS and v is not None},
                       sort_keys=True)
 
 
