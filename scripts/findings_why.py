@@ -49,7 +49,8 @@ def main() -> int:
                 m, low, high = t_interval(diffs)
                 levels = f"{mean(seeds[s][key] for s in both):.4g} vs {mean(iid[s][key] for s in both):.4g}" \
                     if diffs else "n/a"
-                parts.append(f"{key} {levels}: {fmt_effect({'effect': m, 'low': low, 'high': high})}")
+                fewer = f" ({len(both)} seeds)" if len(both) < len(common) else ""
+                parts.append(f"{key}{fewer} {levels}: {fmt_effect({'effect': m, 'low': low, 'high': high})}")
             print(f"{labels[setting]} | {scheme} α={alpha} vs IID, {len(common)} seeds | " + " | ".join(parts))
     return 0
 
