@@ -1,4 +1,4 @@
-"""Calibration of cllora's verdicts on simulated data (cllora.report.calibration): the share of
+"""Calibration of cllora's verdicts on simulated data (cllora.analysis.calibration): the share of
 false verdicts on null data at 1, 2, 3, 5 and 10 seeds, what the test-text interval alone would
 have decided, and the power on true effects, for the training noise the null experiment measured.
 
@@ -11,7 +11,7 @@ import argparse
 
 import numpy as np
 
-from cllora.report.calibration import TEXT_SD, TRAIN_SD, verdict_rates
+from cllora.analysis.calibration import TEXT_SD, TRAIN_SD, verdict_rates
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cllora.report.stats import fmt_effect, fmt_mde
+from cllora.analysis.stats import fmt_effect, fmt_mde
 
 
 def row(claim: dict) -> str:

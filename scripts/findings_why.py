@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cllora.report import load_runs
-from cllora.report.conditions import setting_key, setting_labels
-from cllora.report.stats import finite, fmt_effect, mean, t_interval
+from cllora.analysis import load_runs
+from cllora.analysis.conditions import setting_key, setting_labels
+from cllora.analysis.stats import finite, fmt_effect, mean, t_interval
 
 KEYS = ("agg_error", "drift_mean", "fairness_var_corrected")
 

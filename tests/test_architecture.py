@@ -17,7 +17,8 @@ LAYERS = [
     {"config"},  # reads the cores' registries (schemes, strategies and their options)
     {"records"},  # a run's columns and files
     {"engine"},  # the in-process loop: draws nothing, knows no Flower
-    {"report"},  # reads run files; its run_figures module is a listener the runners attach
+    {"analysis"},  # reads run files into rows, statistics, verdicts and claims: numbers only
+    {"report"},  # draws and writes the page from analysis; its run_figures module is a listener the runners attach
     {"flower"},  # a second runner over the engine's loop
     {"runner"},  # picks the engine for a config
     {"sweep"},  # grids of runs
@@ -163,3 +164,19 @@ def test_module_is_small_and_says_what_it_owns(path):
 def test_few_modules_at_the_top_level():
     top = [p.name for p in SRC.glob("*.py")]
     assert len(top) < 15, top
+
+
+def test_analysis_draws_nothing():
+    """The numbers package imports no plotting and no HTML code, and nothing of the report: the
+    report draws from analysis, never the reverse."""
+    drawn = []
+    for name, path in modules().items():
+        if unit(name) != "analysis":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            drawn += [f"{name}: {n}" for n in names
+                      if n.split(".")[0] in ("matplotlib", "html") or n.startswith("cllora.report")]
+    assert drawn == []

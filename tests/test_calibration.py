@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cllora.metrics import client_standard_errors, excess_variance
-from cllora.report.calibration import verdict_rates
-from cllora.report.claims import claim_quantity_fairness_worse
-from cllora.report.stats import SUPPORTED
+from cllora.analysis.calibration import verdict_rates
+from cllora.analysis.claims import claim_quantity_fairness_worse
+from cllora.analysis.stats import SUPPORTED
 
 MAX_FALSE = 0.06
 
@@ -94,7 +94,7 @@ def test_one_condition_beats_each_of_several_is_calibrated(seeds):
     # "IID is lowest" over 3 quantity-skew α values on null data: at most 6 % false verdicts; the
     # best-of-three contrast the claim used before is biased (the minimum of noisy equals lies below
     # their mean) and contradicts far more often
-    from cllora.report.verdicts import estimate, every_one
+    from cllora.analysis.verdicts import estimate, every_one
 
     rng = np.random.default_rng(seeds)
     false, old = 0, 0

@@ -133,7 +133,7 @@ def natural_sweep(root):
 
 def test_strategy_figures_of_a_natural_sweep(tmp_path):
     from cllora.report.draw import _draw_strategies
-    from cllora.report.runs import load_runs
+    from cllora.analysis.runs import load_runs
 
     natural_sweep(tmp_path)
     titles = []

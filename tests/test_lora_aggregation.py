@@ -500,8 +500,8 @@ def test_report_strategy_table_shows_the_aggregation_error():
 
     from cllora.config.settings import RunConfig
     from cllora.report.html import _strategies_html
-    from cllora.report.runs import RunRecord
-    from cllora.report.strategies import strategy_rows
+    from cllora.analysis.runs import RunRecord
+    from cllora.analysis.strategies import strategy_rows
 
     def record(strategy, errors):
         cfg = {**RunConfig().to_dict(), "model": "m", "scheme": "length", "alpha": 0.1, "strategy": strategy}

@@ -10,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from cllora.report import conditions, own_claims
-from cllora.report.method_claims import claim_adaptive_beats_fedavg, claim_exact_aggregation_recovers
-from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
-from cllora.report.verdicts import NOT_TESTABLE
+from cllora.analysis import conditions, own_claims
+from cllora.analysis.method_claims import claim_adaptive_beats_fedavg, claim_exact_aggregation_recovers
+from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
+from cllora.analysis.verdicts import NOT_TESTABLE
 
 MAX_FALSE = 0.06
 JITTER = (0.004, -0.003, -0.001, 0.002, 0.0)  # training noise per seed, shared by nothing

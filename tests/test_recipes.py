@@ -20,7 +20,7 @@ from cllora.partition import Partition, Scheme
 from cllora.report import write_report
 from cllora.report.axes import plt
 from cllora.report.draw import REPORT_FIGURES
-from cllora.report.stats import curve
+from cllora.analysis.stats import curve
 
 
 def tiny(model: str, **changes) -> RunConfig:

@@ -19,7 +19,7 @@ import pytest
 
 from cllora import records
 from cllora.cli import main
-from cllora.report import (
+from cllora.analysis import (
     CONTRADICTED,
     INCONCLUSIVE,
     NOT_TESTABLE,
@@ -28,8 +28,8 @@ from cllora.report import (
     conditions,
     find_run_dirs,
     load_runs,
-    write_report,
 )
+from cllora.report import write_report
 from cllora.report.figures import class_loss_figure
 
 # ---------------------------------------------------------------- runs and conditions (pure)

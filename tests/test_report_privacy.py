@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cllora import records
-from cllora.report import load_runs, privacy, write_report
+from cllora.analysis import load_runs, privacy
+from cllora.report import write_report
 from cllora.report.axes import plt
 from cllora.report.figures import privacy_figure
 

@@ -1,4 +1,4 @@
-"""The report's statistics (cllora.report.stats) on numbers whose answer is known by hand or by
+"""The report's statistics (cllora.analysis.stats) on numbers whose answer is known by hand or by
 construction: the token-weighted paired bootstrap (its effect, its pairing by text, the coverage
 and width of its interval on a case with a known true difference), the t-interval over seeds,
 the three-way verdict, and `compare` on pure noise (inconclusive), a clear effect (supported), the
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from cllora.report import stats
-from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
+from cllora.analysis import stats
+from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
 
 T_975_2DF = 4.302652729749462  # Student t, 97.5 % quantile, 2 and 1 degrees of freedom (tables)
 T_975_1DF = 12.706204736174694
@@ -203,7 +203,7 @@ def test_only_the_studys_own_settings_decide_its_claims():
     experiment is shown but never decides."""
     import json
 
-    from cllora.report.conditions import is_study_setting
+    from cllora.analysis.conditions import is_study_setting
 
     def key(**values):
         return json.dumps({"model": "m", "strategy": "fedavg", "replicate": 0, "dp_clip": None,
@@ -216,7 +216,7 @@ def test_only_the_studys_own_settings_decide_its_claims():
 
 
 def test_setting_labels_tell_apart_settings_that_differ_in_a_key_older_runs_lack():
-    from cllora.report.conditions import setting_labels
+    from cllora.analysis.conditions import setting_labels
 
     old = {"model": "m", "rounds": 5}  # a run recorded before the DP keys existed
     configs = {"a": old, "b": {**old, "dp_target_epsilon": 8.0}, "c": {**old, "dp_target_epsilon": 2.0}}
@@ -228,7 +228,7 @@ def test_setting_labels_tell_apart_settings_that_differ_in_a_key_older_runs_lack
 def test_runs_recorded_before_an_option_existed_pair_with_runs_that_record_its_default():
     """Seeds added to a published sweep by a newer cllora record new keys at None ("dp_clip":
     null) that the older runs lack: both are one setting, so their seeds pair; a real value differs."""
-    from cllora.report.conditions import setting_key
+    from cllora.analysis.conditions import setting_key
 
     old = {"model": "m", "rounds": 5, "scheme": "iid", "alpha": 1.0, "seed": 0}
     new = {**old, "seed": 3, "dp_clip": None, "dp_target_epsilon": None}
@@ -246,7 +246,7 @@ def test_long_setting_labels_give_file_names_a_file_system_accepts():
 
 
 def test_the_headline_is_the_deciding_comparison_with_the_most_seeds():
-    from cllora.report.verdicts import claim_record
+    from cllora.analysis.verdicts import claim_record
 
     few = {"verdict": "inconclusive", "effect": 0.2, "seeds": 3, "method": "t"}
     many = {"verdict": "inconclusive", "effect": 0.1, "seeds": 5, "method": "t"}

@@ -12,7 +12,7 @@ import pytest
 
 from cllora import records
 from cllora.files import _json_default
-from cllora.report import compute_claims
+from cllora.analysis import compute_claims
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"

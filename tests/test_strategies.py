@@ -418,7 +418,7 @@ def test_scaffold_doubles_the_bytes_and_keeps_every_clients_control_variate(tiny
 def _record(strategy, seed, losses, scheme="length", drift=(1.0, 2.0), complete=True, **options):
     from pathlib import Path
 
-    from cllora.report.runs import RunRecord
+    from cllora.analysis.runs import RunRecord
 
     cfg = {**RunConfig().to_dict(), "model": "m", "scheme": scheme, "alpha": 0.1, "seed": seed,
            "strategy": strategy, "rounds": 1, **options}
@@ -431,8 +431,8 @@ def _record(strategy, seed, losses, scheme="length", drift=(1.0, 2.0), complete=
 
 def test_report_compares_strategies_per_condition_with_seed_intervals():
     from cllora.report.html import _strategies_html
-    from cllora.report.stats import t_half_width
-    from cllora.report.strategies import strategy_rows
+    from cllora.analysis.stats import t_half_width
+    from cllora.analysis.strategies import strategy_rows
 
     runs = [_record("fedavg", 0, [3.0, 2.5, 2.4]), _record("fedavg", 1, [3.0, 2.6, 2.2]),
             _record("fedprox", 0, [3.0, 2.4, 2.1], drift=(0.5, 0.8), prox_mu=0.1, complete=False),
@@ -454,7 +454,7 @@ def test_report_compares_strategies_per_condition_with_seed_intervals():
 
 def test_report_draws_each_strategys_mean_curves_per_condition():
     from cllora.report.figures import strategy_figure
-    from cllora.report.strategies import strategy_curves
+    from cllora.analysis.strategies import strategy_curves
 
     runs = [_record("fedprox", 0, [3.0, 2.4, 2.1], prox_mu=0.1), _record("fedavg", 0, [3.0, 2.5, 2.4]),
             _record("fedavg", 1, [3.0, 2.6, 2.2]), _record("fedavg", 0, [3.0, 2.7], scheme="iid"),
@@ -474,8 +474,8 @@ def test_report_draws_each_strategys_mean_curves_per_condition():
 
 def test_each_strategy_is_compared_with_fedavg_paired_by_seed():
     from cllora.report.html import _strategies_html
-    from cllora.report.stats import t_interval
-    from cllora.report.strategies import strategy_rows
+    from cllora.analysis.stats import t_interval
+    from cllora.analysis.strategies import strategy_rows
 
     avg = [3.0, 3.2, 3.1]
     adam = [2.9, 3.09, 2.98]  # lower than FedAvg in every seed, by 0.1, 0.11, 0.12
@@ -496,7 +496,7 @@ def test_each_strategy_is_compared_with_fedavg_paired_by_seed():
 
 
 def test_holm_keeps_the_strategy_table_from_over_claiming():
-    from cllora.report.strategies import strategy_rows
+    from cllora.analysis.strategies import strategy_rows
 
     # FedAdam clearly better (p tiny), FedYogi and FedAdagrad barely (p = 0.035 each): after Holm
     # over the three comparisons, theirs no longer stand (adjusted 0.07); FedAdam's does

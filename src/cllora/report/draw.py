@@ -13,7 +13,7 @@ from cllora.files import slug
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import axis_label, save_figure
 from cllora.report.axes import class_labels
-from cllora.report.conditions import (
+from cllora.analysis.conditions import (
     by_setting,
     class_difference,
     model_label,
@@ -26,10 +26,10 @@ from cllora.report.figures import (
     privacy_figure,
     strategy_figure,
 )
-from cllora.report.privacy import base_key, class_gaps, utility
+from cllora.analysis.privacy import base_key, class_gaps, utility
 from cllora.report.run_figures import client_curves, partition_figure
-from cllora.report.runs import RunRecord
-from cllora.report.strategies import strategy_curves
+from cllora.analysis.runs import RunRecord
+from cllora.analysis.strategies import strategy_curves
 
 BAND = " Bands: 95 % t-interval of the mean over seeds."
 # the page's figure sections (cllora.report.html places each)
@@ -79,7 +79,7 @@ class Figure:
 @dataclass(frozen=True)
 class FigureInputs:
     """What a report figure is drawn from: the runs, their conditions and the settings' labels
-    (cllora.report.conditions), and where to say that a figure failed."""
+    (cllora.analysis.conditions), and where to say that a figure failed."""
 
     runs: list[RunRecord]
     conds: list[dict]
@@ -221,7 +221,7 @@ def _draw_strategies(runs: list[RunRecord], save) -> None:
 
 def _draw_privacy(runs: list[RunRecord], save) -> None:
     """Client-level DP, per setting that ran it: utility against ε, and the loss per length class
-    with DP minus without (cllora.report.privacy); nothing where no run used DP."""
+    with DP minus without (cllora.analysis.privacy); nothing where no run used DP."""
     gaps = class_gaps(runs)
     for entry in utility(runs):
         mine = [g for g in gaps if g["setting"] == entry["setting"]]

@@ -1,5 +1,5 @@
 """The comparison figures the report assembles in cllora.report.draw, drawing only (statistics come
-from cllora.report.stats): conditions with 95 % bands over seeds, per-client pairs, loss per length
+from cllora.analysis.stats): conditions with 95 % bands over seeds, per-client pairs, loss per length
 class, strategies side by side, utility against ε beside DP's cost per length class. `plot_x(data,
 ax=None) -> Axes`.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import axis_label
 from cllora.report.axes import plt, round_axes, wrap_title
-from cllora.report.privacy import fmt_epsilon
+from cllora.analysis.privacy import fmt_epsilon
 
 # Fixed colours for the study's conditions, so every figure reads the same way.
 ALPHA_COLORS = {0.1: "#d62728", 1.0: "#ff7f0e", 100.0: "#1f77b4"}

@@ -14,13 +14,13 @@ from typing import Any
 from cllora import __version__, records
 from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title
-from cllora.report.conditions import model_label, overfit_note, seed_spread
+from cllora.analysis.conditions import model_label, overfit_note, seed_spread
 from cllora.report.draw import Figure
 from cllora.report.privacy_html import privacy_html
-from cllora.report.runs import RunRecord
-from cllora.report.stats import (MIN_SEEDS, finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb,
+from cllora.analysis.runs import RunRecord
+from cllora.analysis.stats import (MIN_SEEDS, finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb,
                                   fmt_mde, fmt_pm, fmt_signed, fmt_verdict_interval, short)
-from cllora.report.strategies import strategy_rows
+from cllora.analysis.strategies import strategy_rows
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d232a;

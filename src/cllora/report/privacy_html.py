@@ -1,6 +1,6 @@
 """The report page's client-level DP section: utility against ε, the loss per length class with DP
 against without, clipping by the clients' dominant length class, and every DP run's ε. Shown only
-when some run used DP; the numbers come from cllora.report.privacy. The page's table and figure
+when some run used DP; the numbers come from cllora.analysis.privacy. The page's table and figure
 helpers are passed in by cllora.report.html, so the two modules do not import each other."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import html
 from typing import Any, Callable
 
 from cllora.records import ROUND_TABLE
-from cllora.report.privacy import any_dp, class_gaps, clip_table, fmt_epsilon, run_table, utility
-from cllora.report.runs import RunRecord
-from cllora.report.stats import fmt, fmt_g, fmt_interval, fmt_signed
+from cllora.analysis.privacy import any_dp, class_gaps, clip_table, fmt_epsilon, run_table, utility
+from cllora.analysis.runs import RunRecord
+from cllora.analysis.stats import fmt, fmt_g, fmt_interval, fmt_signed
 
 Table = Callable[..., str]  # html._table_html(head, rows, numeric)
 

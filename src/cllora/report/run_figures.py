@@ -17,7 +17,7 @@ from cllora.files import save_figure
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import axis_label
 from cllora.report.axes import class_labels, plt, round_axes
-from cllora.report.stats import curve, finite
+from cllora.analysis.stats import curve, finite
 
 # ---------------------------------------------------------------- partitions
 

@@ -17,8 +17,8 @@ import numpy as np
 from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import reported
-from cllora.report.runs import RunRecord
-from cllora.report.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
+from cllora.analysis.runs import RunRecord
+from cllora.analysis.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
 
 CONDITION_KEYS = ("scheme", "alpha", "seed")
 CLASS_COLUMN = re.compile(r"test_loss_c(\d+)$")

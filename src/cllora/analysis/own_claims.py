@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from cllora.report.conditions import (
+from cllora.analysis.conditions import (
     STUDY_MAX_LENGTH,
     complete_runs,
     final_classes,
@@ -19,8 +19,8 @@ from cllora.report.conditions import (
     setting_name,
     setting_values,
 )
-from cllora.report.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, fmt_signed, t_interval
-from cllora.report.verdicts import claim_record, estimate
+from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, fmt_signed, t_interval
+from cllora.analysis.verdicts import claim_record, estimate
 
 
 def _skew_harm(conds: list[dict], labels: dict[str, str] | None, long_context: bool) -> list:

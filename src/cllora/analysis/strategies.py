@@ -3,7 +3,7 @@
 best global loss (mean over seeds ± the half-width of the 95 % t-interval), final fairness, client
 drift and bytes; and the per-round curves (global loss, aggregation error, drift) of each strategy,
 mean over seeds, for the report's strategy figures. Each strategy's final loss is compared with
-FedAvg's as every claim is (cllora.report.stats.compare), and the table's verdicts are corrected
+FedAvg's as every claim is (cllora.analysis.stats.compare), and the table's verdicts are corrected
 for its many comparisons with Holm's step-down procedure (family-wise error ≤ 5 %).
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 from cllora.aggregate import STRATEGIES, strategy_option_names
 from cllora.config.settings import RunConfig
 from cllora.partition.registry import uses_alpha
-from cllora.report.conditions import CONDITION_KEYS, condition_label, final_texts
-from cllora.report.runs import RunRecord
-from cllora.report.stats import compare, curve, finite, mean, t_half_width
-from cllora.report.verdicts import holm_verdicts
+from cllora.analysis.conditions import CONDITION_KEYS, condition_label, final_texts
+from cllora.analysis.runs import RunRecord
+from cllora.analysis.stats import compare, curve, finite, mean, t_half_width
+from cllora.analysis.verdicts import holm_verdicts
 
 BASELINE = "fedavg"
 
@@ -112,7 +112,7 @@ def _by_seed(members: list[RunRecord]) -> tuple[dict[int, float], dict]:
 
 def versus(members: list[RunRecord], baseline: list[RunRecord]) -> dict | None:
     """Final global loss of a strategy minus FedAvg's, paired by seed (and by test text): effect,
-    95 % interval and method as every other comparison of the report (cllora.report.stats)."""
+    95 % interval and method as every other comparison of the report (cllora.analysis.stats)."""
     (finals, texts), (base_finals, base_texts) = _by_seed(members), _by_seed(baseline)
     return compare([finals, base_finals], lambda m: m[0] - m[1],
                    [texts, base_texts] if texts and base_texts else None)

@@ -7,8 +7,8 @@ never a veto: several strategies would otherwise multiply the chances of a false
 
 from __future__ import annotations
 
-from cllora.report.conditions import seed_texts, seed_values
-from cllora.report.stats import (
+from cllora.analysis.conditions import seed_texts, seed_values
+from cllora.analysis.stats import (
     CONTRADICTED,
     INCONCLUSIVE,
     LEVEL,

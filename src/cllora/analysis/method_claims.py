@@ -9,16 +9,16 @@ seed.
 
 from __future__ import annotations
 
-from cllora.report.conditions import (
+from cllora.analysis.conditions import (
     condition_label,
     is_study_setting,
     length_pairs,
     setting_name,
     setting_values,
 )
-from cllora.report.stats import fmt, fmt_pm
-from cllora.report.strategies import BASELINE, base_setting, strategy_label
-from cllora.report.verdicts import claim_record, estimate, holm_verdicts
+from cllora.analysis.stats import fmt, fmt_pm
+from cllora.analysis.strategies import BASELINE, base_setting, strategy_label
+from cllora.analysis.verdicts import claim_record, estimate, holm_verdicts
 
 ADAPTIVE = ("fedadam", "fedyogi")  # the server optimizers an earlier single seed favoured
 EXACT = "fedex-lora"  # FedAvg plus the residual sum p_k B_k A_k - B̄Ā: FedAvg without the aggregation error

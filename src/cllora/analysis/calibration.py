@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cllora.report.stats import CONTRADICTED, SUPPORTED, compare, verdict
+from cllora.analysis.stats import CONTRADICTED, SUPPORTED, compare, verdict
 
 TRAIN_SD = 0.01  # nats: the DESIGN notes' training noise; the null experiment measures the real one
 TEXT_SD = 0.02

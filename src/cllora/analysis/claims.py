@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cllora.report.conditions import (
+from cllora.analysis.conditions import (
     experiment_settings,
     length_pairs,
     length_rows,
@@ -21,10 +21,10 @@ from cllora.report.conditions import (
     model_label,
     setting_name,
 )
-from cllora.report.method_claims import METHOD_CLAIMS
-from cllora.report.own_claims import OWN_CLAIMS
-from cllora.report.stats import finite, fmt, fmt_pm, relative_range, spearman
-from cllora.report.verdicts import claim_record, estimate, every_one
+from cllora.analysis.method_claims import METHOD_CLAIMS
+from cllora.analysis.own_claims import OWN_CLAIMS
+from cllora.analysis.stats import finite, fmt, fmt_pm, relative_range, spearman
+from cllora.analysis.verdicts import claim_record, estimate, every_one
 
 LITTLE_EFFECT = 0.05  # "little effect": local-model loss within 5 % of IID
 

@@ -18,15 +18,15 @@ import re
 
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.privacy.accountant import default_delta
-from cllora.report.conditions import (
+from cllora.analysis.conditions import (
     CONDITION_KEYS,
     class_difference,
     condition_label,
     run_row,
     setting_labels,
 )
-from cllora.report.runs import RunRecord
-from cllora.report.stats import finite, mean, t_interval
+from cllora.analysis.runs import RunRecord
+from cllora.analysis.stats import finite, mean, t_interval
 
 DP_KEYS = ("dp_clip", "dp_noise", "dp_target_epsilon", "dp_delta")
 NO_DP = "no DP"

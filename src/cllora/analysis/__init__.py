@@ -1,0 +1,43 @@
+"""The numbers behind a report, with no drawing and no HTML: run directories read as rows
+(runs.py, conditions.py), statistics and their calibration (stats.py, calibration.py), the study's
+claims and cllora's own with effect, 95 % interval, seeds and a three-way verdict (claims.py,
+own_claims.py, method_claims.py, verdicts.py), strategy comparisons (strategies.py), privacy
+statistics (privacy.py) and `claims.json`'s content. `cllora.report` draws and writes from these;
+nothing here imports matplotlib (tests/test_architecture.py guards the direction).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from cllora.analysis.claims import evaluate_claims
+from cllora.analysis.conditions import condition_rows, cost_table, run_row, setting_key, setting_labels
+from cllora.analysis.runs import RunRecord, find_run_dirs, load_run, load_runs
+from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, LEVEL, MIN_SEEDS, SUPPORTED
+from cllora.analysis.verdicts import NOT_TESTABLE
+
+__all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_TESTABLE", "SUPPORTED", "RunRecord", "Tables", "claims_document",
+           "compute_claims", "find_run_dirs", "load_run", "load_runs", "tables"]
+
+Tables = tuple[list[dict], list[dict], dict, list[dict], list[dict]]
+
+
+def tables(runs: list[RunRecord]) -> Tables:
+    """(run rows, condition rows, setting labels, cost table, claims) of some runs."""
+    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses) for r in runs]
+    conds = condition_rows(rows)
+    labels = setting_labels({setting_key(r.config): r.config for r in runs})
+    costs = cost_table(runs)
+    sizes = {c["model"]: c["total_params"] for c in costs if c["total_params"]}
+    return rows, conds, labels, costs, evaluate_claims(conds, sizes, labels)
+
+
+def claims_document(claims: list[dict]) -> dict:
+    """claims.json's content."""
+    return {"min_seeds": MIN_SEEDS, "level": LEVEL, "claims": claims}
+
+
+def compute_claims(root: str | Path, log: Callable[[str], None] = print) -> dict:
+    """claims.json's content for the runs at or under `root`, without drawing or writing anything."""
+    return claims_document(tables(load_runs(Path(root), log))[4])
