@@ -61,6 +61,16 @@ def test_end_to_end_writes_every_output(tiny_model, tmp_path):
     assert part["scheme"] == "length" and len(part["clients"]) == 6
     assert (out / "partition.png").is_file()
     assert summary["final_test_loss"] == rounds[-1]["global_test_loss"]
+    # split_losses.npz: per round, the per-text losses behind each client's global-model loss
+    split = records.read_npz(out / records.SPLIT_LOSSES)
+    assert sorted(k for k in split if k.startswith("loss_r")) == [f"loss_r{r}" for r in range(4)]
+    for r in (0, 3):
+        owner, tokens, loss = split[f"owner_r{r}"], split[f"tokens_r{r}"], split[f"loss_r{r}"]
+        for c in (c for c in clients if c["round"] == r):
+            mine = owner == c["client_id"]
+            assert mine.sum() == c["local_test_texts"]
+            assert np.sum(loss[mine] * tokens[mine]) / tokens[mine].sum() == \
+                pytest.approx(c["global_model_local_test_loss"], rel=1e-12)
 
 
 def test_the_engine_draws_nothing(tiny_model, tmp_path):

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep", help="run a grid of experiments (the study's experiments in one command)",
         description="Run the cartesian grid of a GRID.toml ([run] fixed settings, [grid] lists of "
-                    "values, [per_model.<model>] settings per model, [quick] a faster variant) or of a "
+                    "values, [per_model.<model>] settings per model, [quick] and [study] patches for "
+                    "other training budgets) or of a "
                     "built-in preset: one run directory per cell plus index.json/index.csv. Finished "
                     "cells are skipped and interrupted ones resumed, so rerunning the same command "
                     "continues a sweep. Each cell runs on its engine (engine = \"flower-sim\" goes "
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "per sweep. A report (report.html and figures/) is written at the end.",
         epilog="Examples:\n"
                "  cllora sweep --preset study-length --quick          # ~20 min on 2 CPU cores\n"
+               "  cllora sweep --preset study-length --budget study --dry-run   # the study's 10 rounds x 5 epochs\n"
                "  cllora sweep --preset study-length --dry-run        # list the cells\n"
                "  cllora sweep --preset study-quantity --grid seed=0,1,2\n"
                "  cllora sweep --preset study-length --grid model=smollm2-135m,gemma3-270m\n"
@@ -29,11 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  cllora sweep --list-presets",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("what to run")
-    src.add_argument("--config", metavar="GRID.toml", help="grid file: [run], [grid], [per_model.<model>], [quick]")
+    src.add_argument("--config", metavar="GRID.toml",
+                     help="grid file: [run], [grid], [per_model.<model>], [quick], [study]")
     src.add_argument("--preset", metavar="NAME", help="a built-in grid by name (--list-presets lists them)")
-    src.add_argument("--quick", action="store_true",
-                     help="apply the grid's [quick] variant (fewer rounds and examples; each built-in "
-                          "quick preset finishes on 2 CPU cores in well under an hour)")
+    src.add_argument("--budget", choices=("full", "quick", "study"), default=None,
+                     help="training budget [full]: full = the grid as written (the study's scale: days "
+                          "on a CPU, a GPU job); quick = its [quick] patch (5-6 rounds of 1-2 local "
+                          "epochs, under an hour on 2 CPU cores, the loss still falling); study = its "
+                          "[study] patch (the study's rounds, local epochs and clients on fewer texts "
+                          "per client, each preset sized to <= 3 h on 2 CPU cores; --list-presets "
+                          "shows the estimates)")
+    src.add_argument("--quick", action="store_true", help="the same as --budget quick")
     src.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                      help="replace or add a grid axis, e.g. --grid seed=0,1,2 or "
                           "--grid model=smollm2-135m,gemma3-270m (repeatable)")
@@ -63,12 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from cllora.sweep import run as sweep  # lazy: the CLI starts without any command's dependencies
 
     if args.list_presets:
-        names = sweep.preset_names()
-        for name in names:
-            first_line = (sweep.preset_description(name).splitlines() or [""])[0]
-            print(f"{name:{max(map(len, names))}s}  {first_line}")
+        _list_presets(sweep.preset_names())
         return 0
-    spec = sweep.load_spec(args.config, args.preset, args.quick)
+    spec = sweep.load_spec(args.config, args.preset, budget=_budget(args))
     grid_overrides = dict(grid.parse_grid_flag(g) for g in args.grid)
     cells = grid.expand(spec, config_overrides(args), grid_overrides)
     root = Path(args.out) if args.out else Path("sweeps") / spec.name
@@ -102,6 +107,35 @@ def run(args: argparse.Namespace) -> int:
     if failed is not None:
         raise failed
     return 0
+
+
+def _budget(args: argparse.Namespace) -> str:
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
+
+    if args.quick and args.budget not in (None, "quick"):
+        raise UserError(f"--quick means --budget quick; it cannot go with --budget {args.budget}")
+    return "quick" if args.quick else (args.budget or "full")
+
+
+def _list_presets(names: list[str]) -> None:
+    """Each preset's first description line, and the cell time of each budget it offers (the
+    dry-run estimate at the default rate: a 2-core CPU; a GPU takes much less)."""
+    from cllora.sweep import estimate, grid  # lazy: the CLI starts without any command's dependencies
+    from cllora.sweep import run as sweep  # lazy: the CLI starts without any command's dependencies
+
+    width = max(map(len, names))
+    for name in names:
+        first_line = (sweep.preset_description(name).splitlines() or [""])[0]
+        print(f"{name:{width}s}  {first_line}")
+        data = sweep.load_toml(sweep.preset_path(name))
+        sizes = []
+        for budget in grid.budgets_of(data):
+            cells = grid.expand(grid.parse_spec(data, f"preset {name!r}", name, budget=budget))
+            seconds = [c.seconds for c in estimate.estimate(cells, Path("/nonexistent"))[0]]
+            hours = sum(s for s in seconds if s is not None) / 3600
+            sizes.append(f"{budget}: {len(cells)} cells ~{hours:.1f} h" if None not in seconds
+                         else f"{budget}: {len(cells)} cells")
+        print(f"{'':{width}s}  budgets (2-core CPU estimate, seed 0): " + "; ".join(sizes))
 
 
 def _ray_options(args: argparse.Namespace):

@@ -6,7 +6,9 @@ their splits); `fairness_every` thins or turns off the all-client part; `eval_lo
 the sampled clients' local models on the global test set only every K rounds (their own-split
 loss comes from the clients and is always kept). Global test texts are scored up to
 `eval_length` tokens and classed by full length with the training class edges. The per-text
-losses of round 0, the latest and the best round go to `test_losses.npz` (format below).
+losses of round 0, the latest and the best round go to `test_losses.npz`, and those of the global
+model on every client's split, per round where they were scored in this process, to
+`split_losses.npz` (formats below): the statistics of fairness are recomputed from them at report time.
 """
 
 from __future__ import annotations
@@ -109,6 +111,16 @@ class TestTexts:
 
 
 @dataclass(frozen=True)
+class SplitTexts:
+    """Per-text result of the global model (or a client's own adapter) on the clients' local test
+    splits, for the fairness statistics recomputed at report time."""
+
+    owner: np.ndarray  # client of each text
+    tokens: np.ndarray  # predicted (scored) tokens of the text
+    loss: np.ndarray  # token-mean loss of the text (NaN without a scored token)
+
+
+@dataclass(frozen=True)
 class EvalPlan:
     """The union pass: batches over the global test texts (entries 0..num_test-1, cut at
     eval_length) followed by every client's local test texts (cut at max_length)."""
@@ -164,12 +176,13 @@ def score_round(exp: Experiment, clients, global_state: dict, good: list, round_
     global one (in-process only: over Flower each client scores the global model on its split)."""
     cfg = exp.config
     fair = is_due(cfg.fairness_every, round_num, cfg.rounds)
+    split_texts = None
     if getattr(clients, "splits_on_server", False) and personal is None:
         test, split = _global_pass(exp, global_state, fair, on_batch)
-        losses, se = split if split is not None else (None, None)
+        losses, se, split_texts = split if split is not None else (None, None, None)
     elif getattr(clients, "splits_on_server", False):
         test, _ = _global_pass(exp, global_state, False, on_batch)
-        losses, se = _personal_pass(exp, personal, on_batch) if fair else (None, None)
+        losses, se, split_texts = _personal_pass(exp, personal, on_batch) if fair else (None, None, None)
     else:  # the clients score their own splits (Flower) and report their spreads
         test, _ = _global_pass(exp, global_state, False, on_batch)
         losses, se = clients.test_losses(global_state) if fair else (None, None)
@@ -180,7 +193,7 @@ def score_round(exp: Experiment, clients, global_state: dict, good: list, round_
         test_loss, losses, local, local_se={u.client_id: u.own_test_se for u in good}, client_se=se,
         client_texts=np.array([len(rows) for rows in exp.data.client_test], dtype=np.int64),
         class_losses=class_losses(test.loss * test.tokens, test.tokens, test.length_class, cfg.num_classes),
-        test_texts=test)
+        test_texts=test, split_texts=split_texts)
 
 
 def _global_pass(exp: Experiment, state: dict, with_splits: bool, on_batch):
@@ -197,9 +210,14 @@ def _global_pass(exp: Experiment, state: dict, with_splits: bool, on_batch):
 
 
 def _split_losses(exp: Experiment, owner: np.ndarray, sums: np.ndarray, tokens: np.ndarray):
-    """(each client's token-weighted loss, its standard error) from per-text sums and owners."""
+    """(each client's token-weighted loss, its standard error, the per-text SplitTexts) from
+    per-text sums and owners."""
     num_clients = len(exp.data.client_test)
-    return client_losses(sums, tokens, owner, num_clients), client_standard_errors(sums, tokens, owner, num_clients)
+    order = np.lexsort((sums, tokens, owner))  # a canonical order: by client, then token count
+    texts = SplitTexts(owner[order].astype(np.int64), tokens[order].astype(np.int64),
+                       per_text_losses(sums[order], tokens[order]))
+    return (client_losses(sums, tokens, owner, num_clients),
+            client_standard_errors(sums, tokens, owner, num_clients), texts)
 
 
 def _personal_pass(exp: Experiment, personal: dict[int, dict], on_batch):
@@ -254,3 +272,19 @@ def save_test_losses(out: Path, round_num: int, texts: TestTexts, test_loss: flo
 def _mean_loss(loss: np.ndarray, tokens: np.ndarray) -> float:
     total = float(np.sum(tokens))
     return float(np.sum(loss * tokens) / total) if total > 0 else np.inf
+
+
+# ---------------------------------------------------------------- split_losses.npz
+
+def save_split_losses(out: Path, round_num: int, texts: SplitTexts | None) -> None:
+    """Add one round to `split_losses.npz` (the run-directory table of docs/guide.md lists it):
+    per round r where every client's split was scored in this process, arrays owner_r<r> and
+    tokens_r<r> (int64) and loss_r<r> (float64, token-mean loss per text), texts ordered by client.
+    A resumed round replaces its arrays; nothing is written in a round without them."""
+    if texts is None:
+        return
+    path = Path(out) / records.SPLIT_LOSSES
+    old = dict(records.read_npz(path) or {}) if path.exists() else {}
+    old.update({f"owner_r{round_num}": texts.owner, f"tokens_r{round_num}": texts.tokens,
+                f"loss_r{round_num}": texts.loss})
+    records.write_npz(path, old)

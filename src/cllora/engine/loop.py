@@ -319,6 +319,7 @@ def _score_round(exp: Experiment, clients: Clients, global_state: dict, good: li
     scores = evaluation.score_round(exp, clients, global_state, good, round_num, progress.eval_tick,
                                     local, personal)
     evaluation.save_test_losses(out, round_num, scores.test_texts, scores.test_loss)
+    evaluation.save_split_losses(out, round_num, scores.split_texts)
     return scores
 
 

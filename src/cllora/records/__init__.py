@@ -22,6 +22,7 @@ from cllora.records.rundir import (  # noqa: F401
     RESUME_MAY_CHANGE,
     RUN_DIRS,
     RUN_FILES,
+    SPLIT_LOSSES,
     TEST_LOSSES,
     atomic_write_bytes,
     atomic_write_text,

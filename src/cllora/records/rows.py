@@ -29,6 +29,7 @@ class RoundScores:
     client_texts: np.ndarray | None = None  # texts in each client's local test split
     class_losses: list[float] = field(default_factory=list)
     test_texts: Any = None
+    split_texts: Any = None  # cllora.engine.evaluation.SplitTexts behind split_losses.npz
 
 
 def round_row(round_num: int, scores: RoundScores | None, updates: list, bytes_up: int, bytes_down: int,

@@ -35,9 +35,10 @@ if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading recor
 
 RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "report.html",
              "claims.json", "checkpoint.safetensors", "global_loss.png", "client_loss.png", "partition.png",
-             "fairness.png", "test_losses.npz")
+             "fairness.png", "test_losses.npz", "split_losses.npz")
 RUN_DIRS = ("adapter", "tensorboard", "mlruns")  # the trackers' local stores (cllora.engine.tracking)
 TEST_LOSSES = "test_losses.npz"  # per-text global test losses (format: cllora.engine.evaluation.save_test_losses)
+SPLIT_LOSSES = "split_losses.npz"  # per-text losses on the clients' splits (cllora.engine.evaluation.save_split_losses)
 
 
 def is_run_dir(path: Path) -> bool:

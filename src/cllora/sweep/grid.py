@@ -7,7 +7,8 @@ A grid holds
   [grid]               lists of values; the cells are their cartesian product. `scheme = "iid"`
                        ignores alpha, so iid makes one cell, not one per alpha
   [per_model.<model>]  settings for one model only (the study trains smaller models longer)
-  [quick]              a patch of the same shape ([quick.run], [quick.grid], ...) applied by --quick
+  [quick], [study]     patches of the same shape ([quick.run], [study.per_model.<model>], ...) applied
+                       by --budget quick (--quick) or --budget study: the training budgets of BUDGETS
 Precedence, lowest first: RunConfig defaults, [run], [per_model.<model>], the cell's grid values,
 command-line overrides (a command-line value of a grid key replaces that axis).
 """
@@ -25,7 +26,9 @@ from cllora.errors import UserError
 from cllora.files import UNSAFE, slug  # noqa: F401  (slug: also this module's, for its callers)
 from cllora.partition.registry import uses_alpha
 
-TABLES = ("sweep", "run", "grid", "per_model", "quick")
+BUDGETS = ("full", "quick", "study")  # "full": the grid as written; the others: its patch table of that name
+PATCHES = BUDGETS[1:]
+TABLES = ("sweep", "run", "grid", "per_model", *PATCHES)
 SWEEP_KEYS = ("name", "description")
 # short tags of grid axes in cell names; other keys appear kebab-cased
 AXIS_TAGS = {"alpha": "a", "seed": "s", "local_epochs": "e", "lr": "lr", "rank": "r",
@@ -35,7 +38,7 @@ AXIS_TAGS = {"alpha": "a", "seed": "s", "local_epochs": "e", "lr": "lr", "rank":
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A parsed, validated grid file (after the --quick patch, if any)."""
+    """A parsed, validated grid file (after its budget's patch, if any)."""
 
     name: str
     description: str
@@ -43,7 +46,11 @@ class GridSpec:
     grid: dict[str, list]
     per_model: dict[str, dict[str, Any]]
     source: str
-    quick: bool = False
+    budget: str = "full"
+
+    @property
+    def quick(self) -> bool:
+        return self.budget == "quick"
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,15 @@ class Cell:
 # ---------------------------------------------------------------- parsing and validating
 
 def parse_spec(data: dict, where: str = "grid file", default_name: str = "sweep",
-               quick: bool = False) -> GridSpec:
-    """Validate the tables of a grid file (a dict, as read from TOML) and build a GridSpec."""
+               quick: bool = False, budget: str | None = None) -> GridSpec:
+    """Validate the tables of a grid file (a dict, as read from TOML) and build a GridSpec at a
+    training budget of BUDGETS (`quick` is budget "quick")."""
+    budget = budget or ("quick" if quick else "full")
+    if budget not in BUDGETS:
+        raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     _check_tables(data, where)
-    if quick:
-        data = _quick_variant(data, where)
+    if budget != "full":
+        data = _budget_variant(data, where, budget)
     sweep = _table(data, "sweep", where)
     unknown = sorted(set(sweep) - set(SWEEP_KEYS))
     if unknown:
@@ -75,16 +86,23 @@ def parse_spec(data: dict, where: str = "grid file", default_name: str = "sweep"
     if both:
         raise UserError(f"{where}: {', '.join(both)} is set in both [run] and [grid]; keep it in one")
     per_model = _parse_per_model(_table(data, "per_model", where), grid, where)
-    name = str(sweep.get("name", default_name)) + ("-quick" if quick else "")
+    name = str(sweep.get("name", default_name)) + ("" if budget == "full" else f"-{budget}")
     return GridSpec(name, str(sweep.get("description", "")).strip(), dict(run), grid, per_model,
-                    where, quick)
+                    where, budget)
 
 
-def _quick_variant(data: dict, where: str) -> dict:
-    patch = data.get("quick")
+def budgets_of(data: dict) -> list[str]:
+    """The budgets a grid file offers: always "full", and each patch table it has."""
+    return ["full"] + [b for b in PATCHES if isinstance(data.get(b), dict) and data[b]]
+
+
+def _budget_variant(data: dict, where: str, budget: str) -> dict:
+    patch = data.get(budget)
     if not patch:
-        raise UserError(f"{where} has no [quick] table, so --quick has nothing to change")
-    _check_tables(patch, f"{where} [quick]", allow_quick=False)
+        flag = "--quick" if budget == "quick" else f"--budget {budget}"
+        raise UserError(f"{where} has no [{budget}] table, so {flag} has nothing to change; it offers "
+                        f"--budget {', '.join(budgets_of(data))}")
+    _check_tables(patch, f"{where} [{budget}]", allow_patches=False)
     return _apply_patch(data, patch)
 
 
@@ -110,8 +128,8 @@ def _parse_per_model(per_model: dict, grid: dict, where: str) -> dict[str, dict[
     return {m: dict(s) for m, s in per_model.items()}
 
 
-def _check_tables(data: dict, where: str, allow_quick: bool = True) -> None:
-    allowed = TABLES if allow_quick else tuple(t for t in TABLES if t != "quick")
+def _check_tables(data: dict, where: str, allow_patches: bool = True) -> None:
+    allowed = TABLES if allow_patches else tuple(t for t in TABLES if t not in PATCHES)
     unknown = [k for k in data if k not in allowed]
     if unknown:
         k = unknown[0]
@@ -136,7 +154,7 @@ def _check_keys(table: dict, label: str, where: str) -> None:
 def _apply_patch(data: dict, patch: dict) -> dict:
     """Tables of the patch update the file's tables (per_model one model at a time); a key the
     patch moves between [run] and [grid] leaves the other table."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items() if k != "quick"}
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items() if k not in PATCHES}
     for table, values in patch.items():
         if table == "per_model":
             merged = {m: dict(s) for m, s in out.get("per_model", {}).items()}

@@ -69,7 +69,7 @@ def write_index(root: Path, spec: GridSpec, entries: list[dict]) -> None:
     old = records.read_json(root / "index.json") or {}
     now = dt.datetime.now().isoformat(timespec="seconds")
     head = {"name": spec.name, "description": spec.description, "source": spec.source,
-            "quick": spec.quick, "created": old.get("sweep", {}).get("created", now), "updated": now,
+            "quick": spec.quick, "budget": spec.budget, "created": old.get("sweep", {}).get("created", now), "updated": now,
             "cllora_version": __version__}
     entries = _earlier_cells(root, old, {e["name"] for e in entries}) + list(entries)
     counts = {s: sum(e["status"] == s for e in entries) for s in STATUSES}

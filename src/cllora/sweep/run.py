@@ -51,13 +51,14 @@ def preset_description(name: str) -> str:
 
 
 def load_spec(path: str | Path | None = None, preset: str | None = None,
-              quick: bool = False) -> GridSpec:
-    """Read a grid file or a built-in preset; with `quick`, apply its [quick] patch."""
+              quick: bool = False, budget: str | None = None) -> GridSpec:
+    """Read a grid file or a built-in preset at a training budget (grid.BUDGETS; `quick` is
+    budget "quick"): "full" as written, else with its patch table of that name applied."""
     if (path is None) == (preset is None):
         raise UserError("give exactly one of --config GRID.toml or --preset NAME")
     path = preset_path(preset) if preset else Path(path)
     where = f"preset {preset!r}" if preset else str(path)
-    return parse_spec(load_toml(path), where, preset or path.stem, quick)
+    return parse_spec(load_toml(path), where, preset or path.stem, quick, budget)
 
 
 # ---------------------------------------------------------------- running
