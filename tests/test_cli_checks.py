@@ -186,3 +186,31 @@ def test_a_client_key_without_a_big_enough_group_says_what_to_change(tiny_model,
                            "--client-key", "author", "--clients", "2", "--min-client-size", "50"],
                   "client key 'author'")
     assert "--clients 1 or fewer" not in err and "--min-client-size" in err
+
+
+def test_sweep_budget_flag_bad_values_exit_2(capsys, tmp_path):
+    refused(capsys, ["sweep", "--preset", "study-length", "--quick", "--budget", "study", "--dry-run",
+                     "--out", str(tmp_path / "s")], "--quick means --budget quick; it cannot go with --budget study")
+    with pytest.raises(SystemExit) as exc:  # argparse: the allowed choices, exit 2
+        main(["sweep", "--preset", "study-length", "--budget", "huge", "--dry-run"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    refused(capsys, ["sweep", "--preset", "study-natural", "--budget", "study", "--dry-run", "--out",
+                     str(tmp_path / "n")], "has no [study] table, so --budget study has nothing to change")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "n").exists()
+
+
+def test_sweep_list_presets_shows_the_study_budget_with_hours(capsys):
+    assert main(["sweep", "--list-presets"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "budgets" in ln and "study:" in ln)
+    assert "quick:" in line and " h" in line
+    assert out.count("study: ") == 4  # study-length, -quantity, -local, -size
+
+
+def test_sweep_dry_run_at_the_study_budget_estimates_each_cell(capsys, tmp_path):
+    assert main(["sweep", "--preset", "study-length", "--budget", "study", "--dry-run",
+                 "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "sweep study-length-study" in out and "estimate: ~" in out
+    assert not (tmp_path / "s").exists()

@@ -158,3 +158,42 @@ def test_grid_needs_no_model_code_and_no_run_records():
             "sys.exit(', '.join(bad) or None)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_budget_study_applies_the_study_patch_and_names_the_sweep():
+    data = {"sweep": {"name": "demo"}, "run": {"rounds": 10, "lr": 5e-4, "max_train_examples": 2000},
+            "grid": {"seed": [0]}, "quick": {"run": {"rounds": 6}},
+            "study": {"run": {"max_train_examples": 400, "lr": 3e-3}}}
+    study = grid.parse_spec(data, "demo.toml", "demo", budget="study")
+    assert study.name == "demo-study" and study.budget == "study" and not study.quick
+    cfg = grid.expand(study)[0].config
+    assert (cfg.rounds, cfg.lr, cfg.max_train_examples) == (10, 3e-3, 400)  # rounds are never shrunk
+    assert grid.parse_spec(data, "demo.toml", "demo").budget == "full"
+    assert grid.budgets_of(data) == ["full", "quick", "study"]
+    with pytest.raises(UserError, match=r"g.toml has no \[study\] table, so --budget study .* offers --budget full"):
+        grid.parse_spec({"grid": {"seed": [0]}}, "g.toml", "g", budget="study")
+    with pytest.raises(UserError, match="--budget must be one of full, quick, study, got 'huge'"):
+        grid.parse_spec(data, "g.toml", "g", budget="huge")
+
+
+def test_study_budget_presets_keep_the_full_rounds_epochs_and_clients():
+    """The study budget shrinks texts per client only: rounds, local epochs and clients are the full
+    preset's, and a round moves the adapters about as far (lr x steps a round within 25 %)."""
+    import math
+
+    from cllora.sweep import run as sweep
+
+    for name in ("study-length", "study-quantity", "study-local", "study-size"):
+        full = {c.name: c.config for c in grid.expand(sweep.load_spec(preset=name))}
+        study = {c.name: c.config for c in grid.expand(sweep.load_spec(preset=name, budget="study"))}
+        assert full.keys() == study.keys()
+        for cell, f in full.items():
+            s = study[cell]
+            assert (s.rounds, s.local_epochs, s.clients, s.clients_per_round) == \
+                (f.rounds, f.local_epochs, f.clients, f.clients_per_round), (name, cell)
+            assert s.max_train_examples < f.max_train_examples
+
+            def move(c):
+                texts = c.max_train_examples * (1 - c.local_test_fraction) / c.clients
+                return c.lr * math.ceil(texts / c.batch_size) * c.local_epochs
+            assert move(s) == pytest.approx(move(f), rel=0.25), (name, cell)
