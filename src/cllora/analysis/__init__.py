@@ -25,7 +25,7 @@ Tables = tuple[list[dict], list[dict], dict, list[dict], list[dict]]
 
 def tables(runs: list[RunRecord]) -> Tables:
     """(run rows, condition rows, setting labels, cost table, claims) of some runs."""
-    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses) for r in runs]
+    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses, r.clients) for r in runs]
     conds = condition_rows(rows)
     labels = setting_labels({setting_key(r.config): r.config for r in runs})
     costs = cost_table(runs)

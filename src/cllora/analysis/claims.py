@@ -21,6 +21,7 @@ from cllora.analysis.conditions import (
     model_label,
     setting_name,
 )
+from cllora.analysis.budget_claims import BUDGET_CLAIMS
 from cllora.analysis.method_claims import METHOD_CLAIMS
 from cllora.analysis.own_claims import OWN_CLAIMS
 from cllora.analysis.stats import finite, fmt, fmt_pm, relative_range, spearman
@@ -177,7 +178,7 @@ STUDY_CLAIMS: tuple[Claim, ...] = (
     claim_quantity_fairness_worse,
     claim_length_little_local_effect,
 )
-CLAIMS: tuple[Claim, ...] = STUDY_CLAIMS + OWN_CLAIMS + METHOD_CLAIMS
+CLAIMS: tuple[Claim, ...] = STUDY_CLAIMS + BUDGET_CLAIMS + OWN_CLAIMS + METHOD_CLAIMS
 
 
 def evaluate_claims(conds: list[dict], model_sizes: dict[str, int] | None = None,

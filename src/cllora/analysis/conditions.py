@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from cllora import curves
 from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import reported
@@ -79,12 +80,15 @@ def class_curves(rounds: list[dict]) -> dict[int, list[tuple[int, float]]]:
 
 
 def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None = None,
-            test_losses: dict | None = None) -> dict:
-    """One run's headline numbers from its config and rounds.csv rows (and test_losses.npz),
-    with the last value of each column the column table marks for the report (final_<name>).
+            test_losses: dict | None = None, clients: list[dict] | None = None) -> dict:
+    """One run's headline numbers from its config and rounds.csv rows (and test_losses.npz,
+    clients.csv), with the last value of each column the column table marks for the report
+    (final_<name>).
 
     local_loss = mean over trained rounds of the local models' test loss on their own split;
-    local_spread = mean over trained rounds of the variance of that loss across the round's clients.
+    local_spread = mean over trained rounds of the variance of that loss across the round's clients;
+    overfit, fluctuation and the local gap (gap_first, gap_last, gap_closed) as cllora.curves
+    defines them.
     """
     losses = curve(rounds, "global_test_loss")
     best_round, best = min(losses, key=lambda p: p[1]) if losses else (None, None)
@@ -99,6 +103,9 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
         "initial_loss": losses[0][1] if losses and losses[0][0] == 0 else None,
         "final_loss": losses[-1][1] if losses else None,
         "best_loss": best, "best_round": best_round,
+        "overfit": curves.overfit(losses)[0] if losses else None,
+        "fluctuation": curves.fluctuation(losses),
+        **{k: v for k, v in curves.local_gap(clients or []).items() if k.startswith("gap_")},
         **{f"final_{c.name}": (curve(rounds, c.name) or [(None, None)])[-1][1] for c in reported("final")},
         "local_loss": mean(r.get("local_models_test_loss_mean") for r in trained),
         "local_spread": mean(r.get("local_models_var") for r in trained),

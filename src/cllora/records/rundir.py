@@ -11,10 +11,12 @@ its metadata) is written after the CSVs; on resume, CSV rows past it are dropped
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cllora import curves
 from cllora.config.settings import RunConfig, from_dict
 from cllora.errors import UserError
 from cllora.files import (  # noqa: F401
@@ -204,11 +206,17 @@ def save_round(out: Path, round_num: int, state: dict, rounds: list[dict], clien
     save_checkpoint(out, round_num, state, meta)
 
 
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def summarize(rounds: list[dict], extra: dict) -> dict:
-    """Final and best global test loss, the best round (where overfitting begins), totals."""
+    """Final and best global test loss, the best round (where overfitting begins), how far the
+    last round ends above the best and how much the curve fluctuates (cllora.curves), totals."""
     losses = [(r["round"], r["global_test_loss"]) for r in rounds if r.get("global_test_loss") is not None]
     best_round, best = min(losses, key=lambda x: x[1]) if losses else (None, None)
     final = rounds[-1] if rounds else {}
+    overfit = curves.overfit(losses)[0] if losses else None
     return {
         "rounds_completed": final.get("round", 0),
         "initial_test_loss": losses[0][1] if losses else None,
@@ -216,6 +224,8 @@ def summarize(rounds: list[dict], extra: dict) -> dict:
         "final_test_ppl": final.get("global_test_ppl"),
         "best_test_loss": best,
         "best_round": best_round,
+        "overfit": overfit,  # final minus best (cllora.curves)
+        "fluctuation": _finite_or_none(curves.fluctuation(losses)),  # mean |second difference|
         "final_fairness_var": final.get("fairness_var"),
         "total_bytes": final.get("bytes_cumulative", 0),
         "total_train_seconds": sum(r.get("train_seconds") or 0 for r in rounds),
