@@ -228,6 +228,9 @@ def test_claims_come_in_a_fixed_order():
         "IID gives the lowest global test loss under quantity skew", "α = 100 is worst under quantity skew",
         "smaller models are more sensitive to length skew", "quantity skew hurts fairness more than length skew",
         "length skew has little effect on local training",
+        "non-IID training overfits more than IID",
+        "the global test loss fluctuates more at α = 0.1 than under IID",
+        "under skew, the local test losses of the clients start apart and converge",
         "length skew raises the global test loss",
         "with long texts (cut above 128 tokens), length skew raises the global test loss",
         "length skew hurts long texts more than short ones",
@@ -237,7 +240,7 @@ def test_claims_come_in_a_fixed_order():
     # IID ties quantity skew (2.0): an exact tie, not a contradiction; no α = 100; one model; length
     # ties IID; no per-class losses; no replicates
     assert [c["verdict"] for c in found] == [INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE, SUPPORTED, SUPPORTED,
-                                             INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE, NOT_TESTABLE,
+                                             NOT_TESTABLE, NOT_TESTABLE, NOT_TESTABLE, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTABLE, NOT_TESTABLE,
                                              NOT_TESTABLE, NOT_TESTABLE]
     assert found[0]["effect"] == 0.0
 
@@ -249,6 +252,9 @@ CLAIM_NAMES = {"IID gives the lowest global test loss under quantity skew": "iid
                "smaller models are more sensitive to length skew": "small_sensitive",
                "quantity skew hurts fairness more than length skew": "quantity_unfair",
                "length skew has little effect on local training": "length_little",
+               "non-IID training overfits more than IID": "noniid_overfits",
+               "the global test loss fluctuates more at α = 0.1 than under IID": "alpha01_fluctuates",
+               "under skew, the local test losses of the clients start apart and converge": "local_converge",
                "length skew raises the global test loss": "length_hurts",
                "with long texts (cut above 128 tokens), length skew raises the global test loss": "long_context",
                "length skew hurts long texts more than short ones": "long_texts",
@@ -334,7 +340,10 @@ def json_verdicts(root) -> dict[str, str]:
 STUDY = {"iid_best": SUPPORTED, "alpha100_worst": CONTRADICTED, "small_sensitive": SUPPORTED,
          "quantity_unfair": CONTRADICTED, "length_little": SUPPORTED}
 # either way round; length_hurts: one model's length skew costs only 0.02 nats, near 3 seeds' noise
-OWN = {"length_hurts": INCONCLUSIVE, "long_texts": NOT_TESTABLE, "null": NOT_TESTABLE,
+# the curve-shape claims: these curves fall to the end (no overfitting to compare: inconclusive at 0),
+# have too few rounds for a second difference, and the hand-built runs have no local experiment
+OWN = {"noniid_overfits": INCONCLUSIVE, "alpha01_fluctuates": NOT_TESTABLE, "local_converge": NOT_TESTABLE,
+       "length_hurts": INCONCLUSIVE, "long_texts": NOT_TESTABLE, "null": NOT_TESTABLE,
        "long_context": NOT_TESTABLE, "adaptive": NOT_TESTABLE, "exact_aggregation": NOT_TESTABLE}
 OPPOSITE = {SUPPORTED: CONTRADICTED, CONTRADICTED: SUPPORTED}
 

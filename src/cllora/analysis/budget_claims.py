@@ -97,7 +97,7 @@ def claim_local_losses_converge(conds: list[dict], labels: dict[str, str] | None
                                     + (f" (IID: {_mean_text([e['iid']], 'gap_first')} → "
                                        f"{_mean_text([e['iid']], 'gap_last')})" if e["iid"] else ""),
                                     e["study"]))
-    return claim_record("under skew, clients' local test losses start apart and converge", "Figs. 8, 9",
+    return claim_record("under skew, the local test losses of the clients start apart and converge", "Figs. 8, 9",
                         "gap = max − min over clients of the local models' own-split test loss; effect "
                         "= gap in the first trained round minus gap in the last, per skewed condition "
                         "of the local experiment, over seeds (nats/token; > 0 supports)", "", comparisons,
