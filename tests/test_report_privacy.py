@@ -6,6 +6,7 @@ present with DP and absent without."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -185,3 +186,22 @@ def test_no_dp_section_without_dp(tmp_path):
     assert 'id="privacy"' not in page and "differential privacy" not in page
     assert not list((tmp_path / "figures").glob("privacy_*"))
     assert privacy.utility(load_runs(tmp_path, log=lambda m: None)) == []
+
+
+def test_dp_runs_show_whether_their_noise_was_secure(tmp_path):
+    """A run whose config.json lacks dp_noise_source (every published DP run) is shown as seeded;
+    one that records "os" as secure; the section counts the seeded ones."""
+    write_dp_study(tmp_path)
+    secure = tmp_path / "len-e8-s1" / "config.json"
+    recorded = json.loads(secure.read_text())
+    secure.write_text(json.dumps({**recorded, "dp_noise_source": "os"}))
+    table = {r["name"]: r["noise_source"] for r in privacy.run_table(load_runs(tmp_path, log=lambda m: None))}
+    assert table["len-e8-s1"] == "os" and table["len-e8-s0"] == "seeded" and "len-nodp-s0" not in table
+    page = write_report(tmp_path, log=lambda m: None).read_text()
+    section = page[page.index('id="privacy"'):]
+    seeded = sum(v == "seeded" for v in table.values())
+    assert f"{seeded} of {len(table)} DP runs drew seeded noise" in section
+    row = section[section.index("<code>len-e8-s1</code>"):]
+    assert row[:row.index("</tr>")].endswith("<td>secure (OS randomness)</td>")
+    row = section[section.index("<code>len-e8-s0</code>"):]
+    assert row[:row.index("</tr>")].endswith("<td>seeded: simulation, no guarantee</td>")

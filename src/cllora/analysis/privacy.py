@@ -18,6 +18,7 @@ import re
 
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.privacy.accountant import default_delta
+from cllora.privacy.randomness import noise_source_of
 from cllora.analysis.conditions import (
     CONDITION_KEYS,
     class_difference,
@@ -29,6 +30,8 @@ from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import finite, mean, t_interval
 
 DP_KEYS = ("dp_clip", "dp_noise", "dp_target_epsilon", "dp_delta")
+NOISE_FLAG = "dp_seeded_noise_voids_guarantee"  # where the noise came from: compared alike, shown per run
+NOISE_LABELS = {"os": "secure (OS randomness)", "seeded": "seeded: simulation, no guarantee"}
 NO_DP = "no DP"
 CLIP_CLASS_COLUMN = re.compile(r"dp_clipped_share_c(\d+)$")
 
@@ -66,7 +69,7 @@ def final_epsilon(rounds: list[dict]) -> float | None:
 
 def base_key(config: dict) -> str:
     """What DP runs are compared within: every setting except scheme, alpha, seed and the DP keys."""
-    skip = set(CONDITION_KEYS) | set(DP_KEYS)
+    skip = set(CONDITION_KEYS) | set(DP_KEYS) | {NOISE_FLAG}
     return json.dumps({k: v for k, v in sorted(config.items()) if k not in skip}, sort_keys=True)
 
 
@@ -89,6 +92,7 @@ def dp_run(rec: RunRecord) -> dict:
             "noise_multiplier": cfg.get("dp_noise") if cfg.get("dp_noise") is not None
             else (std * k / clip if std is not None and clip else None),
             "target_epsilon": cfg.get("dp_target_epsilon"),
+            "noise_source": noise_source_of({**rec.meta, "config": cfg}),
             "delta": (cfg.get("dp_delta") or default_delta(cfg.get("clients") or 1)) if dp else None,
             "rounds_rows": rec.rounds}
 
@@ -232,7 +236,14 @@ def run_table(runs: list[RunRecord]) -> list[dict]:
              "seed": r["seed"], "complete": r["complete"], "clip": r["clip"],
              "target_epsilon": r["target_epsilon"], "noise_multiplier": r["noise_multiplier"],
              "delta": r["delta"], "epsilon": r["epsilon"], "noise_std": r["noise_std"],
-             "final_loss": r["final_loss"]} for r in dp_runs(runs) if r["dp"]]
+             "final_loss": r["final_loss"], "noise_source": r["noise_source"]}
+            for r in dp_runs(runs) if r["dp"]]
+
+
+def seeded_share(runs: list[RunRecord]) -> tuple[int, int]:
+    """(DP runs whose noise was seeded, DP runs): seeded runs carry no privacy guarantee."""
+    table = run_table(runs)
+    return sum(r["noise_source"] == "seeded" for r in table), len(table)
 
 
 def fmt_epsilon(eps: float | None) -> str:

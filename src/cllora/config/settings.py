@@ -147,6 +147,11 @@ class RunConfig:
                                                "epsilon after all rounds is at most this", metavar="E")
     dp_delta: float | None = _setting(None, "client-level DP: delta of the (epsilon, delta) guarantee, "
                                       "below 1/clients; default min(1/clients^1.1, 1e-5)", metavar="D")
+    dp_seeded_noise_voids_guarantee: bool = _setting(
+        False, "client-level DP: draw the noise and the client sample from the run's seed instead of the "
+        "OS's cryptographic randomness, for reproducible simulation studies; anyone with config.json can "
+        "then subtract the noise, so the run has NO privacy guarantee (marked so in config.json and the "
+        "report)")
 
     def __post_init__(self) -> None:
         if isinstance(self.client_ranks, (list, tuple)):  # a TOML list: client_ranks = [4, 8, 8, 16]

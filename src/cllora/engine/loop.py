@@ -126,7 +126,8 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     data = prepare_data(config, runtime.tokenizer, log)
     truncation = data.truncation(config.max_length)
     _report_data(data, truncation, config, log)
-    dp = private_round.plan(config, data.labels, data.client_train, log)  # before the model loads
+    dp = private_round.plan(config, data.labels, data.client_train, log,  # before the model loads
+                            records.recorded_noise_source(out) if resume else None)
     exp = prepare_experiment(config, runtime.load_base(config, log), runtime.tokenizer, runtime.device,
                              runtime.precision, data, log)
     progress = progress or RunProgress(enabled=False)
@@ -138,7 +139,9 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
         trainable, total = exp.model.get_nb_trainable_parameters()
         records.write_config(out, config, {"precision": runtime.precision, "device": str(runtime.device),
                                            "adapter_bytes": adapter_bytes, "trainable_params": trainable,
-                                           "total_params": total}, resume=resume)
+                                           "total_params": total,
+                                           **records.noise_record(dp.noise_source if dp else None)},
+                            resume=resume)
         partition = data.partition_dict(config)
         records.write_json(out / "partition.json", partition)
         progress.run_started(out, partition)
@@ -223,8 +226,8 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     round_start = time.perf_counter()
     evaluate_now = evaluation.is_due(cfg.eval_every, round_num, cfg.rounds)
     downlink = strategy.downlink(state.server_state)
-    updates = clients.fit(state.global_state, sample_clients(cfg, round_num), round_num, evaluate_now,
-                          downlink, state.client_states)
+    sampled = private_round.sample(cfg, state.dp, round_num, sample_clients)
+    updates = clients.fit(state.global_state, sampled, round_num, evaluate_now, downlink, state.client_states)
     train_s = time.perf_counter() - round_start
     good = _screen(updates, exp.initial_state, strategy.uplink(exp.initial_state), round_num, out, log)
     private, dp_row = private_round.private_reply(state.dp, cfg, state.global_state, good, round_num) \

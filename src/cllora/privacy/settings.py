@@ -26,6 +26,7 @@ COMPOSITION = {
     "fedsa-lora": (False, "each client's own B is evaluated and kept per client, outside the noised mean"),
 }
 DP_OPTIONS = ("dp_noise", "dp_target_epsilon", "dp_delta")  # read only when dp_clip is set
+SEEDED_FLAG = "dp_seeded_noise_voids_guarantee"  # True: seeded noise and sampling, no guarantee
 
 
 def _number(name: str, value: Any, low_open: float = 0.0) -> float:
@@ -43,6 +44,7 @@ def check_dp_settings(values: dict[str, Any]) -> None:
     clip = values.get("dp_clip")
     if clip is None:
         given = [name for name in DP_OPTIONS if values.get(name) is not None]
+        given += [SEEDED_FLAG] if values.get(SEEDED_FLAG) else []
         if given:
             raise ValueError(f"{given[0]} = {values[given[0]]!r} needs dp_clip (client-level DP is "
                              "on only with a clip norm, e.g. --dp-clip 1.0)")

@@ -30,6 +30,7 @@ from cllora.files import (  # noqa: F401
     write_json,
     write_npz,
 )
+from cllora.privacy.randomness import RECORD_KEY, noise_source_of
 from cllora.records.columns import client_columns, round_columns
 
 if TYPE_CHECKING:  # the checkpoint functions import torch lazily: reading records needs no torch
@@ -147,6 +148,18 @@ def check_resume_runtime(out: Path, config: RunConfig, device: str, precision: s
             raise UserError(f"--resume {str(out)!r}: the run computed in {key} {before}, but {key}=auto "
                             f"resolves to {now} here; pass --{key} {before} to continue as it was, or "
                             f"--{key} {now} to continue in {now} (recorded in config.json)")
+
+
+def noise_record(source: str | None) -> dict:
+    """config.json's record of where the run's DP noise and client sample came from ("os" or
+    "seeded"; nothing without DP)."""
+    return {} if source is None else {RECORD_KEY: source}
+
+
+def recorded_noise_source(out: Path) -> str | None:
+    """The DP noise source a run directory's config.json records (cllora.privacy.randomness:
+    "seeded" for a DP run made before the record existed)."""
+    return noise_source_of(read_json(out / "config.json") or {})
 
 
 def write_config(out: Path, config: RunConfig, extra: dict, *, resume: bool = False) -> None:

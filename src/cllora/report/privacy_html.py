@@ -9,7 +9,16 @@ import html
 from typing import Any, Callable
 
 from cllora.records import ROUND_TABLE
-from cllora.analysis.privacy import any_dp, class_gaps, clip_table, fmt_epsilon, run_table, utility
+from cllora.analysis.privacy import (
+    NOISE_LABELS,
+    any_dp,
+    class_gaps,
+    clip_table,
+    fmt_epsilon,
+    run_table,
+    seeded_share,
+    utility,
+)
 from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import fmt, fmt_g, fmt_interval, fmt_signed
 
@@ -88,11 +97,21 @@ def _clip_html(runs: list[RunRecord], table: Table) -> str:
 def _runs_html(runs: list[RunRecord], table: Table) -> str:
     rows = [[f"<code>{_e(r['name'])}</code>" + ("" if r["complete"] else " (incomplete)"), _e(r["condition"]),
              r["seed"], fmt_g(r["clip"]), fmt_g(r["noise_multiplier"]), fmt_g(r["delta"]),
-             fmt_epsilon(r["target_epsilon"]), fmt_epsilon(r["epsilon"]), fmt_g(r["noise_std"]), fmt(r["final_loss"])]
+             fmt_epsilon(r["target_epsilon"]), fmt_epsilon(r["epsilon"]), fmt_g(r["noise_std"]), fmt(r["final_loss"]),
+             _e(NOISE_LABELS[r["noise_source"]])]
             for r in run_table(runs)]
-    return ("<h3>DP runs</h3>" + table(["Run", "Condition", "Seed", "C", "z", "δ", "ε target", "Final ε",
-                                         ROUND_TABLE["dp_noise_std"].label, "Final loss"], rows, numeric=set(range(2, 10)))
+    seeded, total = seeded_share(runs)
+    warning = (f"<p><strong>{seeded} of {total} DP runs drew seeded noise</strong> (their config.json has "
+               "no <code>dp_noise_source</code>, or says <code>seeded</code>): anyone with the run's "
+               "config.json can regenerate and subtract that noise and knows the client sample, so these "
+               "runs are simulations of DP's utility cost and carry no privacy guarantee.</p>") if seeded else ""
+    return ("<h3>DP runs</h3>" + warning + table(["Run", "Condition", "Seed", "C", "z", "δ", "ε target", "Final ε",
+                                         ROUND_TABLE["dp_noise_std"].label, "Final loss", "Noise"], rows,
+                                         numeric=set(range(2, 10)))
             + "<p class=\"small\">C: clip norm; z: noise multiplier (set, or solved for the ε target: "
               "recorded noise std × clients per round / C); δ: the run's, or the default min(1/N<sup>1.1</sup>, "
               "1e-5); final ε: <code>dp_epsilon</code> of the last recorded round; noise std on the mean: "
-              "zC / clients per round.</p>")
+              "zC / clients per round. Noise: where the noise and the client sample came from; ε covers "
+              "only the sequence of released global adapters, with the sample secret, and only for "
+              "secure runs (the privacy page of the docs, \"What is guaranteed\", lists every file and "
+              "column a run writes outside it).</p>")
