@@ -21,6 +21,8 @@ from cllora.config.settings import RunConfig, from_dict
 from cllora.errors import UserError
 from cllora.files import (  # noqa: F401
     atomic_write_bytes,
+    check_output_dir,
+    check_output_file,
     atomic_write_text,
     read_csv,
     read_json,
@@ -46,6 +48,11 @@ SPLIT_LOSSES = "split_losses.npz"  # per-text losses on the clients' splits (cll
 
 def is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
+
+
+def is_sweep_dir(path: Path) -> bool:
+    """A sweep's root: it holds index.json (cllora.sweep.index)."""
+    return (Path(path) / "index.json").is_file()
 
 
 def checkpoint_round(out: Path) -> int:
@@ -91,13 +98,17 @@ def saved_config(path: Path) -> RunConfig:
 
 def check_run_dir(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs in `out` (no side effects: called before any work starts)."""
+    if resume and overwrite:
+        raise UserError(f"--resume {str(out)!r} continues a run and --overwrite replaces it; pass one of them")
     if resume:
         if not is_run_dir(out):
             raise UserError(f"--resume {str(out)!r}: not a cllora run directory (no config.json)")
+        check_output_dir(out, "--resume")
         check_compatible(saved_config(out), config, out)
         return
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} exists and is not a directory")
+    check_output_dir(out, "--out")
+    if is_sweep_dir(out):
+        raise UserError(f"--out {str(out)!r} holds a sweep (index.json); a run needs its own folder")
     if is_run_dir(out) and not overwrite:
         raise UserError(f"--out {str(out)!r} already holds a run; pass --resume to continue it or "
                         "--overwrite to replace it")
