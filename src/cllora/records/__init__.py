@@ -30,6 +30,7 @@ from cllora.records.rundir import (  # noqa: F401
     check_output_dir,
     check_output_file,
     check_resume_runtime,
+    check_resume_state,
     check_run_dir,
     checkpoint_round,
     config_differences,
