@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cllora: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder the system refused (full disk, permissions): one sentence
+        if exc.filename is None or os.environ.get("CLLORA_DEBUG"):
+            raise
+        print(f"cllora: error: {exc.filename!s}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except RunFailed as exc:
         print(f"cllora: run failed: {exc}", file=sys.stderr)
         return 1

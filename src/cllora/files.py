@@ -1,4 +1,6 @@
-"""Atomic file writes and tolerant reads: CSV, JSON, npz, matplotlib figures.
+"""Atomic file writes and tolerant reads: CSV, JSON, npz, matplotlib figures; and the one check of
+an output location (`check_output_dir`, `check_output_file`, `check_figure_format`) every command
+makes before any work, so a location that cannot be written is one sentence, not a traceback later.
 
 Every write goes to a temporary file that is then renamed over the target, so a process killed at
 any moment never leaves a half-written file; the readers return None (JSON, npz) for a file that is
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -35,6 +38,65 @@ def slug(text: str, fallback: str = "run") -> str:
     return name[:SLUG_CHARS - 11].rstrip("._") + "_" + hashlib.sha1(name.encode()).hexdigest()[:10]
 
 from cllora.errors import UserError
+
+
+def _existing_ancestor(path: Path, flag: str) -> Path:
+    """The nearest part of `path` (itself included) that exists; a UserError where that part is a
+    file (the location would lie below a file)."""
+    here = path
+    while not here.exists() and here.parent != here:
+        here = here.parent
+    if here != path and not here.is_dir():
+        raise UserError(f"{flag} {str(path)!r} lies below {str(here)!r}, which is a file, not a folder; "
+                        "name a location in a folder")
+    return here
+
+
+def _probe_writable(folder: Path, path: Path, flag: str) -> None:
+    """Create and remove a temporary file in `folder` (root ignores permission bits, so a real write
+    is the only honest test); a UserError with the system's reason where it fails."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".cllora-write-check-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise UserError(f"{flag} {str(path)!r} cannot be written: creating a file in {str(folder)!r} "
+                        f"failed ({exc.strerror or exc}); choose a writable location") from None
+
+
+def check_output_dir(path: str | Path, flag: str) -> Path:
+    """Before any work: `path` is a folder, or can be created as one, and files can be written in it
+    (no side effect: nothing is created). A UserError naming `flag` and the reason otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a file, not a folder; name a folder (created if missing)")
+    _probe_writable(_existing_ancestor(path, flag), path, flag)
+    return path
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Before any work: the file `path` can be written (its folder exists or can be created and is
+    writable; `path` is not a folder). A UserError naming `flag` and the reason otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a folder; name a file")
+    if str(path).endswith(("/", os.sep)):
+        raise UserError(f"{flag} {str(path)!r} names a folder; name a file")
+    folder = path.parent if path.exists() else _existing_ancestor(path, flag)
+    _probe_writable(folder, path, flag)
+    return path
+
+
+def check_figure_format(path: str | Path, flag: str) -> None:
+    """The figure `path` ends in a format matplotlib can write (its own list, asked up front)."""
+    from matplotlib.backend_bases import FigureCanvasBase  # lazy: figures are optional work
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in formats:
+        shown = f"format {suffix!r}" if suffix else "no format suffix"
+        raise UserError(f"{flag} {str(path)!r} has {shown}; end the name in one of "
+                        f"{', '.join('.' + f for f in formats)}")
 
 
 def write_npz(path: Path, arrays: dict[str, Any]) -> None:

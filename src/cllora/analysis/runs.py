@@ -7,6 +7,7 @@ when present. Nothing here imports torch or model code.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,17 +81,68 @@ def read_test_losses(path: Path, log: Callable[[str], None] = print) -> dict | N
     return data
 
 
+TEXT_COLUMNS = ("error",)  # columns whose values are text (clients.csv: why a client failed)
+
+
+def checked_rows(file: Path, rows: list[dict], log: Callable[[str], None]) -> list[dict]:
+    """The rows of a rounds.csv or clients.csv with every value the report cannot use named in the
+    log by file, line and column: a row whose round is not a whole number >= 0 is left out; text
+    where a number belongs becomes empty; NaN and inf stay (a diverged round is an outcome) but are
+    said, the last round's above all, so the report's final loss is never an earlier round's in silence."""
+    kept = []
+    for line, row in enumerate(rows, start=2):
+        rnd = row.get("round")
+        if not isinstance(rnd, int) or rnd < 0:
+            log(f"{file}: line {line}: round = {rnd!r} is not a round number (a whole number >= 0); "
+                "row left out")
+            continue
+        for key, value in row.items():
+            if isinstance(value, str) and key not in TEXT_COLUMNS:
+                log(f"{file}: line {line} (round {rnd}): {key} = {value!r} is not a number; read as empty")
+                row[key] = None
+            elif isinstance(value, float) and not math.isfinite(value):
+                log(f"{file}: line {line} (round {rnd}): {key} is {value!r}")
+        kept.append(row)
+    if not kept:
+        log(f"{file}: no rounds (empty or only a header)")
+    else:
+        last = kept[-1]
+        loss = last.get("global_test_loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            log(f"warning: {file}: the last round ({last['round']}) has global_test_loss {loss!r}; the report's "
+                "final loss is the last finite round's, not this one's")
+    return kept
+
+
+def _config_of(path: Path) -> tuple[dict, dict]:
+    """(settings, the rest) of a run's config.json, with a ValueError naming the file and the key
+    where its shape is not cllora's."""
+    file = path / "config.json"
+    raw = records.read_json(file)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file} is missing or not valid JSON")
+    config = raw.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: 'config' must be an object of settings, got {type(config).__name__}")
+    for key in ("model", "scheme"):
+        if not isinstance(config.get(key), str):
+            raise ValueError(f"{file}: config.{key} must be text, got {config.get(key)!r}")
+    rounds = config.get("rounds")
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise ValueError(f"{file}: config.rounds must be a whole number >= 1, got {rounds!r}")
+    return config, {k: v for k, v in raw.items() if k != "config"}
+
+
 def load_run(path: Path, root: Path, log: Callable[[str], None] = print) -> RunRecord:
     """Read one run directory; `root` names it (its path relative to the report's folder)."""
-    raw = records.read_json(path / "config.json")
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path / 'config.json'} is missing or not valid JSON")
+    config, meta = _config_of(path)
     clients_csv = path / "clients.csv"
+    rounds = checked_rows(path / "rounds.csv", records.read_csv(path / "rounds.csv", log), log)
+    clients = records.read_csv(clients_csv, log) if clients_csv.is_file() else []
     return RunRecord(
         name=path.relative_to(root).as_posix() if path != root else ".", path=path,
-        config=raw["config"], meta={k: v for k, v in raw.items() if k != "config"},
-        rounds=records.read_csv(path / "rounds.csv", log),
-        clients=records.read_csv(clients_csv, log) if clients_csv.is_file() else [],
+        config=config, meta=meta, rounds=rounds,
+        clients=checked_rows(clients_csv, clients, log) if clients else [],
         partition=records.read_json(path / "partition.json"),
         summary=records.read_json(path / "summary.json"), test_losses=read_test_losses(path, log))
 
@@ -103,12 +155,14 @@ def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]
     if not dirs:
         raise UserError(f"{str(root)!r} holds no cllora runs (no run directory with config.json and "
                         "rounds.csv at or under it)")
-    runs = []
+    runs, reasons = [], []
     for d in dirs:
         try:
             runs.append(load_run(d, root, log))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            reasons.append(f"{exc}")
             log(f"skipping {d}: unreadable run ({exc})")
     if not runs:
-        raise UserError(f"no readable run under {str(root)!r}")
+        raise UserError(f"no readable run under {str(root)!r}: {reasons[0]}"
+                        + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
     return runs

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cllora.config.load import load_config  # lazy: the CLI starts without any command's dependencies
     from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
+    from cllora.records import (  # lazy: the CLI starts without any command's dependencies
+        check_output_dir,
+        is_sweep_dir,
+    )
 
     try:
         from cllora.flower.app import write_app  # lazy: the CLI starts without any command's dependencies
@@ -48,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"flower-app needs Flower: pip install 'cllora[flower]' ({exc})") from None
     config = load_config(args.config)  # validate the settings now, not inside Flower
     app_dir, out = Path(args.dir), Path(args.out)
+    check_output_dir(app_dir, "DIR")
+    check_output_dir(out, "--out")
+    if is_sweep_dir(out):
+        raise UserError(f"--out {str(out)!r} holds a sweep (index.json); a run needs its own folder")
     path = write_app(app_dir, Path(args.config) if args.config else None, out)
     print(NEXT_STEPS.format(path=path, n=config.clients, last=config.clients - 1, app_dir=app_dir,
                             out=out.resolve()))

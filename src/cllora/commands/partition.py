@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--fit-alpha fits a Dirichlet alpha to natural clients, so it needs --scheme "
                         f"natural --client-key KEY; got scheme {config.scheme!r}")
     check_given(config, given)
+    _check_outputs(args)
     # lazy: the CLI starts without any command's dependencies
     from cllora.engine.experiment import prepare_data
     from cllora.model import load_tokenizer  # lazy: the CLI starts without any command's dependencies
@@ -183,6 +184,20 @@ def _command(config: RunConfig, scheme: str, alpha: float, size: int | None) -> 
     return "cllora run " + " ".join(flags)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before the data is read: --json and --plot can be written, --plot in a format matplotlib has."""
+    from cllora.files import (  # lazy: the CLI starts without any command's dependencies
+        check_figure_format,
+        check_output_file,
+    )
+
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plot:
+        check_output_file(args.plot, "--plot")
+        check_figure_format(args.plot, "--plot")
+
+
 def _output_path(name: str) -> Path:
     path = Path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,6 +284,7 @@ def dirichlet_demo(args: argparse.Namespace) -> int:
 
     if args.demo_samples < 1:
         raise UserError(f"--demo-samples must be >= 1, got {args.demo_samples}")
+    _check_outputs(args)
     seed = RunConfig().seed if args.seed is None else args.seed
     rng = np.random.default_rng(seed)
     samples = {a: rng.dirichlet(np.full(3, a), size=args.demo_samples) for a in DEMO_ALPHAS}

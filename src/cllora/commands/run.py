@@ -40,6 +40,9 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
 
     given = {**(file_settings(args.config) if args.config else {}), **config_overrides(args)}
+    if args.resume and args.overwrite:
+        raise UserError(f"--resume {args.resume!r} continues a run and --overwrite replaces it; pass one "
+                        "of them")
     if args.resume:
         out = Path(args.resume)
         if args.out and Path(args.out) != out:

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     grid_overrides = dict(grid.parse_grid_flag(g) for g in args.grid)
     cells = grid.expand(spec, config_overrides(args), grid_overrides)
     root = Path(args.out) if args.out else Path("sweeps") / spec.name
+    _check_root(root, "--out" if args.out else "the sweep folder")
     ray_options = _ray_options(args)
+    _check_cells(cells)
     if args.dry_run:
         _dry_run(spec, cells, root, ray_options)
         return 0
@@ -136,6 +138,33 @@ def _list_presets(names: list[str]) -> None:
             sizes.append(f"{budget}: {len(cells)} cells ~{hours:.1f} h" if None not in seconds
                          else f"{budget}: {len(cells)} cells")
         print(f"{'':{width}s}  budgets (2-core CPU estimate, seed 0): " + "; ".join(sizes))
+
+
+def _check_cells(cells) -> None:
+    """Before the first cell (and in --dry-run): what a cell could only find out when it starts, found
+    now: a DP target epsilon that no noise multiplier in the searched range meets."""
+    from cllora.engine.private_round import (  # lazy: the CLI starts without any command's dependencies
+        noise_multiplier,
+    )
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
+
+    for cell in cells:
+        if cell.config.dp_clip is not None:
+            try:
+                noise_multiplier(cell.config)
+            except UserError as exc:
+                raise UserError(f"cell {cell.name}: {exc}") from None
+
+
+def _check_root(root: Path, flag: str) -> None:
+    """Before any cell: the sweep folder can be written and is not a run's directory."""
+    from cllora import records  # lazy: the CLI starts without any command's dependencies
+    from cllora.errors import UserError  # lazy: the CLI starts without any command's dependencies
+
+    records.check_output_dir(root, flag)
+    if records.is_run_dir(root):
+        raise UserError(f"{flag} {str(root)!r} holds a run (config.json); a sweep needs its own folder, "
+                        "or one holding only sweeps")
 
 
 def _ray_options(args: argparse.Namespace):

@@ -12,20 +12,46 @@ from cllora.errors import UserError
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file into a dict, with a clear error for a missing or malformed file."""
+    """Read a TOML file into a dict: the one config reader. A missing file, a file that is not UTF-8
+    (the byte offset named), one that starts with a byte-order mark, and malformed TOML are each one
+    sentence naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UserError(f"config file {str(path)!r} {what}")
     try:
-        return tomllib.loads(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"config file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise UserError(f"config file {str(path)!r} starts with a byte-order mark (BOM), which TOML does "
+                        "not allow; save it as UTF-8 without BOM")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise UserError(f"config file {str(path)!r} is not UTF-8: byte {exc.start} (line {line}) is "
+                        f"0x{raw[exc.start]:02x}; TOML files must be UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
 
 def file_settings(path: str | Path) -> dict[str, Any]:
-    """The run settings of a TOML file: its [run] table, or its top level."""
+    """The run settings of a TOML file: its [run] table, or its top level, never both: a file with
+    settings at the top level *and* a [run] table is refused (the top-level ones would otherwise be
+    dropped without a word, or silently override the table)."""
     data = load_toml(path)
-    return data.get("run", data)
+    if "run" not in data:
+        return data
+    if not isinstance(data["run"], dict):
+        raise UserError(f"config file {str(path)!r}: run must be a [run] table, got {data['run']!r}")
+    outside = [k for k in data if k != "run"]
+    if outside:
+        raise UserError(f"config file {str(path)!r} has settings both at the top level ({', '.join(outside)}) "
+                        "and in a [run] table; put them all in [run] (or all at the top level)")
+    return data["run"]
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:

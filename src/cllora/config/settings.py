@@ -176,8 +176,11 @@ class RunConfig:
         if self.round_timeout is not None:
             check_positive("round_timeout", self.round_timeout)
         for name in ("clients", "clients_per_round", "rounds", "local_epochs", "batch_size",
-                     "rank", "max_length", "eval_every"):
+                     "rank", "eval_every"):
             check_at_least(name, getattr(self, name), 1)
+        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) or self.max_length < 2:
+            raise UserError(f"max_length must be an integer >= 2, got {self.max_length!r}: a causal model "
+                            "predicts each token after the first, so 1 token leaves nothing to learn or score")
         check_at_least("num_classes", self.num_classes, 2)
         check_at_least("seed", self.seed, 0)
         check_at_least("replicate", self.replicate, 0)

@@ -133,6 +133,9 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     progress = progress or RunProgress(enabled=False)
     tracker = None
     try:
+        if resume:  # every check before the first write: an edited config.json is refused untouched
+            records.check_resume_state(out, config, {k: tuple(v.shape) for k, v in exp.initial_state.items()},
+                                       data.partition_dict(config))
         records.init_run_dir(out, resume=resume, overwrite=overwrite)  # only now: bad input leaves nothing
         tracker = tracking.attach(progress, config.log_to, out, config.to_dict())
         adapter_bytes = state_nbytes(exp.initial_state)
@@ -188,17 +191,18 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
     scores = _score_round(exp, clients, state.global_state, [], progress, 0, out)
     state.rounds.append(records.round_row(0, scores, [], 0, 0, 0, 0.0, time.perf_counter() - start, 0.0))
     state.clients.extend(records.client_rows(0, exp.config.clients, [], scores, exp.client_ranks))
-    _save(out, state, exp.config.num_classes)
+    _save(out, state, exp.config)
     progress.round_done(state.rounds[-1])
     return state
 
 
-def _save(out: Path, state: RunState, num_classes: int) -> None:
+def _save(out: Path, state: RunState, config: RunConfig) -> None:
     records.save_round(out, state.last_round,
                        with_base(pack_state(state.global_state, state.server_state, state.client_states),
                                  state.base_total),
-                       state.rounds, state.clients, {"bytes_cumulative": state.bytes_cumulative},
-                       num_classes)
+                       state.rounds, state.clients, {"bytes_cumulative": state.bytes_cumulative,
+                                                     "config": config.to_dict()},
+                       config.num_classes)
 
 
 def rejection(update: ClientUpdate, reference: dict, extra_reference: dict | None = None) -> str | None:
@@ -254,7 +258,7 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
                                              state.bytes_cumulative, train_s, eval_s, overhead, drift,
                                              agg_error), **dp_row})
     state.clients.extend(records.client_rows(round_num, cfg.clients, updates, scores, exp.client_ranks))
-    _save(out, state, exp.config.num_classes)
+    _save(out, state, exp.config)
     progress.round_done(state.rounds[-1])
 
 

@@ -16,6 +16,7 @@ config.json records (no noise is ever saved: a resumed round draws fresh noise).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -63,6 +64,27 @@ def sample(config: RunConfig, dp: "DpPlan | None", round_num: int, seeded) -> li
     return seeded(config, round_num)
 
 
+def noise_multiplier(config: RunConfig) -> tuple[float, float]:
+    """(δ, z) of a DP config: z as given, 0 for ε = ∞, else solved for dp_target_epsilon (a UserError
+    where no z in the searched range meets it). Needs only the config, so `sweep --dry-run` checks
+    every cell with it before any runs."""
+    k, n = config.clients_per_round, config.clients
+    delta = config.dp_delta if config.dp_delta is not None else privacy.default_delta(n)
+    if config.dp_noise is not None:
+        return delta, float(config.dp_noise)
+    if math.isinf(config.dp_target_epsilon):  # ε = ∞: clipping only, no noise
+        return delta, 0.0
+    try:
+        return delta, _solve(config.dp_target_epsilon, k, n, config.rounds, delta)
+    except ValueError as exc:
+        raise UserError(f"--dp-target-epsilon (dp_target_epsilon) {config.dp_target_epsilon:g}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _solve(target: float, k: int, n: int, rounds: int, delta: float) -> float:
+    return privacy.noise_for_epsilon(target, k, n, rounds, delta, SAMPLING)
+
+
 def plan(config: RunConfig, labels: np.ndarray, client_train: Sequence[np.ndarray],
          log: Callable[[str], None] = print, source: str | None = None) -> DpPlan | None:
     """The run's DP plan (None without dp_clip); z solved for dp_target_epsilon when that is given.
@@ -71,15 +93,7 @@ def plan(config: RunConfig, labels: np.ndarray, client_train: Sequence[np.ndarra
         return None
     source = source or noise_source(config)
     k, n = config.clients_per_round, config.clients
-    delta = config.dp_delta if config.dp_delta is not None else privacy.default_delta(n)
-    z = config.dp_noise
-    if z is None and math.isinf(config.dp_target_epsilon):  # ε = ∞: clipping only, no noise
-        z = 0.0
-    elif z is None:
-        try:
-            z = privacy.noise_for_epsilon(config.dp_target_epsilon, k, n, config.rounds, delta, SAMPLING)
-        except ValueError as exc:
-            raise UserError(f"dp_target_epsilon: {exc}") from None
+    delta, z = noise_multiplier(config)
     eps = privacy.epsilons(float(z), k, n, config.rounds, delta, SAMPLING) if z > 0 \
         else [math.inf] * config.rounds
     log(f"client-level DP: clip {config.dp_clip:g}, noise multiplier {z:.4g}, {k} of {n} clients a round "

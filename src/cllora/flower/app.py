@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cllora import __version__
 from cllora.config.load import load_toml
+from cllora.files import atomic_write_text
 from cllora.flower.supernodes import DEFAULT_MAX_CLIENT_EXAMPLES
 
 APP_PYPROJECT = """\
@@ -46,7 +47,7 @@ def write_app(app_dir: Path, config_file: Path | None, out: Path) -> Path:
         load_toml(config_file)  # a missing or malformed file is named now, not inside Flower
     app_dir.mkdir(parents=True, exist_ok=True)
     path = app_dir / "pyproject.toml"
-    path.write_text(APP_PYPROJECT.format(
+    atomic_write_text(path, APP_PYPROJECT.format(
         app_dir=app_dir, version=__version__, out=json.dumps(str(out.resolve())),
         max_client_examples=DEFAULT_MAX_CLIENT_EXAMPLES,
         config_file=json.dumps(str(config_file.resolve()) if config_file else "")))

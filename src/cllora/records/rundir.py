@@ -21,6 +21,8 @@ from cllora.config.settings import RunConfig, from_dict
 from cllora.errors import UserError
 from cllora.files import (  # noqa: F401
     atomic_write_bytes,
+    check_output_dir,
+    check_output_file,
     atomic_write_text,
     read_csv,
     read_json,
@@ -46,6 +48,11 @@ SPLIT_LOSSES = "split_losses.npz"  # per-text losses on the clients' splits (cll
 
 def is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
+
+
+def is_sweep_dir(path: Path) -> bool:
+    """A sweep's root: it holds index.json (cllora.sweep.index)."""
+    return (Path(path) / "index.json").is_file()
 
 
 def checkpoint_round(out: Path) -> int:
@@ -91,13 +98,17 @@ def saved_config(path: Path) -> RunConfig:
 
 def check_run_dir(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> None:
     """Refuse to mix runs in `out` (no side effects: called before any work starts)."""
+    if resume and overwrite:
+        raise UserError(f"--resume {str(out)!r} continues a run and --overwrite replaces it; pass one of them")
     if resume:
         if not is_run_dir(out):
             raise UserError(f"--resume {str(out)!r}: not a cllora run directory (no config.json)")
+        check_output_dir(out, "--resume")
         check_compatible(saved_config(out), config, out)
         return
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} exists and is not a directory")
+    check_output_dir(out, "--out")
+    if is_sweep_dir(out):
+        raise UserError(f"--out {str(out)!r} holds a sweep (index.json); a run needs its own folder")
     if is_run_dir(out) and not overwrite:
         raise UserError(f"--out {str(out)!r} already holds a run; pass --resume to continue it or "
                         "--overwrite to replace it")
@@ -160,6 +171,74 @@ def recorded_noise_source(out: Path) -> str | None:
     """The DP noise source a run directory's config.json records (cllora.privacy.randomness:
     "seeded" for a DP run made before the record existed)."""
     return noise_source_of(read_json(out / "config.json") or {})
+
+
+def check_resume_state(out: Path, config: RunConfig, adapter_shapes: dict[str, tuple], partition: dict) -> None:
+    """Before a resume writes anything: what the run directory holds must be what this config makes.
+
+    config.json may have been edited, so it is compared with what the run computed: the settings
+    the checkpoint recorded (checkpoints since issue 32), the global adapter's tensor names and shapes
+    (another model or rank), the clients' partition (other data, scheme or seed) and whether the
+    rounds so far were private (DP switched on or off). A UserError naming the key where they differ."""
+    ckpt = load_checkpoint(out) if (out / "checkpoint.safetensors").is_file() else None
+    if ckpt is not None:
+        _check_recorded_settings(out, config, ckpt[2].get("config"))
+        _check_adapter(out, ckpt[1], adapter_shapes)
+    saved_partition = read_json(out / "partition.json")
+    if saved_partition is not None and _clients(saved_partition) != _clients(partition):
+        raise UserError(f"--resume {str(out)!r}: the data, scheme or seed in config.json give other clients "
+                        "than partition.json records; the run cannot continue on other data (was "
+                        "config.json edited?)")
+    _check_dp_history(out, config)
+
+
+def _check_recorded_settings(out: Path, config: RunConfig, recorded: dict | None) -> None:
+    if recorded is None:  # a checkpoint from before issue 32: the other checks stand in
+        return
+    before, now = from_dict(recorded).to_dict(), config.to_dict()
+    diff = [k for k in before if k not in RESUME_MAY_CHANGE and before[k] != now.get(k)]
+    if diff:
+        k = diff[0]
+        raise UserError(f"--resume {str(out)!r}: the rounds so far were computed with {k}={before[k]!r}, but "
+                        f"config.json now says {now.get(k)!r} (edited?); a resume cannot change "
+                        f"{', '.join(diff)}")
+
+
+def _check_adapter(out: Path, state: dict, shapes: dict[str, tuple]) -> None:
+    saved = {k: tuple(v.shape) for k, v in state.items() if k in shapes}
+    missing = sorted(set(shapes) - set(saved))
+    changed = sorted(k for k in saved if saved[k] != tuple(shapes[k]))
+    if missing or changed:
+        name = (missing or changed)[0]
+        raise UserError(f"--resume {str(out)!r}: the checkpoint's adapter does not fit the model and "
+                        f"rank in config.json ({'no tensor' if missing else 'another shape for'} {name}); "
+                        "was config.json edited to another model or rank?")
+
+
+def _clients(partition: dict) -> list:
+    clients = partition.get("clients") if isinstance(partition, dict) else None
+    return [c.get("indices") if isinstance(c, dict) else c for c in clients or []]
+
+
+def _check_dp_history(out: Path, config: RunConfig) -> None:
+    """DP on now must mean DP on in every finished round, and off must mean off (a guarantee cannot
+    start half-way, and a private run's ε must not be dropped)."""
+    path = out / "rounds.csv"
+    if not path.is_file():
+        return
+    last = checkpoint_round(out)
+    rows = [r for r in read_csv(path) if isinstance(r.get("round"), int) and 1 <= r["round"] <= last]
+    if not rows:
+        return
+    private = [r.get("dp_epsilon") is not None for r in rows]
+    if config.dp_clip is not None and not all(private):
+        raise UserError(f"--resume {str(out)!r}: config.json sets dp_clip (--dp-clip), but rounds "
+                        f"{', '.join(str(r['round']) for r, p in zip(rows, private) if not p)} were not private; "
+                        "a DP guarantee cannot start half-way: start a new run")
+    if config.dp_clip is None and any(private):
+        raise UserError(f"--resume {str(out)!r}: the rounds so far were private (dp_epsilon in rounds.csv), "
+                        "but config.json has no dp_clip (--dp-clip); continuing without DP would drop the "
+                        "guarantee: restore the DP settings")
 
 
 def write_config(out: Path, config: RunConfig, extra: dict, *, resume: bool = False) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from cllora.analysis import claims_document, load_runs, tables
-from cllora.records import atomic_write_text, write_json
+from cllora.records import atomic_write_text, check_output_dir, write_json
 
 __all__ = ["write_report"]
 
@@ -24,6 +24,7 @@ def write_report(root: str | Path, log: Callable[[str], None] = print) -> Path:
 
     root = Path(root)
     runs = load_runs(root, log)
+    check_output_dir(root, "report DIR")  # before drawing: a folder that cannot be written is one sentence
     rows, conds, labels, costs, claims = tables(runs)
     figures = draw_figures(root, runs, conds, labels, log)
     write_json(root / "claims.json", claims_document(claims))
