@@ -78,7 +78,7 @@ def stale(pages=PAGES, write: bool = False) -> list[str]:
         def fresh(match: re.Match) -> str:
             body = block(match["id"], cache)
             if body != match["body"]:
-                found.append(f"{page.relative_to(ROOT)}: {match['id']}")
+                found.append(f"{page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}: {match['id']}")
             return f"<!-- output: {match['id']} -->\n```\n{body}```\n"
 
         new = MARKER.sub(fresh, text)
