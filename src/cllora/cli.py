@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:  # a user mistake: one sentence, exit 2 (any other error is a bug: traceback)
         if os.environ.get("CLLORA_DEBUG"):
             raise
-        print(f"cllora: error: {exc}", file=sys.stderr)
+        from cllora.commands.flags import spoken  # the settings named as the user gave them
+
+        print(f"cllora: error: {spoken(str(exc), args)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file or folder the system refused (full disk, permissions): one sentence
         if exc.filename is None or os.environ.get("CLLORA_DEBUG"):

@@ -194,8 +194,11 @@ def load_model(name: str = DEFAULT_MODEL, device: torch.device | str = "cpu",
 
 
 # Configs of the study's models ship with cllora, so their cost table works offline.
-BUNDLED_CONFIGS = {f"facebook/{n}": Path(__file__).parent / "configs" / n
-                   for n in ("opt-125m", "opt-350m", "opt-1.3b")}
+# architectures shipped as config.json alone: the study's OPT sizes (hub models) and the default
+# embedded model (its pinned GGUF's config), so `cllora params` counts them without weights or conversion
+BUNDLED_CONFIGS = {**{f"facebook/{n}": Path(__file__).parent / "configs" / n
+                      for n in ("opt-125m", "opt-350m", "opt-1.3b")},
+                   "smollm2-135m": Path(__file__).parent / "configs" / "smollm2-135m"}
 
 
 def load_config_only(name: str):

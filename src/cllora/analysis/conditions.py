@@ -1,9 +1,7 @@
 """Runs as rows (pure functions of dicts): per-run headline numbers, conditions as seeds of the
 same (setting, scheme, alpha) with their curves averaged, settings and their labels, which
 settings are the study's own (and which long-context), and the cost table from recorded parameter
-counts.
-
-A *setting* is everything a run is compared within (model, clients, rounds, ...); a *condition*
+counts. A *setting* is everything a run is compared within (model, clients, rounds, ...); a *condition*
 within it is (scheme, alpha); seeds are repetitions of a condition.
 """
 
@@ -75,6 +73,15 @@ def final_texts(test_losses: dict | None, last_round: int) -> Texts | None:
             np.asarray(test_losses["loss_final"], dtype=float))
 
 
+def last_evaluated(rounds: list[dict]) -> tuple[int | None, float | None]:
+    """(round, loss) of the last evaluated round, the loss as recorded even when not finite."""
+    for row in reversed(rounds):
+        loss = row.get("global_test_loss")
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            return int(row["round"]), float(loss)
+    return None, None
+
+
 def class_curves(rounds: list[dict]) -> dict[int, list[tuple[int, float]]]:
     """{length class: (round, loss)} from the test_loss_c<k> columns that hold values."""
     classes = sorted({int(m.group(1)) for r in rounds[:1] for k in r if (m := CLASS_COLUMN.match(k))})
@@ -96,7 +103,8 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
     losses = curve(rounds, "global_test_loss")
     best_round, best = min(losses, key=lambda p: p[1]) if losses else (None, None)
     trained = [r for r in rounds if r.get("round", 0) >= 1]
-    last = losses[-1][0] if losses else 0
+    final_round, final = last_evaluated(rounds)  # a diverged final round is inf/NaN, never an earlier one
+    last = final_round or 0
     return {
         "name": name, "model": config["model"], "setting": setting_key(config),
         "scheme": config["scheme"], "alpha": float(config["alpha"]) if uses_alpha(config["scheme"]) else None,
@@ -104,7 +112,7 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
         "rounds_completed": last,
         "complete": (last >= (config.get("rounds") or 0)) if complete is None else complete,
         "initial_loss": losses[0][1] if losses and losses[0][0] == 0 else None,
-        "final_loss": losses[-1][1] if losses else None,
+        "final_loss": final,
         "best_loss": best, "best_round": best_round,
         "overfit": curves.overfit(losses)[0] if losses else None,
         "fluctuation": curves.fluctuation(losses),
@@ -124,7 +132,6 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
 
 def condition_rows(rows: list[dict]) -> list[dict]:
     """Runs grouped by (setting, scheme, alpha): means (and std of the final loss) over seeds.
-
     best_loss / best_round come from the seed-mean curve: the round where the averaged loss is
     lowest, after which the averaged curve rises (overfitting begins) unless it is the last.
     """
@@ -139,14 +146,16 @@ def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict])
     losses = mean_std_curve([r["curve"] for r in runs])
     best_i = int(np.argmin(losses["mean"])) if losses["x"] else None
     finals = [r["final_loss"] for r in runs if finite(r["final_loss"])]
+    diverged = [r["final_loss"] for r in runs if isinstance(r["final_loss"], float) and not finite(r["final_loss"])]
+    # a seed whose final round is not finite makes the condition's final loss not finite too
     classes = sorted({c for r in runs for c in r["class_curves"]})
     return {
         "setting": setting, "model": runs[0]["model"], "scheme": scheme, "alpha": alpha,
         "label": condition_label(scheme, alpha), "seeds": sorted(r["seed"] for r in runs),
         "n_seeds": len(runs), "complete": all(r["complete"] for r in runs), "runs": runs,
         "initial_loss": mean(r["initial_loss"] for r in runs),
-        "final_loss": mean(finals),
-        "final_loss_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else None,
+        "final_loss": diverged[0] if diverged else mean(finals),
+        "final_loss_std": float(np.std(finals, ddof=1)) if len(finals) > 1 and not diverged else None,
         "best_loss": losses["mean"][best_i] if best_i is not None else None,
         "best_round": losses["x"][best_i] if best_i is not None else None,
         "last_round": losses["x"][-1] if losses["x"] else None,

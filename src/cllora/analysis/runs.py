@@ -110,7 +110,7 @@ def checked_rows(file: Path, rows: list[dict], log: Callable[[str], None]) -> li
         loss = last.get("global_test_loss")
         if isinstance(loss, float) and not math.isfinite(loss):
             log(f"warning: {file}: the last round ({last['round']}) has global_test_loss {loss!r}; the report's "
-                "final loss is the last finite round's, not this one's")
+                f"final loss is {loss!r} (not finite), not an earlier round's")
     return kept
 
 

@@ -263,6 +263,10 @@ def short(value: Any) -> str:
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
+    """x to `digits` decimals; 'inf' or 'nan' for a value that is recorded but not finite (a diverged
+    loss is shown as such), 'n/a' for none."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
     return "n/a" if not finite(x) else f"{x:.{digits}f}"
 
 

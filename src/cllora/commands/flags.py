@@ -70,3 +70,45 @@ def config_overrides(args: argparse.Namespace, names: Iterable[str] | None = Non
     if values.get("class_edges") is not None:
         values["class_edges"] = parse_class_edges(values["class_edges"], "--class-edges")
     return {k: v for k, v in values.items() if v is not None}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a run setting: dp_clip → --dp-clip (the one key → flag rule)."""
+    return "--" + name.replace("_", "-")
+
+
+# a one-word setting name (model, seed, clients, ...) is also an ordinary word: it is taken for the
+# setting only where an error names a setting: at the start, or before "must", "=", "(", a quote, ...
+_NAMED_AFTER = r"(?=\s(?:must|=|\(|'|\"|needs|is only|only)|$|:)"
+
+
+def spoken(message: str, args: argparse.Namespace) -> str:
+    """An error message with each setting the user gave named as they gave it: `--dp-clip` for a flag,
+    `dp_clip (in exp.toml)` for a key of the --config file; other names are left as they are."""
+    import re
+
+    typed = {f.name for f in fields(RunConfig) if getattr(args, f.name, None) is not None}
+    in_file = set(_file_keys(getattr(args, "config", None))) - typed
+    for name in sorted(typed | in_file, key=len, reverse=True):
+        label = flag_of(name) if name in typed else f"{name} (in {args.config})"
+        if label in message or (name in in_file and str(args.config) in message):
+            continue
+        if "_" in name:  # dp_clip: an identifier, wherever it stands alone
+            pattern = rf"(?<![\w\-'\"./(]){re.escape(name)}(?![\w'\"-])"
+        else:  # model: only where a setting is named
+            pattern = rf"(?:^|(?<=\s)){re.escape(name)}{_NAMED_AFTER}"
+        message = re.sub(pattern, lambda _: label, message, count=0 if name in typed else 1)
+    return message
+
+
+def _file_keys(path) -> list[str]:
+    """The settings a --config file gives (none where it cannot be read: its own error says why)."""
+    if not path:
+        return []
+    from cllora.config.load import file_settings  # lazy: read only to word an error
+    from cllora.errors import UserError
+
+    try:
+        return list(file_settings(path))
+    except (UserError, OSError):
+        return []

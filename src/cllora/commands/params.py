@@ -12,7 +12,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "params", help="LoRA communication-cost table of one or more models",
         description="Trainable LoRA parameters, all parameters, their ratio and bytes per adapter "
                     "transfer, as in the study's Table 1. Counts come from the architecture on the "
-                    "meta device: a directory with only config.json is enough, no weights are loaded.",
+                    "meta device, built from the model's config.json alone: a directory with only "
+                    "config.json is enough. The OPT sizes and smollm2-135m ship their configs (no "
+                    "weights read, under a few seconds); gemma3-270m and hub models need theirs first: "
+                    "gemma3-270m's GGUF is converted once (about a minute on 2 CPU cores), a hub "
+                    "model's config is downloaded (network).",
         epilog="Example: cllora params facebook/opt-125m facebook/opt-350m facebook/opt-1.3b --rank 2")
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="embedded name (smollm2-135m, gemma3-270m), hub name (facebook/opt-* work "

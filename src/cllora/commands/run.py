@@ -65,10 +65,39 @@ def run(args: argparse.Namespace) -> int:
     if resume and _already_done(config, out):
         return 0
     progress = RunProgress(enabled=not args.quiet)
-    summary = run_one(config, out, resume=resume, overwrite=args.overwrite, progress=progress,
-                      log=progress.log)
+    try:
+        summary = run_one(config, out, resume=resume, overwrite=args.overwrite, progress=progress,
+                          log=progress.log)
+    except KeyboardInterrupt:
+        _say_how_to_resume(out)
+        raise
     print_summary(summary)
+    print_files(Path(summary["out"]))
     return 0
+
+
+def _say_how_to_resume(out: Path) -> None:
+    """After Ctrl-C: the command that continues the run, where a round was saved to continue from."""
+    import sys
+
+    from cllora import records  # lazy: the CLI starts without any command's dependencies
+
+    status, last = records.run_status(out)
+    if status == "partial" and last >= 0:
+        print(f"cllora: stopped after round {last}, saved in {str(out)!r}; continue it with:\n"
+              f"  cllora run --resume {out}", file=sys.stderr)
+    else:
+        print(f"cllora: stopped before any round was saved; nothing to resume in {str(out)!r}",
+              file=sys.stderr)
+
+
+def print_files(out: Path) -> None:
+    """Every file the run directory holds (read from disk, so the list is always whole) and the next step."""
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    folders = sorted({name.split("/", 1)[0] + "/" for name in files if "/" in name})
+    top = [name for name in files if "/" not in name] + folders
+    print(f"wrote {out}/: {', '.join(top)}")
+    print(f"next: cllora report {out}   (report.html with the curves, tables and verdicts)")
 
 
 def _already_done(config: RunConfig, out: Path) -> bool:
@@ -114,5 +143,3 @@ def print_summary(summary: dict) -> None:
     t.add_row("precision, device", f"{summary['precision']}, {summary['device']}")
     t.add_row("failed client updates", str(summary["failed_client_updates"]))
     Console().print(t)
-    Console().print(f"results: {summary['out']}  (rounds.csv, clients.csv, summary.json, "
-                    f"global_loss.png, client_loss.png, adapter/)")

@@ -180,6 +180,10 @@ def _start_state(exp: Experiment, clients: Clients, out: Path, progress: RunProg
     if last >= 0:
         saved, base_total = split_base(saved)
         global_state, server_state, client_states = unpack_state(saved)
+        # a checkpoint's tensors come back in sorted name order: keep the order the run held (the
+        # model's), so every sum over tensors (norms, drift) adds as an uninterrupted run's does
+        global_state = {k: global_state[k] for k in exp.initial_state} \
+            if global_state.keys() == exp.initial_state.keys() else global_state
         if base_total:
             merge_into_base(exp, base_total)
         return RunState(global_state, last, meta.get("bytes_cumulative", 0), rounds, clients_rows,

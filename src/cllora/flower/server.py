@@ -20,6 +20,8 @@ Two ways in:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -115,11 +117,26 @@ def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False,
     for key, value in APP_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
-    run_simulation(server_app=app, client_app=client_app, num_supernodes=config.clients,
-                   backend_config=backend)
+    with _flower_quiet(progress is None or not progress.enabled):  # --quiet: no Flower banners either
+        run_simulation(server_app=app, client_app=client_app, num_supernodes=config.clients,
+                       backend_config=backend)
     if "summary" not in outcome:
         raise RunFailed(f"the Flower simulation ended without finishing the run; what it wrote is in {out}")
     return outcome["summary"]
+
+
+@contextlib.contextmanager
+def _flower_quiet(quiet: bool):
+    """Flower's own log (its deprecation banner for run_simulation, its INFO lines) shows errors
+    only while `quiet`; its level is restored after."""
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    if quiet:
+        flwr_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        flwr_log.setLevel(level)
 
 
 def _cuda_available() -> bool:

@@ -20,8 +20,10 @@ State = dict  # tensor name → tensor
 
 
 def update_norm(delta: State) -> float:
-    """The L2 norm of all tensors of an update flattened together."""
-    return math.sqrt(sum(float((t.double() ** 2).sum()) for t in delta.values()))
+    """The L2 norm of all tensors of an update flattened together, summed in sorted name order so
+    that the same tensors give the same float whatever order the dict holds them in (a resumed
+    run's state comes back from its checkpoint in sorted order)."""
+    return math.sqrt(sum(float((delta[k].double() ** 2).sum()) for k in sorted(delta)))
 
 
 def clip_factor(norm: float, clip: float) -> float:
