@@ -11,13 +11,13 @@ from typing import Callable
 
 from cllora.analysis.conditions import (
     STUDY_MAX_LENGTH,
-    complete_runs,
     final_classes,
     is_long_context,
     length_pairs,
     model_label,
     setting_name,
     setting_values,
+    verdict_runs,
 )
 from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, fmt_signed, t_interval
 from cllora.analysis.verdicts import claim_record, estimate
@@ -69,12 +69,12 @@ def claim_long_context_length_skew_hurts(conds: list[dict], labels: dict[str, st
 
 def class_harm(skewed: dict, iid: dict) -> dict[int, tuple]:
     """Per length class: (mean, low, high) over seeds of the skewed condition's final class loss
-    minus IID's, paired by seed (complete runs only)."""
-    base = {r["seed"]: r for r in complete_runs(iid)}
+    minus IID's, paired by seed (the planned seeds' complete runs: conditions.verdict_runs)."""
+    base = {r["seed"]: r for r in verdict_runs(iid)}
     out = {}
-    for c in final_classes(complete_runs(skewed)):
+    for c in final_classes(verdict_runs(skewed)):
         key = f"final_class_{c}"
-        diffs = [r[key] - base[r["seed"]][key] for r in complete_runs(skewed)
+        diffs = [r[key] - base[r["seed"]][key] for r in verdict_runs(skewed)
                  if r["seed"] in base and key in r and key in base[r["seed"]]]
         out[c] = t_interval(diffs)
     return out

@@ -90,7 +90,8 @@ def every_one(rows: list[dict], key: str, contrast_of, **bounds) -> dict | None:
     verdict = SUPPORTED if all(p["verdict"] == SUPPORTED for p in pairs) else \
         CONTRADICTED if wrong else INCONCLUSIVE
     method = head["method"] + f" (each of {len(pairs)} pairs; Holm over them for a contradiction)"
-    return {**head, "verdict": verdict, "method": method, "pairs": [p["effect"] for p in pairs]}
+    return {**head, "verdict": verdict, "method": method,
+            "pairs": [{k: p.get(k) for k in ("effect", "low", "high", "p_value", "verdict")} for p in pairs]}
 
 
 def holm_verdicts(estimates: list[dict]) -> None:
