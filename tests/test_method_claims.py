@@ -43,14 +43,24 @@ def test_adaptive_optimizers_beat_fedavg():
     better = strategy_grid({(s, c): 3.50 - (0.05 if s != "fedavg" else 0.0)
                             for s in ("fedavg", "fedadam", "fedyogi") for c in ("length", "iid")})
     claim = claim_adaptive_beats_fedavg(better)
-    assert claim["verdict"] == SUPPORTED and claim["seeds"] == 3
-    assert claim["effect"] == pytest.approx(0.05, abs=0.01)  # FedAvg minus the optimizer: > 0 supports
-    assert len(claim["comparisons"]) == 4 and all(c["p_holm"] is not None for c in claim["comparisons"])
+    assert claim["verdict"] == SUPPORTED and claim["family"] == "intersection-union"
+    assert claim["headline"] is None and any("no headline" in e for e in claim["evidence"])  # no sweep declared
+    assert len(claim["comparisons"]) == 4 and all(c["p_holm"] is None for c in claim["comparisons"])
     assert any("fedyogi" in e and "α = 0.1" in e for e in claim["evidence"])
-    # one optimizer worse under IID: contradicted, whatever the others say
+    # the declared headline (study-strategies, FedAdam under length skew), whatever the order
+    for row in better:
+        for run in row["runs"]:
+            run.update(sweep="study-strategies-quick", sweep_dir="study-strategies")
+    head = claim_adaptive_beats_fedavg(better[::-1])
+    assert head["headline"].endswith("α = 0.1, fedadam") and head["seeds"] == 3
+    assert head["effect"] == pytest.approx(0.05, abs=0.01)  # FedAvg minus the optimizer: > 0 supports
+    # intersection-union: one optimizer worse under IID and one better under length skew disagree
     worse = strategy_grid({("fedavg", "length"): 3.5, ("fedadam", "length"): 3.45,
                            ("fedavg", "iid"): 3.5, ("fedadam", "iid"): 3.60})
-    assert claim_adaptive_beats_fedavg(worse)["verdict"] == CONTRADICTED
+    assert claim_adaptive_beats_fedavg(worse)["verdict"] == INCONCLUSIVE
+    all_worse = strategy_grid({("fedavg", "length"): 3.5, ("fedadam", "length"): 3.60,
+                               ("fedavg", "iid"): 3.5, ("fedadam", "iid"): 3.60})
+    assert claim_adaptive_beats_fedavg(all_worse)["verdict"] == CONTRADICTED
     # FedProx alone is no adaptive optimizer; FedAvg alone compares with nothing
     assert claim_adaptive_beats_fedavg(strategy_grid({("fedavg", "iid"): 3.5, ("fedprox", "iid"): 3.4}))[
         "verdict"] == NOT_TESTABLE
@@ -60,17 +70,22 @@ def test_adaptive_optimizers_beat_fedavg():
     assert private["verdict"] == NOT_TESTABLE and private["comparisons"][0]["decides"] is False
 
 
-def test_holm_turns_a_marginal_contradiction_of_many_into_inconclusive():
-    # six comparisons; one would be contradicted alone (p ~ 0.03) but not after Holm over six
-    grid = {(s, c): 3.5 for s in ("fedavg", "fedadam", "fedyogi") for c in ("length", "quantity", "iid")}
-    rows = strategy_grid(grid)
-    rows = [r for r in rows if not (r["setting"] == setting("fedadam") and r["scheme"] == "iid")]
-    rows.append(cond("iid", 0, "fedadam", finals=[3.5 + 0.02, 3.5 + 0.0065, 3.5 + 0.0185]))
-    claim = claim_adaptive_beats_fedavg(rows)
-    marginal = next(c for c in claim["comparisons"] if c["label"].endswith("IID, fedadam"))
-    assert marginal["high"] < 0 and marginal["p_value"] < 0.05  # contradicted on its own...
-    assert marginal["verdict"] == INCONCLUSIVE and "Holm" in marginal["method"]  # ...not among six
-    assert claim["verdict"] == INCONCLUSIVE
+def test_a_holm_claim_corrects_over_its_own_deciding_settings_only():
+    # "length skew raises the loss" in three study settings; one is contradicted alone (p ~ 0.03)
+    # but not after Holm over the claim's three; a DP setting beside them neither decides nor counts
+    rows = [cond("length", 3.5, rounds=r) for r in (5, 6)] + [cond("iid", 3.5, rounds=r) for r in (5, 6)]
+    rows += [cond("length", 0, rounds=7, finals=[3.5 - 0.02, 3.5 - 0.0105, 3.5 - 0.0185]),
+             cond("iid", 0, rounds=7, finals=[3.5, 3.5, 3.5])]
+    claim = own_claims.claim_length_skew_hurts(rows)
+    marginal = min(claim["comparisons"], key=lambda c: c["effect"])  # the rounds=7 setting
+    assert marginal["verdict"] == CONTRADICTED and marginal["p_value"] < 0.05  # contradicted on its own...
+    assert marginal["p_holm"] == pytest.approx(min(1, 3 * marginal["p_value"]))  # ...Holm over three
+    assert claim["family"] == "holm" and claim["verdict"] == INCONCLUSIVE
+    private = own_claims.claim_length_skew_hurts(rows + [cond("length", 3.9, dp_clip=0.5), cond("iid", 3.5, dp_clip=0.5)])
+    assert [c["p_holm"] for c in private["comparisons"] if c["decides"]] == \
+        [c["p_holm"] for c in claim["comparisons"]]
+    alone = own_claims.claim_length_skew_hurts(rows[4:])
+    assert alone["verdict"] == CONTRADICTED  # the same comparison, the only one of its claim
 
 
 def _null_optimizer_grid(rng, seeds=3, sd=0.01) -> list[dict]:

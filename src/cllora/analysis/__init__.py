@@ -13,6 +13,7 @@ from typing import Callable
 
 from cllora.analysis.claims import evaluate_claims
 from cllora.analysis.conditions import condition_rows, cost_table, run_row, setting_key, setting_labels
+from cllora.analysis.plans import BUDGETS
 from cllora.analysis.runs import RunRecord, find_run_dirs, load_run, load_runs
 from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, LEVEL, MIN_SEEDS, SUPPORTED
 from cllora.analysis.verdicts import NOT_TESTABLE
@@ -24,13 +25,21 @@ Tables = tuple[list[dict], list[dict], dict, list[dict], list[dict]]
 
 
 def tables(runs: list[RunRecord]) -> Tables:
-    """(run rows, condition rows, setting labels, cost table, claims) of some runs."""
-    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses, r.clients) for r in runs]
+    """(run rows, condition rows, setting labels, cost table, claims) of some runs. Claims are
+    decided per budget (quick-scale and study-budget evidence never enter one verdict): one record
+    per claim and budget that has runs, each with its `budget`."""
+    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses, r.clients, r.sweep) for r in runs]
     conds = condition_rows(rows)
     labels = setting_labels({setting_key(r.config): r.config for r in runs})
     costs = cost_table(runs)
     sizes = {c["model"]: c["total_params"] for c in costs if c["total_params"]}
-    return rows, conds, labels, costs, evaluate_claims(conds, sizes, labels)
+    plans = {r.sweep.folder: r.sweep.plan for r in runs if r.sweep and r.sweep.plan}
+    budgets = sorted({r["budget"] for r in rows}, key=lambda b: (b is None, BUDGETS.index(b) if b in BUDGETS else 0))
+    claims = [{**claim, "budget": budget}
+              for budget in budgets
+              for claim in evaluate_claims(condition_rows([r for r in rows if r["budget"] == budget]),
+                                           sizes, labels, plans)]
+    return rows, conds, labels, costs, claims
 
 
 def claims_document(claims: list[dict]) -> dict:

@@ -24,7 +24,8 @@ from cllora.analysis.budget_claims import BUDGET_CLAIMS
 from cllora.analysis.method_claims import METHOD_CLAIMS
 from cllora.analysis.own_claims import OWN_CLAIMS
 from cllora.analysis.stats import finite, fmt, fmt_pm, relative_range, spearman
-from cllora.analysis.verdicts import claim_record, estimate, every_one
+from cllora.analysis.plans import Plan
+from cllora.analysis.verdicts import apply_plan, claim_record, estimate, every_one
 
 LITTLE_EFFECT = 0.05  # "little effect": local-model loss within 5 % of IID
 
@@ -47,7 +48,7 @@ def claim_iid_best_quantity(conds: list[dict], labels: dict[str, str] | None = N
                   "effect = final global test loss of each quantity-skew α minus IID's, each paired by "
                   "seed; supported when every α is above IID, contradicted when one is below after "
                   "Holm; the headline is the α closest (nats/token; > 0 supports)", "", comparisons,
-                  "needs IID and quantity-skew runs of the same setting")
+                  "needs IID and quantity-skew runs of the same setting", headline="study-quantity")
 
 
 def claim_alpha100_worst_quantity(conds: list[dict], labels: dict[str, str] | None = None,
@@ -69,7 +70,8 @@ def claim_alpha100_worst_quantity(conds: list[dict], labels: dict[str, str] | No
                   "effect = final global test loss of quantity-skew α = 100 minus each other α's and "
                   "IID's, each paired by seed; supported when it is above every one, contradicted when "
                   "below one after Holm (nats/token; > 0 supports)", "", comparisons,
-                  "needs a quantity-skew run with α = 100 and another condition of the same setting")
+                  "needs a quantity-skew run with α = 100 and another condition of the same setting",
+                  headline="study-quantity")
 
 
 def claim_small_models_length_sensitive(conds: list[dict], labels: dict[str, str] | None = None,
@@ -154,7 +156,7 @@ def claim_quantity_fairness_worse(conds: list[dict], labels: dict[str, str] | No
                         "loss (mean over rounds) minus IID's, at the smallest α run under both schemes; "
                         "effect = quantity's excess minus length's (nats²; > 0 supports)", "", comparisons,
                         "needs length- and quantity-skew runs with a common α, each with an IID run of "
-                        "the same setting, recorded with local-model standard errors")
+                        "the same setting, recorded with local-model standard errors", headline="study-local")
 
 
 def claim_length_little_local_effect(conds: list[dict], labels: dict[str, str] | None = None,
@@ -189,7 +191,14 @@ STUDY_CLAIMS: tuple[Claim, ...] = (
 CLAIMS: tuple[Claim, ...] = STUDY_CLAIMS + BUDGET_CLAIMS + OWN_CLAIMS + METHOD_CLAIMS
 
 
+def claim_id(claim: Claim) -> str:
+    """A claim's id (plans and claims.json name it so): its function's name without "claim_"."""
+    return claim.__name__.removeprefix("claim_")
+
+
 def evaluate_claims(conds: list[dict], model_sizes: dict[str, int] | None = None,
-                    labels: dict[str, str] | None = None) -> list[dict]:
-    """Every claim of CLAIMS, each with its verdict, effect, interval and the numbers behind it."""
-    return [claim(conds, labels, model_sizes) for claim in CLAIMS]
+                    labels: dict[str, str] | None = None, plans: dict[str, Plan] | None = None) -> list[dict]:
+    """Every claim of CLAIMS, each with its id, verdict, effect, interval and the numbers behind
+    it, re-decided under the plans of its sweeps (`plans`: sweep folder -> Plan) where one declares it."""
+    return [{"id": claim_id(claim), **apply_plan(claim(conds, labels, model_sizes), claim_id(claim), plans or {})}
+            for claim in CLAIMS]

@@ -16,6 +16,7 @@ from cllora import curves
 from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import reported
+from cllora.analysis.plans import Sweep, run_fields
 from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
 
@@ -90,10 +91,11 @@ def class_curves(rounds: list[dict]) -> dict[int, list[tuple[int, float]]]:
 
 
 def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None = None,
-            test_losses: dict | None = None, clients: list[dict] | None = None) -> dict:
+            test_losses: dict | None = None, clients: list[dict] | None = None,
+            sweep: Sweep | None = None) -> dict:
     """One run's headline numbers from its config and rounds.csv rows (and test_losses.npz,
     clients.csv), with the last value of each column the column table marks for the report
-    (final_<name>).
+    (final_<name>), and its sweep's name, budget and plan (plans.run_fields).
 
     local_loss = mean over trained rounds of the local models' test loss on their own split;
     local_spread = mean over trained rounds of the variance of that loss across the round's clients;
@@ -109,6 +111,7 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
         "name": name, "model": config["model"], "setting": setting_key(config),
         "scheme": config["scheme"], "alpha": float(config["alpha"]) if uses_alpha(config["scheme"]) else None,
         "seed": config.get("seed", 0), "rounds_planned": config.get("rounds"),
+        **run_fields(sweep, config.get("seed", 0)),
         "rounds_completed": last,
         "complete": (last >= (config.get("rounds") or 0)) if complete is None else complete,
         "initial_loss": losses[0][1] if losses and losses[0][0] == 0 else None,
@@ -197,14 +200,20 @@ def final_classes(runs: list[dict]) -> list[int]:
     return sorted({int(k.rsplit("_", 1)[1]) for r in runs for k in r if k.startswith("final_class_")})
 
 
-def seed_values(conds: list[dict], key: str) -> list[dict[int, float]]:
-    """Each condition's `key` per seed (complete runs only), for stats.compare."""
-    return [{r["seed"]: r[key] for r in complete_runs(c) if finite(r.get(key))} for c in conds]
+def verdict_runs(cond: dict, extension: bool = False) -> list[dict]:
+    """The complete runs a verdict uses: those of planned seeds (plans.run_fields; every seed of a
+    sweep without a plan); with `extension`, every complete run (an extension's estimate)."""
+    return [r for r in complete_runs(cond) if extension or r.get("planned", True)]
+
+
+def seed_values(conds: list[dict], key: str, extension: bool = False) -> list[dict[int, float]]:
+    """Each condition's `key` per seed (verdict_runs), for stats.compare."""
+    return [{r["seed"]: r[key] for r in verdict_runs(c, extension) if finite(r.get(key))} for c in conds]
 
 
 def seed_texts(conds: list[dict]) -> list[dict[int, Texts]]:
-    """Each condition's per-text final test losses per seed (complete runs that have them)."""
-    return [{r["seed"]: r["texts"] for r in complete_runs(c) if r.get("texts") is not None} for c in conds]
+    """Each condition's per-text final test losses per seed (verdict_runs that have them)."""
+    return [{r["seed"]: r["texts"] for r in verdict_runs(c) if r.get("texts") is not None} for c in conds]
 
 
 def setting_name(setting: str, entry: dict, labels: dict[str, str] | None) -> str:

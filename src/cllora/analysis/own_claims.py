@@ -11,16 +11,21 @@ from typing import Callable
 
 from cllora.analysis.conditions import (
     STUDY_MAX_LENGTH,
-    complete_runs,
     final_classes,
     is_long_context,
     length_pairs,
     model_label,
     setting_name,
     setting_values,
+    verdict_runs,
 )
 from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED, fmt_pm, fmt_signed, t_interval
 from cllora.analysis.verdicts import claim_record, estimate
+
+
+# the study's Fig. 6 setting: study-null's replicate 0 cells are study-length's (the published
+# long-context sweep also carries the name study-length-quick, so study-null comes first)
+FIG6 = ("study-null", "study-length")
 
 
 def _skew_harm(conds: list[dict], labels: dict[str, str] | None, long_context: bool) -> list:
@@ -44,8 +49,9 @@ def claim_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = N
     paired by seed and text (nats/token; > 0 supports)."""
     return claim_record("length skew raises the global test loss", "cllora, the study's Fig. 6 setting",
                         "effect = final global test loss at the smallest length-skew α minus IID's "
-                        "(nats/token; > 0 supports)", "", _skew_harm(conds, labels, long_context=False),
-                        "needs length-skew and IID runs of the same setting")
+                        "(nats/token; > 0 supports); Holm over the deciding settings", "",
+                        _skew_harm(conds, labels, long_context=False),
+                        "needs length-skew and IID runs of the same setting", headline=FIG6)
 
 
 def claim_long_context_length_skew_hurts(conds: list[dict], labels: dict[str, str] | None = None,
@@ -57,17 +63,18 @@ def claim_long_context_length_skew_hurts(conds: list[dict], labels: dict[str, st
                         "effect = final global test loss at the smallest length-skew α minus IID's "
                         "(nats/token; > 0 supports)", "", _skew_harm(conds, labels, long_context=True),
                         f"needs length-skew and IID runs of one setting with --max-length above "
-                        f"{STUDY_MAX_LENGTH} (e.g. --dataset sotu-chunks --max-length 512)")
+                        f"{STUDY_MAX_LENGTH} (e.g. --dataset sotu-chunks --max-length 512)",
+                        headline="study-long-context")
 
 
 def class_harm(skewed: dict, iid: dict) -> dict[int, tuple]:
     """Per length class: (mean, low, high) over seeds of the skewed condition's final class loss
-    minus IID's, paired by seed (complete runs only)."""
-    base = {r["seed"]: r for r in complete_runs(iid)}
+    minus IID's, paired by seed (the planned seeds' complete runs: conditions.verdict_runs)."""
+    base = {r["seed"]: r for r in verdict_runs(iid)}
     out = {}
-    for c in final_classes(complete_runs(skewed)):
+    for c in final_classes(verdict_runs(skewed)):
         key = f"final_class_{c}"
-        diffs = [r[key] - base[r["seed"]][key] for r in complete_runs(skewed)
+        diffs = [r[key] - base[r["seed"]][key] for r in verdict_runs(skewed)
                  if r["seed"] in base and key in r and key in base[r["seed"]]]
         out[c] = t_interval(diffs)
     return out
@@ -97,7 +104,8 @@ def claim_long_texts_hurt_more(conds: list[dict], labels: dict[str, str] | None 
                         "harm = a length class's final test loss under the smallest length-skew α minus "
                         "under IID; effect = the longest class's harm minus the shortest's "
                         "(nats/token; > 0 supports)", "", comparisons,
-                        "needs length-skew and IID runs of the same setting with per-class losses")
+                        "needs length-skew and IID runs of the same setting with per-class losses",
+                        headline=FIG6)
 
 
 def _without_replicate(setting: str) -> tuple[str, int]:
@@ -136,7 +144,8 @@ def claim_null_replicates(conds: list[dict], labels: dict[str, str] | None = Non
                         "cllora, calibration", "effect = final global test loss of replicate r minus "
                         "replicate 0, same seeds and data; expected inconclusive (supported would be a "
                         "false positive)", "", comparisons,
-                        "needs runs of replicate 0 and another replicate (cllora sweep --preset study-null)")
+                        "needs runs of replicate 0 and another replicate (cllora sweep --preset study-null)",
+                        headline="study-null/α = 0.1")
 
 
 OWN_CLAIMS: tuple[Callable[..., dict], ...] = (

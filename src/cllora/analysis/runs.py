@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from cllora import records
+from cllora.analysis.plans import Sweep, find_sweep
 from cllora.errors import UserError
 
 
@@ -32,6 +33,14 @@ class RunRecord:
     partition: dict | None
     summary: dict | None
     test_losses: dict | None = None  # test_losses.npz as {name: array}; None for older runs
+    sweep: Sweep | None = None  # its sweep folder's name, budget and plan; None for a single run
+
+    @property
+    def planned(self) -> bool:
+        """Its seed is one its sweep's plan lists (True without a plan: then nothing was planned,
+        and the report says so)."""
+        plan = self.sweep.plan if self.sweep else None
+        return plan is None or int(self.config.get("seed", 0)) in plan.seeds
 
     @property
     def complete(self) -> bool:
@@ -133,8 +142,10 @@ def _config_of(path: Path) -> tuple[dict, dict]:
     return config, {k: v for k, v in raw.items() if k != "config"}
 
 
-def load_run(path: Path, root: Path, log: Callable[[str], None] = print) -> RunRecord:
-    """Read one run directory; `root` names it (its path relative to the report's folder)."""
+def load_run(path: Path, root: Path, log: Callable[[str], None] = print,
+             sweeps: dict | None = None) -> RunRecord:
+    """Read one run directory; `root` names it (its path relative to the report's folder) and bounds
+    the search for its sweep folder (plans.find_sweep; `sweeps` caches the folders read)."""
     config, meta = _config_of(path)
     clients_csv = path / "clients.csv"
     rounds = checked_rows(path / "rounds.csv", records.read_csv(path / "rounds.csv", log), log)
@@ -144,7 +155,8 @@ def load_run(path: Path, root: Path, log: Callable[[str], None] = print) -> RunR
         config=config, meta=meta, rounds=rounds,
         clients=checked_rows(clients_csv, clients, log) if clients else [],
         partition=records.read_json(path / "partition.json"),
-        summary=records.read_json(path / "summary.json"), test_losses=read_test_losses(path, log))
+        summary=records.read_json(path / "summary.json"), test_losses=read_test_losses(path, log),
+        sweep=find_sweep(path, root, sweeps))
 
 
 def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]:
@@ -155,10 +167,12 @@ def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]
     if not dirs:
         raise UserError(f"{str(root)!r} holds no cllora runs (no run directory with config.json and "
                         "rounds.csv at or under it)")
-    runs, reasons = [], []
+    runs, reasons, sweeps = [], [], {}
     for d in dirs:
         try:
-            runs.append(load_run(d, root, log))
+            runs.append(load_run(d, root, log, sweeps))
+        except UserError:
+            raise  # a bad plan.toml: its sweep's verdicts would silently change, so stop here
         except (OSError, KeyError, TypeError, ValueError) as exc:
             reasons.append(f"{exc}")
             log(f"skipping {d}: unreadable run ({exc})")

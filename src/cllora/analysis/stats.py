@@ -16,9 +16,12 @@ effects are independent draws that carry BOTH noise sources, test-text sampling 
 - with fewer seeds the verdict is *inconclusive*, always: one or two seeds cannot tell a training
   fluke from an effect. Where per-text losses exist, the paired bootstrap over the seed's test
   texts is still shown, labelled as covering test-text sampling only;
-- `mde` is the smallest true effect the seeds would detect with 80 % power at the 5 % level,
-  (t_{0.975,n−1} + t_{0.80,n−1}) · sd / √n from the per-seed spread: an inconclusive verdict then
-  says "no effect larger than this".
+- what an inconclusive verdict tells is its interval: effects outside [low, high] are excluded at
+  95 %. The minimal detectable effect is a planning number (cllora.analysis.power, from a plan's
+  planning sd), never computed from the sample being judged;
+- `p_value` is the decision p-value: the smallest α at which the (1 − α) t-interval would decide
+  (for a boundary at 0, the two-sided t-test's p), so Holm's correction over a claim's comparisons
+  agrees with their intervals; `interval90` is the 90 % interval an equivalence test reads.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from scipy import stats as sps
 
+from cllora.analysis import power
+
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 MIN_SEEDS = 3  # fewer seeds: inconclusive, whatever the test-text bootstrap says
 LEVEL = 0.95
-POWER = 0.80  # of the minimal detectable effect
 
 Texts = tuple[np.ndarray, np.ndarray, np.ndarray]  # (text_index, tokens, token-mean loss) per text
 Contrast = Callable[[np.ndarray], Any]  # condition losses (k,) or (k, B) -> effect () or (B,)
@@ -162,28 +166,10 @@ def verdict(low: float | None, high: float | None, bound_low: float = 0.0,
     return INCONCLUSIVE
 
 
-def mde(per_seed: list[float], level: float = LEVEL, power: float = POWER) -> float | None:
-    """The smallest true effect that a two-sided t-test over these seeds detects with `power`:
-    (t_{(1+level)/2, n−1} + t_{power, n−1}) · sd / √n; None for fewer than 2 seeds."""
-    vals = np.asarray([v for v in per_seed if finite(v)], dtype=float)
-    n = len(vals)
-    if n < 2:
-        return None
-    df = n - 1
-    return float((sps.t.ppf(0.5 + level / 2, df) + sps.t.ppf(power, df)) * np.std(vals, ddof=1) / math.sqrt(n))
-
-
-def seeds_needed(effect: float, sd: float, level: float = LEVEL, power: float = POWER,
-                 most: int = 100) -> int | None:
-    """Seeds for which `mde` at this per-seed sd falls below |effect| (at least MIN_SEEDS); None
-    beyond `most` or without a usable sd."""
-    if not (finite(effect) and finite(sd)) or sd <= 0 or effect == 0:
-        return None if sd != 0 else MIN_SEEDS
-    for n in range(MIN_SEEDS, most + 1):
-        df = n - 1
-        if (sps.t.ppf(0.5 + level / 2, df) + sps.t.ppf(power, df)) * sd / math.sqrt(n) < abs(effect):
-            return n
-    return None
+def seeds_needed(effect: float, sd: float, level: float = LEVEL, most: int = 100) -> int | None:
+    """Seeds (at least MIN_SEEDS) at which the t-test detects `effect` with 80 % power given a
+    per-seed sd of `sd` (cllora.analysis.power, noncentral t); None beyond `most`."""
+    return power.seeds_needed(effect, sd, level, least=MIN_SEEDS, most=most)
 
 
 def t_pvalue(values: list[float]) -> float | None:
@@ -195,6 +181,22 @@ def t_pvalue(values: list[float]) -> float | None:
     if sd == 0:
         return 1.0 if vals.mean() == 0 else 0.0
     return float(2 * sps.t.sf(abs(vals.mean()) / (sd / math.sqrt(len(vals))), len(vals) - 1))
+
+
+def decision_pvalue(values: list[float], bound_low: float = 0.0, bound_high: float = math.inf) -> float | None:
+    """The smallest α at which the two-sided (1 − α) t-interval of the mean lies inside (bound_low,
+    bound_high) or entirely outside it: the p-value of the verdict `verdict` reaches at level 1 − α
+    (for bounds (0, ∞), the two-sided one-sample t-test of mean 0). None for fewer than 2 values;
+    1 when the mean sits on a boundary."""
+    vals = np.asarray([v for v in values if finite(v)], dtype=float)
+    if len(vals) < 2:
+        return None
+    m, se = float(vals.mean()), float(np.std(vals, ddof=1)) / math.sqrt(len(vals))
+    inside = min(m - bound_low, bound_high - m)  # > 0: the mean is inside the claimed range
+    distance = inside if inside > 0 else max(bound_low - m, m - bound_high)
+    if se == 0:
+        return 0.0 if distance > 0 else 1.0
+    return float(min(1.0, 2 * sps.t.sf(distance / se, len(vals) - 1))) if distance > 0 else 1.0
 
 
 def holm(pvalues: list[float | None]) -> list[float | None]:
@@ -224,7 +226,7 @@ def compare(seed_values: list[dict[int, float]], contrast: Contrast,
     per_seed = [float(contrast(np.array([d[s] for d in seed_values], dtype=float))) for s in common]
     n = len(common)
     out = {"seeds": n, "texts": 0, "per_seed": per_seed, "seed_sd": float(np.std(per_seed, ddof=1))
-           if n > 1 else None, "mde": mde(per_seed, level), "text_interval": None}
+           if n > 1 else None, "text_interval": None, "interval90": None}
     if n < min_seeds and texts is not None and all(texts):  # shown only where it is all there is
         num, den, boot_seeds = text_units([{s: t[s] for s in common if s in t} for t in texts])
         if num.shape[1] >= 2:
@@ -234,6 +236,7 @@ def compare(seed_values: list[dict[int, float]], contrast: Contrast,
     if n >= min_seeds:
         effect, low, high = t_interval(per_seed, level)
         method = f"t-interval over {seeds} (paired by seed; covers training and test-text noise)"
+        out["interval90"] = list(t_interval(per_seed, 0.90)[1:])
     else:
         effect, low, high = float(np.mean(per_seed)), None, None
         method = f"{seeds}: a verdict needs {min_seeds}" + (
@@ -241,7 +244,7 @@ def compare(seed_values: list[dict[int, float]], contrast: Contrast,
             if out["text_interval"] else "")
     out.update(effect=effect, low=low, high=high, method=method,
                verdict=verdict(low, high, bound_low, bound_high),
-               p_value=t_pvalue(per_seed) if n >= min_seeds else None)
+               p_value=decision_pvalue(per_seed, bound_low, bound_high) if n >= min_seeds else None)
     return out
 
 
@@ -294,6 +297,14 @@ def fmt_interval(est: dict | None, unit: str = "") -> str:
     return f"[{fmt_signed(est['low'], unit)}, {fmt_signed(est['high'], unit)}]"
 
 
+def fmt_excluded(est: dict, unit: str = "", level: float = LEVEL) -> str:
+    """What an inconclusive verdict tells: 'effects outside [lo, hi] are excluded at 95 %'; '' without
+    an interval."""
+    if not (finite(est.get("low")) and finite(est.get("high"))):
+        return ""
+    return f"effects outside {fmt_interval(est, unit)} are excluded at {100 * level:g} %"
+
+
 def fmt_verdict_interval(est: dict, unit: str = "") -> str:
     """The interval a reader should see: the verdict's, else (fewer seeds than a verdict needs)
     the test-text interval, labelled 'test texts only: [...]', else '(no interval)'."""
@@ -315,7 +326,8 @@ def fmt_effect(est: dict | None, unit: str = "") -> str:
 
 
 def fmt_mde(est: dict | None, unit: str = "") -> str:
-    """'±0.0123': the smallest effect the seeds could detect (80 % power), 'n/a' without 2 seeds."""
+    """'±0.0123': a claim's planning minimal detectable effect (its plan's planning sd at the
+    planned seeds, 80 % power), 'n/a' without one."""
     value = (est or {}).get("mde")
     if not finite(value):
         return "n/a"

@@ -3,8 +3,10 @@
 best global loss (mean over seeds ± the half-width of the 95 % t-interval), final fairness, client
 drift and bytes; and the per-round curves (global loss, aggregation error, drift) of each strategy,
 mean over seeds, for the report's strategy figures. Each strategy's final loss is compared with
-FedAvg's as every claim is (cllora.analysis.stats.compare), and the table's verdicts are corrected
-for its many comparisons with Holm's step-down procedure (family-wise error ≤ 5 %).
+FedAvg's as every claim is (cllora.analysis.stats.compare), on the sweep's planned seeds (seeds
+beyond its plan give an `extension` estimate, no verdict), and the verdicts are corrected with
+Holm's step-down procedure per base setting (family-wise error ≤ 5 % over that setting's own
+comparisons: another sweep in the same folder never changes them).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cllora.partition.registry import uses_alpha
 from cllora.analysis.conditions import CONDITION_KEYS, condition_label, final_texts
 from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import compare, curve, finite, mean, t_half_width
+from cllora.analysis.plans import EXTENSION
 from cllora.analysis.verdicts import holm_verdicts
 
 BASELINE = "fedavg"
@@ -90,7 +93,8 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
                         else versus(members, baseline),
                         **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "drift",
                                                                    "pairwise", "agg_error", "bytes")}})
-    holm_verdicts([r["vs_baseline"] for r in out if r["vs_baseline"]])
+    for family in {r["setting"] for r in out}:  # Holm per base setting: its own table, whatever else ran
+        holm_verdicts([r["vs_baseline"] for r in out if r["vs_baseline"] and r["setting"] == family])
     return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,
                                       r["final_loss"] if finite(r["final_loss"]) else float("inf")))
 
@@ -99,8 +103,8 @@ def _by_seed(members: list[RunRecord]) -> tuple[dict[int, float], dict]:
     """Each seed's final global loss and final per-text losses (None where a run lacks them)."""
     finals, texts = {}, {}
     for run in members:
-        if not run.complete:
-            continue  # shown in the table, never in a verdict
+        if not run.complete or not run.planned:
+            continue  # shown in the table (an extension's seeds in its own estimate), never in a verdict
         losses = curve(run.rounds, "global_test_loss")
         if losses:
             seed = int(run.config.get("seed", 0))
@@ -114,8 +118,14 @@ def versus(members: list[RunRecord], baseline: list[RunRecord]) -> dict | None:
     """Final global loss of a strategy minus FedAvg's, paired by seed (and by test text): effect,
     95 % interval and method as every other comparison of the report (cllora.analysis.stats)."""
     (finals, texts), (base_finals, base_texts) = _by_seed(members), _by_seed(baseline)
-    return compare([finals, base_finals], lambda m: m[0] - m[1],
-                   [texts, base_texts] if texts and base_texts else None)
+    est = compare([finals, base_finals], lambda m: m[0] - m[1],
+                  [texts, base_texts] if texts and base_texts else None)
+    every = [{int(r.config.get("seed", 0)): curve(r.rounds, "global_test_loss")[-1][1] for r in runs
+              if r.complete and curve(r.rounds, "global_test_loss")} for runs in (members, baseline)]
+    if est is not None:
+        ext = compare(every, lambda m: m[0] - m[1]) if len(set(every[0]) & set(every[1])) > est["seeds"] else None
+        est["extension"] = ext and {"label": EXTENSION, **{k: ext[k] for k in ("seeds", "effect", "low", "high")}}
+    return est
 
 
 CURVE_KEYS = ("global_test_loss", "agg_error", "drift_mean")

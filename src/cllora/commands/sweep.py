@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--list-presets", action="store_true", help="list the built-in presets and exit")
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", help="sweep folder [sweeps/<grid name>]; rerun to continue")
+    out.add_argument("--plan", metavar="PLAN.toml",
+                     help="the sweep's plan (seeds, claims, headlines, families, planning sd): copied to "
+                          "the sweep folder as plan.toml before the first cell runs; refused when the "
+                          "folder holds a different plan or runs without one [no plan]")
     out.add_argument("--dry-run", action="store_true", help="list the cells and their status; run nothing")
     out.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     out.add_argument("--quiet", action="store_true", help="no progress display")
@@ -80,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
     _check_root(root, "--out" if args.out else "the sweep folder")
     ray_options = _ray_options(args)
     _check_cells(cells)
+    if args.plan:
+        from cllora.analysis.plans import install_plan, read_plan  # lazy, as above
+
+        if args.dry_run:  # checked, not copied: a dry run writes nothing
+            read_plan(Path(args.plan))
+        else:
+            plan = install_plan(Path(args.plan), root, spec.name)
+            print(f"plan: {root / 'plan.toml'} (seeds {', '.join(map(str, plan.seeds))})")
     if args.dry_run:
         _dry_run(spec, cells, root, ray_options)
         return 0

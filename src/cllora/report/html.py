@@ -144,7 +144,7 @@ def _settings_html(runs: list[RunRecord]) -> str:
 
 
 def _claims_html(claims: list[dict], max_seeds: int) -> str:
-    table = _table_html(["Claim", "Verdict", "Effect [95 % interval]", "Seeds", "Smallest detectable",
+    table = _table_html(["Claim", "Verdict", "Effect [95 % interval]", "Seeds", "Planning MDE",
                          "Evidence", "How it is tested"], [
         [f"{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span>",
          f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
@@ -182,13 +182,16 @@ def _verdict_rule(max_seeds: int) -> str:
             f"<b>contradicted</b> when it lies entirely on the other side, <b>inconclusive</b> when "
             f"it crosses the boundary. With fewer seeds the verdict is inconclusive, always; the "
             f"interval shown is then a paired bootstrap over the test texts, which covers test-text "
-            f"sampling only. <b>Smallest detectable</b>: the effect these seeds would detect with "
-            f"80 % power ((t<sub>.975</sub> + t<sub>.80</sub>) · sd / √n over the per-seed "
-            f"effects), so “inconclusive” says no effect larger than that. On simulated null data "
+            f"sampling only. What an inconclusive verdict tells is its interval: effects outside it "
+            f"are excluded at 95 %. Verdicts use a sweep's planned seeds (its plan.toml); seeds beyond "
+            f"the plan are shown as an extension, never a verdict; a sweep without a plan is said to "
+            f"be unplanned. <b>Planning MDE</b>: the effect the planned seeds detect with 80 % power "
+            f"at the plan's planning sd (noncentral t), a planning number only. Each claim's family "
+            f"is fixed in advance: Holm over its own deciding comparisons, or intersection-union "
+            f"(all must agree); its headline is the setting it declares. On simulated null data "
             f"this rule decides at most 6 % of comparisons at 1, 2, 3 and 5 seeds "
             f"(tests/test_calibration.py). Only the study's own setting (FedAvg, replicate 0) decides "
-            f"a study claim; other strategies are shown as rows, not a veto. A claim over several "
-            f"models is supported when every comparison is, contradicted when any is. Also in "
+            f"a study claim; other strategies are shown as rows, not a veto. Also in "
             f"<code>claims.json</code>.</p>")
     if 0 < max_seeds < MIN_SEEDS:
         verb = "was" if max_seeds == 1 else "were"
