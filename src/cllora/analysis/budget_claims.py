@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from cllora.analysis.conditions import experiment_settings, setting_name
+from cllora.analysis.own_claims import FIG6
 from cllora.analysis.stats import fmt
 from cllora.analysis.verdicts import claim_record, estimate, every_one
 
@@ -49,7 +50,8 @@ def claim_noniid_overfits_more(conds: list[dict], labels: dict[str, str] | None 
                         "overfitting = final global test loss minus its minimum over rounds; effect = "
                         "each skewed α's overfitting minus IID's, each paired by seed; supported when "
                         "every α overfits more (nats/token; > 0 supports)", "", comparisons,
-                        "needs skewed and IID runs of the same setting")
+                        "needs skewed and IID runs of the same setting", family="intersection-union",
+                        headline=("study-length-study", *FIG6))
 
 
 def claim_alpha01_fluctuates_more(conds: list[dict], labels: dict[str, str] | None = None,
@@ -74,7 +76,8 @@ def claim_alpha01_fluctuates_more(conds: list[dict], labels: dict[str, str] | No
                         "fluctuation = mean absolute second difference of the global test loss over "
                         "rounds 1..R; effect = α = 0.1's minus IID's, paired by seed, per skew "
                         "(nats/token; > 0 supports)", "", comparisons,
-                        "needs α = 0.1 and IID runs of the same setting, evaluated every round")
+                        "needs α = 0.1 and IID runs of the same setting, evaluated every round",
+                        family="intersection-union", headline=("study-length-study", *FIG6))
 
 
 def claim_local_losses_converge(conds: list[dict], labels: dict[str, str] | None = None,
@@ -101,7 +104,8 @@ def claim_local_losses_converge(conds: list[dict], labels: dict[str, str] | None
                         "gap = max − min over clients of the local models' own-split test loss; effect "
                         "= gap in the first trained round minus gap in the last, per skewed condition "
                         "of the local experiment, over seeds (nats/token; > 0 supports)", "", comparisons,
-                        "needs skewed runs of the local experiment (every client every round)")
+                        "needs skewed runs of the local experiment (every client every round)",
+                        family="intersection-union", headline=("study-local-study", "study-local"))
 
 
 BUDGET_CLAIMS: tuple[Callable[..., dict], ...] = (
