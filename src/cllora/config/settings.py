@@ -13,6 +13,7 @@ from cllora.config.checks import check_at_least, check_choice, check_positive, c
 from cllora.config.options import check_option_bounds, with_strategy_options
 from cllora.errors import UserError
 from cllora.partition.registry import alpha_schemes, scheme_names
+from cllora.privacy.secagg import check_secagg_settings
 from cllora.privacy.settings import check_dp_settings
 from cllora.ranks import check_spec
 
@@ -27,7 +28,8 @@ ENGINES = ("inprocess", "flower-sim")  # Flower deployment runs through `flwr ru
 # function returning them)}; a single run refuses one given where it would be ignored (check_given); a
 # grid's cells ignore them
 APPLIES_ONLY_WITH = {"alpha": ("scheme", alpha_schemes), "client_key": ("scheme", ("natural",)),
-                     "small_groups": ("scheme", ("natural",)), "round_timeout": ("engine", ("flower-sim",))}
+                     "small_groups": ("scheme", ("natural",)), "round_timeout": ("engine", ("flower-sim",)),
+                     "secagg": ("engine", ("flower-sim",))}  # deployments: `cllora flower-app --secagg`
 
 
 def strategy_names() -> tuple[str, ...]:
@@ -152,6 +154,18 @@ class RunConfig:
         "OS's cryptographic randomness, for reproducible simulation studies; anyone with config.json can "
         "then subtract the noise, so the run has NO privacy guarantee (marked so in config.json and the "
         "report)")
+    # secure aggregation (SecAgg+, Flower's own protocol; cllora.privacy.secagg)
+    secagg: bool = _setting(False, "Flower engines: secure aggregation with SecAgg+ (Flower's SecAggPlusWorkflow "
+                            "and secaggplus_mod): the server learns only the weighted mean of the sampled "
+                            "clients' adapters, never one of them (fedavg, fedprox, server optimizers, "
+                            "ffa-lora; no central DP)")
+    secagg_shares: int | None = _setting(None, "SecAgg+: shares each client's secrets are split into, one per "
+                                         "neighbour (odd, 3..K; default K = clients_per_round: everyone)",
+                                         metavar="S")
+    secagg_threshold: int | None = _setting(None, "SecAgg+: shares needed to rebuild a secret (2..S; default "
+                                            "a majority); a round survives S - T dropouts among a client's "
+                                            "neighbours, and fewer than T colluders learn nothing",
+                                            metavar="T")
 
     def __post_init__(self) -> None:
         if isinstance(self.client_ranks, (list, tuple)):  # a TOML list: client_ranks = [4, 8, 8, 16]
@@ -264,10 +278,12 @@ def _check_measurement(cfg: "RunConfig") -> None:
 
 
 def _check_privacy(cfg: "RunConfig") -> None:
-    """Client-level DP settings go together and with the strategy (cllora.privacy.settings)."""
+    """Client-level DP settings go together and with the strategy (cllora.privacy.settings); so do
+    secure aggregation's (cllora.privacy.secagg)."""
 
     try:
         check_dp_settings(cfg.to_dict())
+        check_secagg_settings(cfg.to_dict())
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

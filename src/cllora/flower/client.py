@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
 
 from cllora.config.settings import from_dict
 from cllora.engine.runtime import build_runtime
@@ -110,14 +113,19 @@ def client_experiment(config_json: str, node_config: dict) -> ClientSide:
     return ClientSide(_CLIENT_CACHE[key], pid, 0 if data_path else pid, seconds)
 
 
-def _handle(msg: Message, context: Context, work: Callable) -> Message:
+def _run_json(msg: Message) -> str:
+    """The run's config (JSON) a train or evaluate message carries, plain or as legacy FitIns."""
+    return str((msg.content["config"] if "config" in msg.content else msg.content["fitins.config"])["run"])
+
+
+def _handle(msg: Message, context: Context, work: Callable, reply: Callable = _reply) -> Message:
     """A train or evaluate message: imports, threads, the prepared experiment, then
     `work(side, msg, context) -> (metrics, tensor records)`; the reply carries them and where
     this message's time went (cllora.flower.timing)."""
     entered, age = time.time(), timing.process_age()
     imports = timing.heavy_imports()
     threads = thread_budget(dict(context.node_config))
-    side = client_experiment(str(msg.content["config"]["run"]), dict(context.node_config))
+    side = client_experiment(_run_json(msg), dict(context.node_config))
     if "base" in msg.content:  # FLoRA / FedEx-LoRA: the server's merges, onto this node's base
         from cllora.engine.experiment import merge_into_base  # lazy: torch
 
@@ -127,7 +135,7 @@ def _handle(msg: Message, context: Context, work: Callable) -> Message:
     metrics.update({"partition-id": side.pid, "threads": threads, "import-seconds": imports,
                     **side.seconds, "compute-seconds": time.perf_counter() - start,
                     "t-process-start": entered - age, "t-entry": entered, "t-exit": time.time()})
-    return _reply(msg, metrics, arrays)
+    return reply(msg, metrics, arrays)
 
 
 client_app = ClientApp()
@@ -153,6 +161,10 @@ def _train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict,
                            own_state=tensors_of(context.state, OWN_STATE))
     if update.client_state:
         context.state[OWN_STATE] = ArrayRecord(update.client_state)
+    return _train_metrics(update), {"adapter": update.state, "extra": update.extra}
+
+
+def _train_metrics(update) -> dict:
     r = update.result
     metrics = {"num-examples": update.num_train_examples, "train-loss": r.train_loss, "steps": r.steps,
                "tokens": r.tokens, "train-seconds": r.seconds}
@@ -160,7 +172,7 @@ def _train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict,
         metrics["own-test-loss"] = update.own_test_loss
     if update.own_test_se is not None and math.isfinite(update.own_test_se):
         metrics["own-test-se"] = update.own_test_se
-    return metrics, {"adapter": update.state, "extra": update.extra}
+    return metrics
 
 
 def _evaluate_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict, dict]:
@@ -181,3 +193,54 @@ def _train(msg: Message, context: Context) -> Message:
 def _evaluate(msg: Message, context: Context) -> Message:
     """The server's adapter on this client's own local test split."""
     return _handle(msg, context, _evaluate_work)
+
+
+# ---------------------------------------------------------------- secure aggregation (SecAgg+)
+
+def _secure_train_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict, dict]:
+    """Local training from a legacy FitIns (SecAgg+'s masked-vector stage): the adapter as
+    Parameters in `adapter_order`; the example count, the client's weight, capped at the round's
+    `max-weight` (the protocol's quantisation assumes it)."""
+    import torch  # lazy: a query stays cheap
+
+    from cllora.engine.client import client_update  # lazy: torch, transformers
+    from cllora.flower.secure import adapter_order  # lazy: flwr's server side
+
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    names = adapter_order(side.exp.initial_state)
+    arrays = parameters_to_ndarrays(fitins.parameters)
+    state = {name: torch.from_numpy(array.copy()) for name, array in zip(names, arrays, strict=True)}
+    cfg = fitins.config
+    update = client_update(side.exp, state, side.row, int(cfg["round"]), evaluate_own_split=bool(cfg["evaluate"]),
+                           stream_id=side.pid)
+    metrics = _train_metrics(update)
+    metrics["num-examples"] = min(int(metrics["num-examples"]), int(cfg["max-weight"]))
+    return metrics, {"adapter": {name: update.state[name] for name in names}}
+
+
+def _legacy_reply(msg: Message, metrics: dict, arrays: dict) -> Message:
+    """The train reply as a legacy FitRes, the form `secaggplus_mod` masks (it then clears the
+    arrays and passes the metrics on in the clear)."""
+    adapter = arrays["adapter"]
+    parameters = ndarrays_to_parameters([tensor.detach().cpu().numpy() for tensor in adapter.values()])
+    fitres = FitRes(Status(Code.OK, "trained"), parameters, int(metrics["num-examples"]), metrics)
+    return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
+
+
+def _secure_train(msg: Message, context: Context) -> Message:
+    """One SecAgg+ stage: `secaggplus_mod` answers the key stages itself and calls this only in
+    the masked-vector stage."""
+    return _handle(msg, context, _secure_train_work, _legacy_reply)
+
+
+def secure_app(*outer_mods) -> ClientApp:
+    """A ClientApp that trains only inside Flower's SecAgg+ protocol (`secaggplus_mod`); a plain
+    train message is refused by the mod. `outer_mods` run before it (tests drop clients with one)."""
+    app = ClientApp(mods=[*outer_mods, secaggplus_mod])
+    app.train()(_secure_train)
+    app.evaluate()(_evaluate)
+    app.query()(_query)
+    return app
+
+
+secure_client_app = secure_app()  # what `cllora flower-app --secagg` names as the app's ClientApp
