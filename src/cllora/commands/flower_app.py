@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE.toml", help="the experiment's settings, as for `cllora run` "
                                                          "[defaults of cllora run]")
     p.add_argument("--out", metavar="DIR", default="runs/flower", help="run directory [runs/flower]")
+    p.add_argument("--secagg", action="store_true", default=None,
+                   help="secure aggregation (SecAgg+, Flower's own): the server learns only the weighted "
+                        "mean of the sampled clients' adapters [off, or the config file's secagg]")
+    p.add_argument("--secagg-shares", type=int, metavar="S", help="SecAgg+: shares of each client's secrets "
+                                                                  "(odd, 3..K) [K = clients_per_round]")
+    p.add_argument("--secagg-threshold", type=int, metavar="T", help="SecAgg+: shares that rebuild a secret "
+                                                                     "(2..S) [a majority]")
     p.set_defaults(func=run)
 
 
@@ -50,13 +57,16 @@ def run(args: argparse.Namespace) -> int:
         from cllora.flower.app import write_app  # lazy: the CLI starts without any command's dependencies
     except ImportError as exc:
         raise UserError(f"flower-app needs Flower: pip install 'cllora[flower]' ({exc})") from None
-    config = load_config(args.config)  # validate the settings now, not inside Flower
+    secagg = {"secagg": args.secagg, "secagg_shares": args.secagg_shares,
+              "secagg_threshold": args.secagg_threshold}
+    config = load_config(args.config, **secagg)  # validate the settings now, not inside Flower
     app_dir, out = Path(args.dir), Path(args.out)
     check_output_dir(app_dir, "DIR")
     check_output_dir(out, "--out")
     if is_sweep_dir(out):
         raise UserError(f"--out {str(out)!r} holds a sweep (index.json); a run needs its own folder")
-    path = write_app(app_dir, Path(args.config) if args.config else None, out)
+    path = write_app(app_dir, Path(args.config) if args.config else None, out,
+                     {k: v for k, v in secagg.items() if v is not None} or None)
     print(NEXT_STEPS.format(path=path, n=config.clients, last=config.clients - 1, app_dir=app_dir,
                             out=out.resolve()))
     return 0

@@ -33,7 +33,7 @@ from cllora.aggregate.checkpoint_state import pack_state, split_base, unpack_sta
 from cllora.aggregate.error import aggregation_error
 from cllora.aggregate.lora_math import add_deltas
 from cllora.config.settings import RunConfig
-from cllora.engine import evaluation, private_round, tracking
+from cllora.engine import evaluation, private_round, secure_round, tracking
 from cllora.engine.client import ClientUpdate, client_start, client_update, strategy_of
 from cllora.engine.evaluation import evaluate_clients
 from cllora.engine.experiment import (
@@ -46,7 +46,7 @@ from cllora.engine.experiment import (
 )
 from cllora.engine.progress import RunProgress
 from cllora.engine.runtime import build_runtime
-from cllora.errors import RunFailed
+from cllora.errors import RunFailed, UserError
 
 TRUNCATION_WARNING = 0.10  # warn when more than this share of training texts exceeds --max-length
 
@@ -118,6 +118,9 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     """
 
     out = Path(out)
+    if config.secagg and clients is InProcessClients:
+        raise UserError("secagg needs separate parties: run it on Flower (engine flower-sim, or a "
+                        "deployment written by `cllora flower-app --secagg`)")
     records.check_run_dir(out, config, resume=resume, overwrite=overwrite)
     tracking.check_available(config.log_to)
     runtime = build_runtime(config, base_model=base_model, tokenizer=tokenizer, load_model=False, log=log)
@@ -143,7 +146,8 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
         records.write_config(out, config, {"precision": runtime.precision, "device": str(runtime.device),
                                            "adapter_bytes": adapter_bytes, "trainable_params": trainable,
                                            "total_params": total,
-                                           **records.noise_record(dp.noise_source if dp else None)},
+                                           **records.noise_record(dp.noise_source if dp else None),
+                                           **secure_round.record(config)},
                             resume=resume)
         partition = data.partition_dict(config)
         records.write_json(out / "partition.json", partition)
@@ -230,6 +234,11 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     Every round is recorded (who was sampled, who failed and why, training loss, bytes); only
     the evaluation columns stay empty in a round that is not evaluated."""
     cfg = exp.config
+    if cfg.secagg:  # the server sees only the weighted mean (cllora.engine.secure_round)
+        return secure_round.run_round(
+            exp, clients, state, round_num, out, log, records=records, progress=progress,
+            score=lambda g, good, r: _score_round(exp, clients, g, good, progress, r, out),
+            save=lambda: _save(out, state, cfg.num_classes))
     strategy, options = strategy_of(cfg)
     round_start = time.perf_counter()
     evaluate_now = evaluation.is_due(cfg.eval_every, round_num, cfg.rounds)

@@ -28,7 +28,7 @@ publisher = "cllora"
 
 [tool.flwr.app.components]
 serverapp = "cllora.flower.server:server_app"
-clientapp = "cllora.flower.client:client_app"
+clientapp = "cllora.flower.client:{client_app}"
 
 [tool.flwr.app.config]
 config-file = {config_file}
@@ -37,18 +37,25 @@ resume = false
 overwrite = false
 # FedAvg weight cap of a SuperNode with its own texts (data-path): the server cannot check their number
 max-client-examples = {max_client_examples}
-"""
+{secagg}"""
 
 
-def write_app(app_dir: Path, config_file: Path | None, out: Path) -> Path:
+def write_app(app_dir: Path, config_file: Path | None, out: Path, secagg: dict | None = None) -> Path:
     """Write a Flower app directory (pyproject.toml) that runs `config_file` into `out`. Paths are
-    made absolute: the ServerApp runs in the SuperLink's process tree, not in this directory."""
+    made absolute: the ServerApp runs in the SuperLink's process tree, not in this directory.
+    `secagg` (the run's secagg settings, secagg true among them) turns on secure aggregation: the
+    settings go into the run config and the ClientApp is the one that trains only inside SecAgg+."""
+    settings = {}
     if config_file is not None:
-        load_toml(config_file)  # a missing or malformed file is named now, not inside Flower
+        settings = load_toml(config_file)  # a missing or malformed file is named now, not inside Flower
+    secure = bool((secagg or {}).get("secagg") or settings.get("run", settings).get("secagg"))
     app_dir.mkdir(parents=True, exist_ok=True)
     path = app_dir / "pyproject.toml"
     atomic_write_text(path, APP_PYPROJECT.format(
         app_dir=app_dir, version=__version__, out=json.dumps(str(out.resolve())),
         max_client_examples=DEFAULT_MAX_CLIENT_EXAMPLES,
+        client_app="secure_client_app" if secure else "client_app",
+        secagg="".join(f"{key.replace('_', '-')} = {json.dumps(value)}\n" for key, value in (secagg or {}).items()
+                       if value is not None),
         config_file=json.dumps(str(config_file.resolve()) if config_file else "")))
     return path

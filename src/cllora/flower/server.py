@@ -34,7 +34,7 @@ from cllora.config.load import load_config
 from cllora.config.settings import RunConfig, check_keys, parse_class_edges
 from cllora.errors import RunFailed, UserError
 from cllora.flower import timing
-from cllora.flower.client import client_app
+from cllora.flower.client import client_app, secure_client_app
 from cllora.flower.supernodes import DEFAULT_MAX_CLIENT_EXAMPLES, FlowerClients
 from cllora.report.run_figures import drawing_figures
 
@@ -97,9 +97,11 @@ def _main(grid: Grid, context: Context) -> None:
 
 
 def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
-                          log: Callable[[str], None] = print, progress=None) -> dict:
+                          log: Callable[[str], None] = print, progress=None, clients_app=None) -> dict:
     """`cllora run --engine flower-sim`: the run through Flower's simulation engine (Ray), one
-    virtual SuperNode per client, as many running at once as there are CPU cores (or GPUs)."""
+    virtual SuperNode per client, as many running at once as there are CPU cores (or GPUs). With
+    secagg the ClientApp trains only inside SecAgg+ (`secure_client_app`); `clients_app` replaces
+    the ClientApp (tests drop clients with a mod)."""
     from flwr.simulation import run_simulation
 
     outcome: dict[str, Any] = {}
@@ -117,8 +119,9 @@ def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False,
     for key, value in APP_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
+    chosen = clients_app or (secure_client_app if config.secagg else client_app)
     with _flower_quiet(progress is None or not progress.enabled):  # --quiet: no Flower banners either
-        run_simulation(server_app=app, client_app=client_app, num_supernodes=config.clients,
+        run_simulation(server_app=app, client_app=chosen, num_supernodes=config.clients,
                        backend_config=backend)
     if "summary" not in outcome:
         raise RunFailed(f"the Flower simulation ended without finishing the run; what it wrote is in {out}")

@@ -157,6 +157,60 @@ class FlowerClients:
         self.silent = {cid for cid in client_ids if cid not in replies}
         return [self._update(cid, replies.get(cid)) for cid in client_ids]
 
+    def secure_fit(self, global_state, client_ids, round_num, evaluate):
+        """Train on the clients' nodes inside Flower's SecAgg+ (cllora.flower.secure): the server
+        gets the weighted mean of their adapters, each one's clear numbers and who dropped out
+        (`cllora.engine.secure_round.SecureSum`). Each client weighs at most the largest weight
+        the server allows this round (its partition's size; max_client_examples for own texts)."""
+        import torch  # lazy: the query path stays light
+
+        from cllora.engine.secure_round import SecureSum
+        from cllora.flower.secure import adapter_order, secure_round
+        from cllora.privacy import secagg
+
+        self.round = round_num
+        names = adapter_order(global_state)
+        arrays = [global_state[name].detach().cpu().numpy() for name in names]
+        max_weight = max(self.max_client_examples if c in self.own_data else self.partition_sizes[c]
+                         for c in client_ids)
+        config = {"run": self.config_json, "round": round_num, "evaluate": evaluate, "max-weight": max_weight}
+        shares, threshold = secagg.protocol(len(client_ids), self.config.secagg_shares,
+                                            self.config.secagg_threshold)
+        result = secure_round(self.grid, {self.nodes[c]: (arrays, config) for c in client_ids}, round_num,
+                              shares, threshold, max_weight, self.timeout)
+        updates = [self._secure_update(cid, result.contributed.get(self.nodes[cid])) for cid in client_ids]
+        self.silent = {u.client_id for u in updates if u.error}
+        refused = [f"client {u.client_id} {u.error}" for u in updates if u.error and u.num_train_examples]
+        mean = None if result.mean is None else {
+            name: torch.as_tensor(array, dtype=global_state[name].dtype).reshape(global_state[name].shape)
+            for name, array in zip(names, result.mean, strict=True)}
+        return SecureSum(mean, updates, secagg.mean_error_bound(
+                             [u.num_train_examples for u in updates if not u.error], max_weight),
+                         result.bytes_up, result.bytes_down,
+                         "; ".join(result.failures + refused) or None,
+                         {"shares": shares, "threshold": threshold, "max_weight": max_weight})
+
+    def _secure_update(self, cid: int, got: tuple[int, dict] | None) -> "ClientUpdate":
+        """A contributor's clear numbers as a ClientUpdate whose adapter the server never sees
+        (`state` {}); a client whose claimed weight is refused has its masked update in the sum
+        already, so its refusal fails the round (num_train_examples kept to tell it apart)."""
+        from cllora.engine.client import ClientUpdate  # lazy: torch
+        from cllora.train import TrainResult  # lazy: torch
+
+        if got is None:
+            return ClientUpdate(cid, None, 0, TrainResult(float("nan"), 0, 0, 0.0),
+                                error="dropped out of the SecAgg+ round" + self._within)
+        examples, m = got
+        try:
+            update = ClientUpdate(cid, {}, examples, TrainResult(float(m["train-loss"]), int(m["steps"]),
+                                                                 int(m["tokens"]), float(m["train-seconds"])),
+                                  m.get("own-test-loss"), own_test_se=m.get("own-test-se"))
+        except (KeyError, TypeError, ValueError) as exc:
+            return ClientUpdate(cid, None, examples, TrainResult(float("nan"), 0, 0, 0.0),
+                                error=f"malformed metrics: {exc!r}"[:MESSAGE_CHARS])
+        update.error = self._weight_check(update)
+        return update
+
     def _update(self, cid: int, reply: Message | None) -> "ClientUpdate":
         from cllora.engine.client import ClientUpdate  # lazy: torch
         from cllora.train import TrainResult  # lazy: torch

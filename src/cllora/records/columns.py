@@ -84,6 +84,9 @@ ROUND_TABLE: dict[str, Column] = _table(
     Column("dp_clipped_share", "Share clipped", "privacy"),
     Column("dp_clip_factor_mean", "Mean clip factor", "privacy"),
     Column("dp_update_norm_median", "Median update norm", "privacy"),
+    # secure aggregation (cllora.engine.secure_round): empty without secagg
+    Column("secagg_contributors", "Clients in the secure sum", "privacy"),
+    Column("secagg_bound", "Quantisation bound on the secure mean", "privacy"),
     Column("bytes_up", "Bytes up", "bytes"),
     Column("bytes_down", "Bytes down", "bytes"),
     Column("bytes_cumulative", "Bytes so far", "bytes"),
