@@ -19,6 +19,7 @@ ROUNDS_CSV_2_CLASSES = (
     "local_models_global_test_loss_mean", "num_participants", "num_failed", "train_loss_mean",
     "drift_mean", "drift_max", "drift_pairwise", "agg_error", "agg_error_max_layer",
     "dp_epsilon", "dp_noise_std", "dp_clipped_share", "dp_clip_factor_mean", "dp_update_norm_median",
+    "secagg_contributors", "secagg_bound",
     "bytes_up", "bytes_down", "bytes_cumulative", "train_seconds", "eval_seconds", "overhead_seconds",
     "round_seconds", "dp_clipped_share_c0", "dp_clip_factor_c0", "dp_clipped_share_c1", "dp_clip_factor_c1",
 )

@@ -20,7 +20,9 @@ from flwr.serverapp import Grid
 from cllora.errors import MESSAGE_CHARS, RunFailed
 from cllora.flower import timing
 from cllora.flower.client import tensors_of
+from cllora.flower.secure import adapter_order, secure_round
 from cllora.metrics import pooled_standard_errors
+from cllora.privacy import secagg
 from cllora.records import read_csv, write_csv
 
 if TYPE_CHECKING:  # torch, transformers and peft load only where they are used
@@ -164,9 +166,7 @@ class FlowerClients:
         the server allows this round (its partition's size; max_client_examples for own texts)."""
         import torch  # lazy: the query path stays light
 
-        from cllora.engine.secure_round import SecureSum
-        from cllora.flower.secure import adapter_order, secure_round
-        from cllora.privacy import secagg
+        from cllora.engine.secure_round import SecureSum  # lazy: torch
 
         self.round = round_num
         names = adapter_order(global_state)

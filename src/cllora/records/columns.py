@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 # what a column measures: the report formats it by kind, tests drop "timing" (wall clock) columns
-KINDS = ("key", "setting", "loss", "fairness", "drift", "aggregation", "count", "privacy", "bytes", "timing",
-         "status")
+KINDS = ("key", "setting", "loss", "fairness", "drift", "aggregation", "count", "privacy", "secagg",
+         "bytes", "timing", "status")
 # what the report does with a round column: nothing; "final": keeps its last value per run
 # (final_<name>) and the mean over seeds per condition; "table": that, and a column of the
 # summary tables wherever a condition has it
@@ -85,8 +85,8 @@ ROUND_TABLE: dict[str, Column] = _table(
     Column("dp_clip_factor_mean", "Mean clip factor", "privacy"),
     Column("dp_update_norm_median", "Median update norm", "privacy"),
     # secure aggregation (cllora.engine.secure_round): empty without secagg
-    Column("secagg_contributors", "Clients in the secure sum", "privacy"),
-    Column("secagg_bound", "Quantisation bound on the secure mean", "privacy"),
+    Column("secagg_contributors", "Clients in the secure sum", "secagg"),
+    Column("secagg_bound", "Quantisation bound on the secure mean", "secagg"),
     Column("bytes_up", "Bytes up", "bytes"),
     Column("bytes_down", "Bytes down", "bytes"),
     Column("bytes_cumulative", "Bytes so far", "bytes"),
