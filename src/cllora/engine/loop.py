@@ -46,7 +46,7 @@ from cllora.engine.experiment import (
 )
 from cllora.engine.progress import RunProgress
 from cllora.engine.runtime import build_runtime
-from cllora.errors import RunFailed, UserError
+from cllora.errors import RunFailed
 
 TRUNCATION_WARNING = 0.10  # warn when more than this share of training texts exceeds --max-length
 
@@ -118,9 +118,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
     """
 
     out = Path(out)
-    if config.secagg and clients is InProcessClients:
-        raise UserError("secagg needs separate parties: run it on Flower (engine flower-sim, or a "
-                        "deployment written by `cllora flower-app --secagg`)")
+    secure_round.check_clients(config, in_process=clients is InProcessClients)
     records.check_run_dir(out, config, resume=resume, overwrite=overwrite)
     tracking.check_available(config.log_to)
     runtime = build_runtime(config, base_model=base_model, tokenizer=tokenizer, load_model=False, log=log)
@@ -235,10 +233,8 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     the evaluation columns stay empty in a round that is not evaluated."""
     cfg = exp.config
     if cfg.secagg:  # the server sees only the weighted mean (cllora.engine.secure_round)
-        return secure_round.run_round(
-            exp, clients, state, round_num, out, log, records=records, progress=progress,
-            score=lambda g, good, r: _score_round(exp, clients, g, good, progress, r, out),
-            save=lambda: _save(out, state, cfg.num_classes))
+        return secure_round.run_round(exp, clients, state, round_num, out, log, progress, save=lambda: _save(
+            out, state, cfg.num_classes), score=lambda g, good, r: _score_round(exp, clients, g, good, progress, r, out))
     strategy, options = strategy_of(cfg)
     round_start = time.perf_counter()
     evaluate_now = evaluation.is_due(cfg.eval_every, round_num, cfg.rounds)

@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cllora import records
 from cllora.aggregate import Reply, check_update
 from cllora.engine import evaluation
 from cllora.engine.client import ClientUpdate, strategy_of
 from cllora.engine.experiment import Experiment, sample_clients
-from cllora.errors import RunFailed
+from cllora.errors import RunFailed, UserError
 from cllora.privacy import secagg
 
 
@@ -36,6 +37,13 @@ class SecureSum:
     bytes_down: int = 0
     failure: str | None = None  # why the round cannot be used
     protocol: dict = field(default_factory=dict)  # shares, threshold, max_weight of the round
+
+
+def check_clients(config, in_process: bool) -> None:
+    """SecAgg+ needs parties apart from the server: refused on the in-process engine."""
+    if config.secagg and in_process:
+        raise UserError("secagg needs separate parties: run it on Flower (engine flower-sim, or a "
+                        "deployment written by `cllora flower-app --secagg`)")
 
 
 def record(config) -> dict:
@@ -54,8 +62,7 @@ def record(config) -> dict:
                                         "timings (clients.csv)", "who dropped out"]}}
 
 
-def run_round(exp: Experiment, clients, state, round_num: int, out: Path, log, score, save, progress,
-              records) -> None:
+def run_round(exp: Experiment, clients, state, round_num: int, out: Path, log, progress, score, save) -> None:
     """One secure round: sample, the clients' secure mean, the strategy's step on it, evaluate
     when due, record, checkpoint. `score(global_state, good, round_num)` and `save()` are the round
     loop's (cllora.engine.loop)."""
