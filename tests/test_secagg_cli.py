@@ -13,22 +13,22 @@ FLOWER = ("--engine", "flower-sim", "--secagg")
 
 @pytest.mark.parametrize("flags, message", [
     (["--secagg"], "secagg (True) is only used with engine flower-sim, not with engine 'inprocess'"),
-    (["--engine", "flower-sim", "--secagg-shares", "3"], "secagg_shares = 3 needs secagg"),
+    (["--engine", "flower-sim", "--secagg-shares", "3"], "--secagg-shares = 3 needs secagg"),
     ([*FLOWER, "--strategy", "scaffold"], "strategy 'scaffold' does not work with secure aggregation (each "
                                            "client also sends its own control-variate change"),
     ([*FLOWER, "--strategy", "flora"], "strategy 'flora' does not work with secure aggregation (the server "
                                         "stacks every client's own factors"),
     ([*FLOWER, "--strategy", "fedex-lora"], "strategy 'fedex-lora' does not work with secure aggregation"),
     ([*FLOWER, "--strategy", "fedsa-lora"], "strategy 'fedsa-lora' does not work with secure aggregation"),
-    ([*FLOWER, "--client-ranks", "1,2,2,2"], "client_ranks = '1,2,2,2' does not work with secure aggregation"),
-    ([*FLOWER, "--dp-clip", "1", "--dp-noise", "1"], "dp_clip = 1.0 with secagg: central DP"),
-    ([*FLOWER, "--eval-local-models", "1"], "eval_local_models = 1 with secagg"),
+    ([*FLOWER, "--client-ranks", "1,2,2,2"], "--client-ranks = '1,2,2,2' does not work with secure aggregation"),
+    ([*FLOWER, "--dp-clip", "1", "--dp-noise", "1"], "--dp-clip = 1.0 with --secagg: central DP"),
+    ([*FLOWER, "--eval-local-models", "1"], "--eval-local-models = 1 with --secagg"),
     ([*FLOWER, "--clients-per-round", "1"], "secure aggregation needs at least 2 clients a round"),
-    ([*FLOWER, "--secagg-shares", "5"], "secagg_shares must be an integer in [3, 2], got 5"),
+    ([*FLOWER, "--secagg-shares", "5"], "--secagg-shares must be an integer in [3, 2], got 5"),
     ([*FLOWER, "--clients-per-round", "4", "--secagg-threshold", "5"],
-     "secagg_threshold must be an integer in [2, 4], got 5"),
+     "--secagg-threshold must be an integer in [2, 4], got 5"),
     ([*FLOWER, "--clients-per-round", "4", "--secagg-threshold", "1"],
-     "secagg_threshold must be an integer in [2, 4], got 1"),
+     "--secagg-threshold must be an integer in [2, 4], got 1"),
 ])
 def test_bad_or_refused_secagg_settings_exit_2_and_write_nothing(tiny_model, tmp_path, capsys, flags, message):
     out = tmp_path / "run"
@@ -37,14 +37,15 @@ def test_bad_or_refused_secagg_settings_exit_2_and_write_nothing(tiny_model, tmp
 
 
 @pytest.mark.parametrize("toml, message", [
-    ('secagg = "yes"', "secagg must be true or false, got 'yes'"),
-    ("secagg = true\nsecagg_threshold = 2.5", "secagg_threshold must be an integer or left out, got 2.5"),
-    ('secagg = true\nsecagg_shares = "all"', "secagg_shares must be an integer or left out, got 'all'"),
+    ('secagg = "yes"', "must be true or false, got 'yes'"),
+    ("secagg = true\nsecagg_threshold = 2.5", "must be an integer or left out, got 2.5"),
+    ('secagg = true\nsecagg_shares = "all"', "must be an integer or left out, got 'all'"),
 ])
 def test_wrong_toml_types_of_secagg_settings_exit_2(tiny_model, tmp_path, capsys, toml, message):
     (tmp_path / "exp.toml").write_text(f'[run]\nengine = "flower-sim"\n{toml}\n')
     out = tmp_path / "run"
-    refused(capsys, tiny_args(tiny_model, out, "--config", str(tmp_path / "exp.toml")), message)
+    err = refused(capsys, tiny_args(tiny_model, out, "--config", str(tmp_path / "exp.toml")), message)
+    assert toml.splitlines()[-1].split(" =")[0] + " (in" in err  # the setting and its file are named
     assert not out.exists()
 
 
@@ -56,8 +57,8 @@ def test_flower_app_secagg_names_the_secure_clientapp_and_refuses_bad_settings(t
     assert "secagg = true" in text and "secagg-threshold = 2" in text
     capsys.readouterr()
     refused(capsys, ["flower-app", str(tmp_path / "bad"), "--secagg", "--secagg-threshold", "3"],
-            "secagg_threshold must be an integer in [2, 2], got 3")
-    refused(capsys, ["flower-app", str(tmp_path / "bad"), "--secagg-shares", "3"], "secagg_shares = 3 needs secagg")
+            "--secagg-threshold must be an integer in [2, 2], got 3")
+    refused(capsys, ["flower-app", str(tmp_path / "bad"), "--secagg-shares", "3"], "--secagg-shares = 3 needs secagg")
     (tmp_path / "dp.toml").write_text("[run]\nsecagg = true\ndp_clip = 1.0\ndp_noise = 1.0\n")
     refused(capsys, ["flower-app", str(tmp_path / "bad"), "--config", str(tmp_path / "dp.toml")],
             "distributed DP")

@@ -21,14 +21,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from cllora import records
-from cllora.aggregate import (
-    Reply,
-    Strategy,
-    check_update,
-    client_drift,
-    round_bytes,
-    state_nbytes,
-)
+from cllora.aggregate import Reply, Strategy, check_update, client_drift, round_bytes, state_nbytes
 from cllora.aggregate.checkpoint_state import pack_state, split_base, unpack_state, with_base
 from cllora.aggregate.error import aggregation_error
 from cllora.aggregate.lora_math import add_deltas
@@ -234,7 +227,7 @@ def _run_round(exp: Experiment, clients: Clients, state: RunState, round_num: in
     cfg = exp.config
     if cfg.secagg:  # the server sees only the weighted mean (cllora.engine.secure_round)
         return secure_round.run_round(exp, clients, state, round_num, out, log, progress, save=lambda: _save(
-            out, state, cfg.num_classes), score=lambda g, good, r: _score_round(exp, clients, g, good, progress, r, out))
+            out, state, cfg), score=lambda g, good, r: _score_round(exp, clients, g, good, progress, r, out))
     strategy, options = strategy_of(cfg)
     round_start = time.perf_counter()
     evaluate_now = evaluation.is_due(cfg.eval_every, round_num, cfg.rounds)
