@@ -66,6 +66,15 @@ def quick_sd(claims: dict, claim_id_text: str) -> float | None:
     return None
 
 
+def shared_blocks(path: Path) -> dict[str, str]:
+    """The [[claims]] blocks of a committed plan, by id, as written (a claim decided over two sweeps is
+    declared identically in both plans)."""
+    if not path.is_file():
+        return {}
+    blocks = path.read_text().split("[[claims]]\n")[1:]
+    return {b.split('id = "', 1)[1].split('"', 1)[0]: "[[claims]]\n" + b for b in blocks}
+
+
 def claim_entry(cid: str, headline: str, family: str, unit: str, sd: float, how: str, margin: float = 0.0,
                 note: str = "") -> str:
     mde = planning_mde(sd, len(SEEDS))
@@ -110,7 +119,15 @@ def main(argv: list[str]) -> int:
         sigma, pilot = pilot_sigma(run)
         pilot = "one probe run at seed 100 (not a planned seed; in no verdict): " + pilot
         entries = []
-        if sweep in ("study-length-study", "study-quantity-study"):
+        shared = shared_blocks(results / "study-length-study" / "plan.toml") if "quantity" in sweep else {}
+        if shared:  # one claim, one declaration: the length plan's, verbatim (cllora.analysis.verdicts.apply_plan)
+            entries += [shared["noniid_overfits_more"], shared["alpha01_fluctuates_more"]]
+            scheme = "quantity"
+            sd, how = sd_of(sigma, "final", q("IID gives the lowest global test loss under quantity skew"))
+            entries.append(claim_entry("iid_best_quantity", sweep, "intersection-union", "nats", sd, how))
+            sd, how = sd_of(sigma, "final", q("α = 100 is worst under quantity skew"))
+            entries.append(claim_entry("alpha100_worst_quantity", sweep, "intersection-union", "nats", sd, how))
+        elif sweep in ("study-length-study", "study-quantity-study"):
             scheme = "length" if "length" in sweep else "quantity"
             sd, how = sd_of(sigma, "overfit", None)
             entries.append(claim_entry("noniid_overfits_more", sweep, "intersection-union", "nats", sd, how,

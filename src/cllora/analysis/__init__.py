@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from cllora.analysis.claims import evaluate_claims
-from cllora.analysis.conditions import condition_rows, cost_table, run_row, setting_key, setting_labels
+from cllora.analysis.conditions import condition_rows, run_row, setting_key, setting_labels
+from cllora.analysis.costs import cost_table
 from cllora.analysis.plans import BUDGETS
 from cllora.analysis.runs import RunRecord, find_run_dirs, load_run, load_runs
 from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, LEVEL, MIN_SEEDS, SUPPORTED

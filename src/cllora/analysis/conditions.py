@@ -1,7 +1,6 @@
 """Runs as rows (pure functions of dicts): per-run headline numbers, conditions as seeds of the
 same (setting, scheme, alpha) with their curves averaged, settings and their labels, which
-settings are the study's own (and which long-context), and the cost table from recorded parameter
-counts. A *setting* is everything a run is compared within (model, clients, rounds, ...); a *condition*
+settings are the study's own (and which long-context). The cost table is `costs`. A *setting* is everything a run is compared within (model, clients, rounds, ...); a *condition*
 within it is (scheme, alpha); seeds are repetitions of a condition.
 """
 
@@ -13,11 +12,9 @@ import re
 import numpy as np
 
 from cllora import curves
-from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import reported
 from cllora.analysis.plans import Sweep, run_fields
-from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
 
 CONDITION_KEYS = ("scheme", "alpha", "seed")
@@ -332,27 +329,3 @@ def length_sensitivity(entry: dict) -> float | None:
     if len(finals) < 2 or not entry["length"]:
         return None
     return float(relative_range(finals))
-
-
-# ---------------------------------------------------------------- costs
-
-def cost_table(runs: list[RunRecord]) -> list[dict]:
-    """One row per (model, rank, targets): the trainable and total parameter counts recorded in
-    config.json at run time (None for runs recorded before them), fp32 bytes per transfer, the
-    measured adapter bytes and the mean traffic of a run."""
-    groups: dict[tuple, list[RunRecord]] = {}
-    for rec in runs:
-        cfg = rec.config
-        groups.setdefault((cfg["model"], cfg["rank"], tuple(cfg["targets"])), []).append(rec)
-    rows = []
-    for (model, rank, targets), recs in groups.items():
-        counted = next((r.meta for r in recs if r.meta.get("trainable_params")), {})
-        trainable, total = counted.get("trainable_params"), counted.get("total_params")
-        rows.append({
-            "model": model, "rank": rank, "targets": list(targets),
-            "trainable_params": trainable, "total_params": total,
-            "ratio": trainable / total if trainable and total else None,
-            "bytes_per_transfer": BYTES_PER_PARAM * trainable if trainable else None,
-            "adapter_bytes": recs[0].meta.get("adapter_bytes"),
-            "traffic_per_run": mean(r.rounds[-1].get("bytes_cumulative") for r in recs if r.rounds)})
-    return rows
