@@ -21,6 +21,13 @@ class Runtime:
     precision: str  # "fp32" or "bf16" (never "auto")
     tokenizer: Any
     model: Any = None  # None until load_base() (a Flower query needs no model)
+    fallback: str | None = None  # why device "auto" runs on the CPU (None: it did not fall back)
+
+    def record(self) -> dict:
+        """What this run computes on, for config.json (cllora.device.describe)."""
+        from cllora.device import describe  # lazy: torch
+
+        return describe(self.device, self.precision, self.fallback)
 
     def load_base(self, config: RunConfig, log: Callable[[str], None] = print):
         """The frozen base model, loaded once."""
@@ -32,42 +39,41 @@ class Runtime:
 
 
 def resolve(config: RunConfig) -> tuple[Any, str]:
-    """(device, precision) the config resolves to on this machine ("auto" made concrete)."""
-    from cllora.model import resolve_device, resolve_precision  # lazy: torch, transformers
+    """(device, precision) the config resolves to on this machine ("auto" made concrete; a CPU
+    fallback of device auto and an emulated bf16 are said on stderr, cllora.device)."""
+    from cllora.device import precision_note, resolve_device, resolve_precision, warn  # lazy: torch
 
     device = resolve_device(config.device)
-    return device, resolve_precision(config.precision, device)
+    precision = resolve_precision(config.precision, device)
+    note = precision_note(precision, device)
+    if note:
+        warn(note)
+    return device, precision
+
+
+def fallback_reason(config: RunConfig, device) -> str | None:
+    """Why device auto resolved to the CPU here (None where it was not auto or took the GPU)."""
+    from cllora.device import cuda_unusable_reason  # lazy: torch
+
+    return cuda_unusable_reason() if config.device == "auto" and device.type == "cpu" else None
 
 
 def build_runtime(config: RunConfig, *, base_model=None, tokenizer=None, load_model: bool = True,
                   log: Callable[[str], None] = print) -> Runtime:
     """Resolve device and precision, load (or reuse) the tokenizer and, with `load_model`, the base
     model. A passed-in base model must be in the config's resolved precision and free of LoRA."""
+    from cllora.device import configure  # lazy: torch
     from cllora.model import load_tokenizer  # lazy: torch, transformers
 
     device, precision = resolve(config)
-    if device.type == "cuda":
-        make_cuda_deterministic()
-    runtime = Runtime(device, precision, tokenizer or load_tokenizer(config.model, log=log), base_model)
+    configure(device, precision)  # on CUDA: TF32 for fp32 where native, deterministic kernels
+    runtime = Runtime(device, precision, tokenizer or load_tokenizer(config.model, log=log), base_model,
+                      fallback_reason(config, device))
     if base_model is not None:
         check_base_model(base_model, precision)
     elif load_model:
         runtime.load_base(config, log)
     return runtime
-
-
-def make_cuda_deterministic() -> None:
-    """"Same config + seed → same results" on a GPU too: deterministic cuBLAS workspaces and
-    kernels (an op with no deterministic kernel warns rather than fails). Limit: results are
-    reproducible on the same GPU model, driver and library versions, not across them."""
-    import os
-
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def check_base_model(model, precision: str) -> None:
