@@ -14,10 +14,18 @@ One place for every rule about the hardware (torch only, no transformers):
   without a deterministic kernel raises), a fixed cuBLAS workspace, and the math SDPA backend (the
   flash / memory-efficient / cuDNN attention backward kernels are not deterministic).
   Limit: identical on the same card model, driver and library versions, not across them.
+- GPU sharing: a cell of the study's size (a 135M model, 8 texts of <= 128 tokens a step) uses a few
+  GiB of an 80 GiB card and about 5 ms of its math a step, so one cell (or Flower client) per GPU
+  leaves it mostly idle. By default each declares 1/k of a GPU where k fit in its memory (at most
+  MAX_CELLS_PER_GPU, beyond which they mostly queue for the same compute). A cell's memory is
+  estimated from the model's architecture: base weights, the fp32 logits of the largest batch with
+  their gradient, the activations kept for backward and a CUDA context, times a safety margin;
+  benchmarks/device_check.py measures the real peak to check it against.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -169,3 +177,33 @@ def cpu_name() -> str:
     except OSError:
         pass
     return "cpu"
+
+
+# ---------------------------------------------------------------- sharing a GPU
+
+CUDA_CONTEXT = 600 * 2**20  # the CUDA context and cuBLAS workspaces of one process
+ACTIVATION_BYTES = 34  # bytes kept per layer, token and hidden unit for backward (bf16, Llama-like)
+LOGIT_COPIES = 3  # fp32 logits, their softmax and its gradient
+SAFETY = 1.3
+MAX_CELLS_PER_GPU = 8
+RAY_STEPS = 10_000  # Ray's resolution for fractional resources: 1e-4
+
+
+def cell_memory_bytes(params: int, precision: str, *, batch: int, length: int, vocab: int,
+                      layers: int, hidden: int) -> int:
+    """Peak GPU memory of one cell (bytes), by the formula in the module docstring."""
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be fp32 or bf16 to estimate memory, got {precision!r}")
+    weights = params * DTYPES[precision].itemsize
+    logits = batch * length * vocab * 4 * LOGIT_COPIES
+    activations = layers * batch * length * hidden * ACTIVATION_BYTES * DTYPES[precision].itemsize // 2
+    return int(SAFETY * (weights + logits + activations) + CUDA_CONTEXT)
+
+
+def gpu_fraction(need_bytes: int, gpu_bytes: int, max_cells: int = MAX_CELLS_PER_GPU) -> float:
+    """The share of a GPU one cell declares: 1/k for the k = min(max_cells, cells that fit) cells
+    that share it, cut to Ray's resolution of 1e-4; 1.0 where at most one fits."""
+    if need_bytes <= 0 or gpu_bytes <= 0:
+        raise ValueError(f"memory must be positive, got need {need_bytes} and GPU {gpu_bytes} bytes")
+    fit = max(1, min(max_cells, gpu_bytes // need_bytes))
+    return math.floor(RAY_STEPS / fit) / RAY_STEPS

@@ -85,3 +85,44 @@ def check_base_model(model, precision: str) -> None:
         raise ValueError(f"the base model passed in is {dtype}, but the config resolves to {precision}")
     if any(is_lora_name(n) for n, _ in model.named_parameters()):
         raise ValueError("the base model passed in still carries LoRA layers (release the last run first)")
+
+
+def config_memory_bytes(config: RunConfig, precision: str) -> int:
+    """GPU memory of one run of `config` (bytes), estimated by `cllora.device.cell_memory_bytes` from
+    the model's architecture (its config only, no weights)."""
+    from cllora.device import cell_memory_bytes  # lazy: torch
+    from cllora.engine.experiment import eval_batch_size  # lazy: torch
+    from cllora.model import load_config_only  # lazy: torch, transformers
+
+    arch = load_config_only(config.model)
+    text = getattr(arch, "text_config", arch)  # multimodal configs (Gemma 3) nest the language model
+    hidden, layers, vocab = text.hidden_size, text.num_hidden_layers, text.vocab_size
+    inner = getattr(text, "intermediate_size", None) or getattr(text, "ffn_dim", 4 * hidden)
+    params = vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * inner)
+    batch = max(config.batch_size, eval_batch_size(config))
+    return cell_memory_bytes(params, precision, batch=batch, length=max(config.max_length, config.eval_length),
+                             vocab=vocab, layers=layers, hidden=hidden)
+
+
+def local_gpu_bytes() -> int | None:
+    """Memory of this machine's first CUDA GPU (bytes), or None without one."""
+    import torch  # lazy: the runtime module is imported before torch is needed
+
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def default_gpu_share(configs: list[RunConfig]) -> tuple[float, str]:
+    """(share of a GPU one run declares, a note saying why), for runs that share this machine's GPU
+    (a Ray sweep's cells, Flower's virtual clients): 1/k where k of the largest fit (cllora.device);
+    1.0 where no GPU is seen here to size them by."""
+    from cllora.device import gpu_fraction  # lazy: torch
+
+    total = local_gpu_bytes()
+    if total is None:
+        return 1.0, "one GPU each: no GPU is seen here to size the share by"
+    need = max(config_memory_bytes(c, c.precision if c.precision != "auto" else "fp32") for c in configs)
+    share = gpu_fraction(need, total)
+    return share, (f"{round(1 / share)} a GPU: about {need / 2**30:.1f} GiB each estimated on "
+                   f"{total / 2**30:.0f} GiB")
