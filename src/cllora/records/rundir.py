@@ -126,8 +126,8 @@ def init_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-RESUME_MAY_CHANGE = ("rounds", "precision", "device", "log_to")  # a run may go further; see
-# check_resume_runtime for precision/device; a tracker changes no result
+RESUME_MAY_CHANGE = ("rounds", "precision", "device", "log_to", "client_gpus")  # a run may go further; see
+# check_resume_runtime for precision/device; a tracker or a GPU share changes no result
 
 
 def config_differences(saved: RunConfig, new: RunConfig, allowed: tuple[str, ...] = ("rounds",)) -> list[str]:
