@@ -87,8 +87,8 @@ def _refused(capsys, argv, message):
 
 
 @pytest.mark.parametrize("value, message", [
-    ("-0.5", "client_gpus must be >= 0 (a share of a GPU), got -0.5"),
-    ("1.5", "client_gpus above 1 must be a whole number, got 1.5"),
+    ("-0.5", "--client-gpus must be >= 0 (a share of a GPU), got -0.5"),
+    ("1.5", "--client-gpus above 1 must be a whole number, got 1.5"),
 ])
 def test_client_gpus_bad_values_exit_2(tmp_path, capsys, value, message):
     _refused(capsys, ["run", "--engine", "flower-sim", "--client-gpus", value, "--out", str(tmp_path / "r")],
@@ -105,7 +105,7 @@ def test_client_gpus_that_is_no_number_is_an_argparse_error(tmp_path, capsys):
 def test_client_gpus_wrong_toml_type_and_wrong_engine_exit_2(tmp_path, capsys):
     (tmp_path / "a.toml").write_text('[run]\nengine = "flower-sim"\nclient_gpus = "half"\n')
     _refused(capsys, ["run", "--config", str(tmp_path / "a.toml"), "--out", str(tmp_path / "r")],
-             "client_gpus must be a number or left out, got 'half'")
+             "a.toml) must be a number or left out, got 'half'")
     _refused(capsys, ["run", "--client-gpus", "0.25", "--out", str(tmp_path / "r")],
-             "client_gpus (0.25) is only used with engine flower-sim, not with engine 'inprocess'")
+             "--client-gpus (0.25) is only used with engine flower-sim, not with engine 'inprocess'")
     assert not (tmp_path / "r").exists()
