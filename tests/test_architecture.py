@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cllora"
 # Lowest layer first; a module may import only from its own layer or below.
 LAYERS = [
     {"errors", "files", "seeds"},  # no cllora imports but each other
-    {"data", "model", "metrics", "curves", "train", "ranks", "partition", "aggregate", "privacy"},  # pure cores
+    {"device", "data", "model", "metrics", "curves", "train", "ranks", "partition", "aggregate", "privacy"},  # pure cores
     {"config"},  # reads the cores' registries (schemes, strategies and their options)
     {"records"},  # a run's columns and files
     {"engine"},  # the in-process loop: draws nothing, knows no Flower

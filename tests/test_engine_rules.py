@@ -61,9 +61,9 @@ def test_unknown_strategy_in_a_config_file_writes_nothing(tiny_model, tmp_path, 
 
 
 def _fake_resolution(monkeypatch, precision: str) -> None:
-    import cllora.model
+    import cllora.device
 
-    monkeypatch.setattr(cllora.model, "cpu_has_fast_bf16", lambda: precision == "bf16")
+    monkeypatch.setattr(cllora.device, "cpu_has_fast_bf16", lambda: precision == "bf16")
 
 
 def test_resume_refuses_another_auto_precision_unless_explicit(tiny_model, tmp_path, monkeypatch):
@@ -78,7 +78,10 @@ def test_resume_refuses_another_auto_precision_unless_explicit(tiny_model, tmp_p
     saved = json.loads((out / "config.json").read_text())
     assert saved["precision"] == "fp32" and saved["config"]["precision"] == "auto"
     assert saved["config"]["rounds"] == 2
-    assert saved["resumes"] == [{"precision": "fp32", "device": "cpu", "from_round": 1}]
+    (session,) = saved["resumes"]  # what the resumed session computed on, beside the start's record
+    assert {k: session[k] for k in ("precision", "device", "from_round", "device_fallback")} == \
+        {"precision": "fp32", "device": "cpu", "from_round": 1, "device_fallback": None}
+    assert session["torch_version"] == saved["torch_version"]
 
 
 def test_config_json_records_parameter_counts(tiny_model, tmp_path):

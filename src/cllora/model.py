@@ -20,6 +20,8 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from cllora.aggregate.traffic import BYTES_PER_PARAM
+# device and precision rules live in cllora.device; these names stay importable from here
+from cllora.device import DTYPES, cpu_has_fast_bf16, resolve_device, resolve_precision  # noqa: F401
 from cllora.errors import UserError, brief
 
 hf_logging.set_verbosity_error()
@@ -61,39 +63,6 @@ DEFAULT_MODEL = "smollm2-135m"
 def cache_dir() -> Path:
     """Where converted models and token caches live: $CLLORA_CACHE or ~/.cache/cllora."""
     return Path(os.environ.get("CLLORA_CACHE", Path.home() / ".cache" / "cllora"))
-
-
-# ---------------------------------------------------------------- devices and precision
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise UserError(f"device must be one of auto, cpu, cuda; got {device!r}")
-    return torch.device(device)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX512-BF16 (bf16 matmuls several times faster than fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' → 'bf16' where the hardware has fast bf16, else 'fp32'."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 # ---------------------------------------------------------------- locating and loading models

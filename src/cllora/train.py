@@ -82,10 +82,18 @@ def padded_batches(ids: Sequence[np.ndarray], rows: np.ndarray, batch_size: int,
     return out
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch tensor on `device`; to a GPU through pinned memory without waiting (a plain copy from
+    pageable memory would synchronise the host with the GPU every step). On the CPU: the tensor itself."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def batch_loss(model, batch: Batch, device: torch.device) -> tuple[torch.Tensor, int]:
     """Mean loss per predicted token of one batch (a tensor, for backward) and the token count."""
-    input_ids = batch.input_ids.to(device)
-    mask = batch.attention_mask.to(device)
+    input_ids = to_device(batch.input_ids, device)
+    mask = to_device(batch.attention_mask, device)
     labels = input_ids.masked_fill(mask == 0, -100)
     out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
     return out.loss, batch.num_predicted
@@ -120,15 +128,23 @@ class StepHooks:
 
 def train_local(model, params: list[torch.nn.Parameter], batches_per_epoch: Callable[[int], list[Batch]],
                 epochs: int, optimizer: str, lr: float, device: torch.device,
-                on_step: Callable[[float], None] | None = None,
-                hooks: StepHooks = StepHooks()) -> TrainResult:
-    """E local epochs of plain minibatch training on the given batches; fresh optimizer."""
+                on_step: Callable[[float | None], None] | None = None,
+                hooks: StepHooks = StepHooks(), read_every_step: bool | None = None) -> TrainResult:
+    """E local epochs of plain minibatch training on the given batches; fresh optimizer.
+
+    The epoch's token-weighted loss is summed on the device (in float64, the same arithmetic as
+    Python floats), so a GPU never waits for the host: the loss is read back once per epoch there,
+    and a non-finite loss is noticed at the epoch's end (on the CPU, where a read is free, after
+    the step that diverged, and `on_step` gets every step's loss; on a GPU it gets None).
+    `read_every_step` overrides that choice (None: by the device)."""
     opt = make_optimizer(optimizer, params, lr)
     model.train()
     start, steps, tokens = time.perf_counter(), 0, 0
-    loss_sum, loss_tokens = 0.0, 0
+    read_every_step = device.type != "cuda" if read_every_step is None else read_every_step
+    loss_sum, loss_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     for epoch in range(epochs):
-        loss_sum, loss_tokens = 0.0, 0
+        loss_sum, loss_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
+        finite = torch.ones((), dtype=torch.bool, device=device)
         for batch in batches_per_epoch(epoch):
             loss, n = batch_loss(model, batch, device)
             opt.zero_grad(set_to_none=True)
@@ -137,15 +153,20 @@ def train_local(model, params: list[torch.nn.Parameter], batches_per_epoch: Call
             if hooks.grad_hook is not None:
                 hooks.grad_hook()
             opt.step()
-            value = float(loss.detach())
-            loss_sum, loss_tokens = loss_sum + value * n, loss_tokens + n
+            loss = loss.detach()
+            loss_sum, loss_tokens = loss_sum + loss.double() * n, loss_tokens + n
             steps, tokens = steps + 1, tokens + batch.num_real
+            value = float(loss) if read_every_step else None
             if on_step is not None:
                 on_step(value)
-            if not math.isfinite(value):
+            if value is None:
+                finite &= torch.isfinite(loss)
+            elif not math.isfinite(value):
                 return TrainResult(float("nan"), steps, tokens, time.perf_counter() - start)
+        if not read_every_step and not bool(finite):  # one read an epoch on a GPU
+            return TrainResult(float("nan"), steps, tokens, time.perf_counter() - start)
     model.eval()
-    mean = loss_sum / loss_tokens if loss_tokens else float("nan")
+    mean = float(loss_sum) / loss_tokens if loss_tokens else float("nan")
     return TrainResult(mean, steps, tokens, time.perf_counter() - start)
 
 
@@ -157,10 +178,10 @@ def evaluate(model, batches: list[Batch], device: torch.device,
     Callers group by example (global test set, or one client's local test split) and divide.
     """
     model.eval()
-    all_rows, all_sums, all_tokens = [], [], []
+    all_rows, all_sums, all_tokens = [], [], []  # sums and tokens stay on the device until the end
     for batch in batches:
-        input_ids = batch.input_ids.to(device)
-        mask = batch.attention_mask.to(device)
+        input_ids = to_device(batch.input_ids, device)
+        mask = to_device(batch.attention_mask, device)
         logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
         targets = input_ids[:, 1:]
         token_mask = mask[:, 1:].bool()
@@ -168,10 +189,11 @@ def evaluate(model, batches: list[Batch], device: torch.device,
         losses = torch.nn.functional.cross_entropy(flat, targets.reshape(-1), reduction="none")
         losses = losses.view(targets.shape) * token_mask
         all_rows.append(batch.rows)
-        all_sums.append(losses.sum(dim=1).double().cpu().numpy())
-        all_tokens.append(token_mask.sum(dim=1).cpu().numpy())
+        all_sums.append(losses.sum(dim=1).double())
+        all_tokens.append(token_mask.sum(dim=1))
         if on_batch is not None:
             on_batch()
     if not all_rows:
         return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
-    return np.concatenate(all_rows), np.concatenate(all_sums), np.concatenate(all_tokens)
+    return (np.concatenate(all_rows), torch.cat(all_sums).cpu().numpy(),  # one copy to the host
+            torch.cat(all_tokens).cpu().numpy())

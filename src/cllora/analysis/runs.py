@@ -180,3 +180,16 @@ def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]
         raise UserError(f"no readable run under {str(root)!r}: {reasons[0]}"
                         + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
     return runs
+
+
+def hardware_summary(runs: list[RunRecord]) -> str:
+    """What the runs computed on (config.json, cllora.device.describe); '—' for runs older than the
+    record, and each CPU fallback of device auto with its reason."""
+    def one(m: dict) -> str:
+        if "device_name" not in m:
+            return "— (not recorded)"
+        return (f"{m['device_name']}; torch {m.get('torch_version')}, CUDA {m.get('cuda_version') or 'none'}; "
+                f"TF32 {'on' if m.get('tf32') else 'off'}, {'deterministic CUDA kernels' if m.get('deterministic') else 'CPU kernels'}")
+    seen = list(dict.fromkeys(one(r.meta) for r in runs))
+    falls = sorted({r.meta["device_fallback"] for r in runs if r.meta.get("device_fallback")})
+    return " | ".join(seen + [f"device auto fell back to the CPU: {f}" for f in falls])

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=DEMO_SETTINGS["rounds"],
                    help=f"communication rounds [{DEMO_SETTINGS['rounds']}]")
     p.add_argument("--model", default=DEMO_SETTINGS["model"], help="model [smollm2-135m]")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train: auto = a CUDA GPU when torch can use one, else the CPU (said "
+                        "on stderr and in config.json) [auto]")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("demo-%Y%m%d-%H%M%S")
     configs = {name: RunConfig().replace(**{**DEMO_SETTINGS, "rounds": args.rounds, "model": args.model,
-                                            **cell}) for name, cell in DEMO_CELLS}
+                                            "device": args.device, **cell}) for name, cell in DEMO_CELLS}
     console = Console(stderr=True)
     first = next(iter(configs.values()))
     device, precision = resolve(first)

@@ -29,7 +29,8 @@ ENGINES = ("inprocess", "flower-sim")  # Flower deployment runs through `flwr ru
 # grid's cells ignore them
 APPLIES_ONLY_WITH = {"alpha": ("scheme", alpha_schemes), "client_key": ("scheme", ("natural",)),
                      "small_groups": ("scheme", ("natural",)), "round_timeout": ("engine", ("flower-sim",)),
-                     "secagg": ("engine", ("flower-sim",))}  # deployments: `cllora flower-app --secagg`
+                     "secagg": ("engine", ("flower-sim",)),  # deployments: `cllora flower-app --secagg`
+                     "client_gpus": ("engine", ("flower-sim",))}
 
 
 def strategy_names() -> tuple[str, ...]:
@@ -138,6 +139,10 @@ class RunConfig:
     round_timeout: float | None = _setting(
         None, "Flower engines: seconds to wait for the sampled clients' replies; a client that has not "
         "answered by then counts as failed; none = no limit")
+    client_gpus: float | None = _setting(
+        None, "Flower simulation: share of a GPU each virtual client declares (0.25: four clients share a "
+        "GPU; 0: CPU only; above 1 a whole number); default: as many clients as fit in the GPU's memory "
+        "share it, at most 8 (cllora.device)", metavar="G")
     # client-level differential privacy (DP-FedAvg, cllora.privacy): on only when dp_clip is set
     dp_clip: float | None = _setting(None, "client-level DP: clip each sampled client's update (its adapter "
                                      "minus the global one, all tensors together) to this L2 norm; the "
@@ -189,6 +194,11 @@ class RunConfig:
         check_positive("lora_alpha", self.lora_alpha)
         if self.round_timeout is not None:
             check_positive("round_timeout", self.round_timeout)
+        if self.client_gpus is not None:
+            if self.client_gpus < 0:
+                raise UserError(f"client_gpus must be >= 0 (a share of a GPU), got {self.client_gpus:g}")
+            if self.client_gpus > 1 and self.client_gpus != int(self.client_gpus):
+                raise UserError(f"client_gpus above 1 must be a whole number, got {self.client_gpus:g}")
         for name in ("clients", "clients_per_round", "rounds", "local_epochs", "batch_size",
                      "rank", "eval_every"):
             check_at_least(name, getattr(self, name), 1)

@@ -47,7 +47,7 @@ def strategy_of(config: RunConfig) -> tuple[Strategy, dict]:
 
 
 def client_update(exp: Experiment, global_state: dict[str, torch.Tensor], client_id: int,
-                  round_num: int, on_step: Callable[[float], None] | None = None,
+                  round_num: int, on_step: Callable[[float | None], None] | None = None,
                   evaluate_own_split: bool = False, stream_id: int | None = None,
                   downlink: dict | None = None, own_state: dict | None = None) -> ClientUpdate:
     """Train the global adapter on one client's local training rows for E epochs (and, when

@@ -134,12 +134,13 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
         tracker = tracking.attach(progress, config.log_to, out, config.to_dict())
         adapter_bytes = state_nbytes(exp.initial_state)
         trainable, total = exp.model.get_nb_trainable_parameters()
-        records.write_config(out, config, {"precision": runtime.precision, "device": str(runtime.device),
-                                           "adapter_bytes": adapter_bytes, "trainable_params": trainable,
-                                           "total_params": total,
+        if runtime.fallback:
+            log(f"warning: --device auto runs on the CPU: {runtime.fallback}")
+        records.write_config(out, config, {**runtime.record(), "adapter_bytes": adapter_bytes,
+                                           "trainable_params": trainable, "total_params": total,
                                            **records.noise_record(dp.noise_source if dp else None),
                                            **secure_round.record(config)},
-                            resume=resume)
+                             resume=resume)
         partition = data.partition_dict(config)
         records.write_json(out / "partition.json", partition)
         progress.run_started(out, partition)

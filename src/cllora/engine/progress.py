@@ -74,9 +74,11 @@ class RunProgress:
         self._progress.reset(self._steps, total=steps, description=f"  client {client_id} steps",
                              info="")
 
-    def step(self, loss: float) -> None:
+    def step(self, loss: float | None) -> None:
+        """One local step; `loss` is None on a GPU (reading it would stall the GPU every step)."""
         if self._progress is not None:
-            self._progress.update(self._steps, advance=1, info=f"loss {loss:.3f}")
+            info = {} if loss is None else {"info": f"loss {loss:.3f}"}
+            self._progress.update(self._steps, advance=1, **info)
 
     def eval_tick(self) -> None:
         pass  # evaluation is short next to training; the round line reports its time

@@ -32,6 +32,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from cllora.config.load import load_config
 from cllora.config.settings import RunConfig, check_keys, parse_class_edges
+from cllora.engine.runtime import default_gpu_share
 from cllora.errors import RunFailed, UserError
 from cllora.flower import timing
 from cllora.flower.client import client_app, secure_client_app
@@ -111,9 +112,8 @@ def run_flower_simulation(config: RunConfig, out: Path, *, resume: bool = False,
     def _simulated(grid: Grid, context: Context) -> None:
         outcome["summary"] = _serve(grid, ServerSettings(config, Path(out), resume, overwrite), log, progress)
 
-    gpu = config.device != "cpu" and _cuda_available()
     cpus = max(1, os.cpu_count() or 1)
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.5 if gpu else 0.0},
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": client_gpus(config, log)},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "error",
                              "log_to_driver": False}}
     for key, value in APP_ENV.items():
@@ -142,7 +142,19 @@ def _flower_quiet(quiet: bool):
         flwr_log.setLevel(level)
 
 
+def client_gpus(config: RunConfig, log: Callable[[str], None] = print) -> float:
+    """The share of a GPU each virtual client declares: `client_gpus` if set, else as many clients
+    as fit in the GPU's memory share it (cllora.engine.runtime.default_gpu_share); 0 on the CPU."""
+    if config.client_gpus is not None:
+        return config.client_gpus
+    if config.device == "cpu" or not _cuda_available():
+        return 0.0
+    share, why = default_gpu_share([config])
+    log(f"flower-sim: each client declares {share:g} GPU ({why}; --client-gpus overrides)")
+    return share
+
+
 def _cuda_available() -> bool:
-    import torch
+    import torch  # lazy: the server module loads without torch
 
     return torch.cuda.is_available()

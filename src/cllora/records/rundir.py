@@ -126,8 +126,8 @@ def init_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-RESUME_MAY_CHANGE = ("rounds", "precision", "device", "log_to")  # a run may go further; see
-# check_resume_runtime for precision/device; a tracker changes no result
+RESUME_MAY_CHANGE = ("rounds", "precision", "device", "log_to", "client_gpus")  # a run may go further; see
+# check_resume_runtime for precision/device; a tracker or a GPU share changes no result
 
 
 def config_differences(saved: RunConfig, new: RunConfig, allowed: tuple[str, ...] = ("rounds",)) -> list[str]:
@@ -241,6 +241,10 @@ def _check_dp_history(out: Path, config: RunConfig) -> None:
                         "guarantee: restore the DP settings")
 
 
+RUNTIME_KEYS = ("device", "device_name", "precision", "tf32", "deterministic", "torch_version",
+                "cuda_version", "device_fallback")  # cllora.device.describe: what a session computed on
+
+
 def write_config(out: Path, config: RunConfig, extra: dict, *, resume: bool = False) -> None:
     """config.json: the resolved config and what it resolved to. A resume keeps what the run was
     started with (its precision and device among them), updates `rounds`, and appends what this
@@ -250,7 +254,7 @@ def write_config(out: Path, config: RunConfig, extra: dict, *, resume: bool = Fa
         return
     recorded = read_json(out / "config.json") or {"config": config.to_dict(), **extra}
     recorded["config"]["rounds"] = config.rounds
-    session = {"precision": extra.get("precision"), "device": extra.get("device"),
+    session = {**{k: extra.get(k) for k in RUNTIME_KEYS},
                "from_round": load_checkpoint(out)[0] if (out / "checkpoint.safetensors").is_file() else 0}
     recorded.setdefault("resumes", []).append(session)
     write_json(out / "config.json", recorded)

@@ -17,7 +17,7 @@ from cllora.partition.registry import scheme_title
 from cllora.analysis.conditions import model_label, overfit_note, seed_spread
 from cllora.report.draw import Figure
 from cllora.report.privacy_html import privacy_html
-from cllora.analysis.runs import RunRecord
+from cllora.analysis.runs import RunRecord, hardware_summary
 from cllora.analysis.stats import (MIN_SEEDS, finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb,
                                   fmt_mde, fmt_pm, fmt_signed, fmt_verdict_interval, short)
 from cllora.analysis.strategies import strategy_rows
@@ -140,6 +140,7 @@ def _settings_html(runs: list[RunRecord]) -> str:
     precisions = sorted({str(r.meta.get("precision")) for r in runs})
     devices = sorted({str(r.meta.get("device")) for r in runs})
     rows.append(["resolved precision, device", _e(f"{', '.join(precisions)}; {', '.join(devices)}")])
+    rows.append(["device name; torch, CUDA; TF32, deterministic", _e(hardware_summary(runs))])
     return "<h3>Settings</h3>" + _table_html(["setting", "value"], rows)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cllora.errors import UserError, brief
 from cllora.sweep.estimate import estimate
+from cllora.engine.runtime import default_gpu_share
 from cllora.sweep.grid import Cell, GridSpec
 from cllora.sweep.index import check_cells_compatible, index_entry, write_index
 from cllora.sweep.run import (  # the sequential sweep's own
@@ -152,13 +153,15 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                         "`ray start --head` or check the address") from None
 
 
-def cell_resources(cells: list[Cell], options: RayOptions, nodes: list[dict]) -> tuple[float, float, int]:
+def cell_resources(cells: list[Cell], options: RayOptions, nodes: list[dict],
+                   gpu_share: float = 1.0) -> tuple[float, float, int]:
     """(CPUs, GPUs) each cell declares and how many cells fit at once on the alive `nodes`
-    (their Ray resource dicts). Refuses requests no node can meet (Ray would wait forever)."""
+    (their Ray resource dicts). Without --cell-gpus a cell that may use a GPU declares `gpu_share`
+    of one (`default_gpu_share`). Refuses requests no node can meet (Ray would wait forever)."""
     has_gpu = any(n.get("GPU", 0) >= 1 for n in nodes)
     gpus = options.cell_gpus
     if gpus is None:
-        gpus = 1.0 if has_gpu and any(c.config.device != "cpu" for c in cells) else 0.0
+        gpus = gpu_share if has_gpu and any(c.config.device != "cpu" for c in cells) else 0.0
     cpus = 1.0 if options.cell_cpus is None else float(options.cell_cpus)
     cuda = [c for c in cells if c.config.device == "cuda"]
     if cuda and gpus == 0:
@@ -181,7 +184,14 @@ class _Scheduler:
 
         self.ray, self.sweep, self.pending = ray, sweep, list(todo)
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        self.cpus, self.gpus, fit = cell_resources(todo, options, nodes)
+        share, why = default_gpu_share([c.config for c in {model_key(c): c for c in todo}.values()]) \
+            if options.cell_gpus is None and any(n.get("GPU", 0) >= 1 for n in nodes) else (1.0, "")
+        self.cpus, self.gpus, fit = cell_resources(todo, options, nodes, share)
+        self.share_note = f" ({why}; --cell-gpus overrides)" if self.gpus and why else ""
+        hidden = self.gpus == 0 and any(n.get("GPU", 0) >= 1 for n in nodes)
+        if hidden and any(c.config.device == "auto" for c in todo):
+            sweep.say("warning: the cluster has GPUs but each cell gets none (--cell-gpus 0): cells with "
+                      "device auto run on the CPU")
         self.slots = min(fit, len(todo))
         costs, rate, _ = estimate(todo, sweep.root)
         self.view = SweepView(sweep.root, costs, {c.name: c.config.rounds for c in todo},
@@ -194,7 +204,7 @@ class _Scheduler:
 
     def run(self) -> None:
         self.sweep.say(f"ray: {self.slots} cell(s) at once, each with {self.cpus:g} CPU(s) and "
-                       f"{self.gpus:g} GPU(s)")
+                       f"{self.gpus:g} GPU(s){self.share_note}")
         try:
             self._loop()
         except KeyboardInterrupt:
@@ -242,7 +252,8 @@ class _Scheduler:
     def _new_actor(self):
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         worker = self.ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)(CellWorker)
-        return worker.options(runtime_env={"env_vars": env}).remote(threads=max(1, int(self.cpus)))
+        return worker.options(runtime_env={"env_vars": env}).remote(threads=max(1, int(self.cpus)),
+                                                                    gpus=self.gpus)
 
     def _collect(self, ref) -> int:
         """Record a finished task's result; returns the actor index (free again)."""

@@ -31,10 +31,11 @@ def model_key(cell: Cell) -> tuple:
 class CellWorker:
     """Runs in-process cells of any model; holds at most one base model at a time."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, gpus: float = 0.0):
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
+        self.gpus = gpus  # the share of a GPU Ray gave this worker
         self.key: tuple | None = None
         self.runtime = None
         self.loads = 0
@@ -56,6 +57,10 @@ class CellWorker:
         log = _cell_logger(cell_dir, warnings.append)
         result = {"status": "done", "seconds": 0.0, "error": None, "load_error": False,
                   "loaded": False, "warnings": warnings}
+        missing = self.missing_gpu(cell)
+        if missing:
+            log(f"failed: {missing}")
+            return {**result, "status": "failed", "error": missing}
         try:
             result["loaded"] = self._ensure_runtime(cell, log)
         except Exception as exc:  # e.g. a weights package not installed: this model's cells fail
@@ -73,6 +78,19 @@ class CellWorker:
         if _has_lora(self.runtime.model):  # a failure left LoRA on it: load afresh next time
             self.runtime, self.key = None, None
         return result
+
+    def missing_gpu(self, cell: Cell) -> str | None:
+        """Why a cell that was given a GPU cannot use one (it would run on one CPU thread), or None."""
+        if self.gpus <= 0 or cell.config.device == "cpu":
+            return None
+        from cllora.device import cuda_unusable_reason  # lazy: torch
+
+        reason = cuda_unusable_reason()
+        if reason is None:
+            return None
+        return (f"this Ray worker was given {self.gpus:g} GPU but CUDA is not usable in it: {reason} "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); refusing to run the "
+                "cell on one CPU thread: fix the node's torch or driver, or pass --cell-gpus 0 to run on CPUs")
 
     def _ensure_runtime(self, cell: Cell, log) -> bool:
         """Load the cell's tokenizer and base model unless this worker already holds them."""
