@@ -34,7 +34,7 @@ def test_without_a_round_0_value_there_is_no_change_to_plot():
 
 def test_the_demo_says_so_when_every_round_is_within_the_noise(tmp_path):
     write_rounds(tmp_path / "iid", raw=[0.04, 0.035, 0.03], corrected=[0.0, 0.0, 0.0])
-    write_rounds(tmp_path / "length-a0.1", raw=[0.05, 0.04, 0.04], corrected=[0.0, 0.0, 0.0])
+    write_rounds(tmp_path / "length-a0.1", raw=[0.05, 0.04, 0.04], corrected=[0.0, -0.004, -0.001])  # not floored
     runs = [records.read_csv(tmp_path / n / "rounds.csv") for n in ("iid", "length-a0.1")]
     assert within_noise(runs)
     runs[1][2]["fairness_var_corrected"] = 0.001  # one round above the noise: the lines speak

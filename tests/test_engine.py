@@ -71,6 +71,33 @@ def test_end_to_end_writes_every_output(tiny_model, tmp_path):
             assert mine.sum() == c["local_test_texts"]
             assert np.sum(loss[mine] * tokens[mine]) / tokens[mine].sum() == \
                 pytest.approx(c["global_model_local_test_loss"], rel=1e-12)
+        # each client's standard error, written out text by text (not the delta method's m/(m-1)
+        # sum w^2 d^2, which differs here: the splits' texts have unequal token counts)
+        mine = [c for c in clients if c["round"] == r]
+        assert [c["global_model_local_test_se"] ** 2 for c in mine] == pytest.approx(
+            split_by_hand(split, r, len(mine))[1], rel=1e-9)
+        assert any(len(set(tokens[owner == k])) > 1 for k in set(owner))
+
+
+def split_by_hand(split: dict, round_num: int, num_clients: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each client's token-weighted loss and its SE² written out text by text (docs/method.md):
+    w_i = n_i / sum n, d_i = l_i - L, h_i = n_i ** -0.5,
+    SE² = sum w_i² d_i² * sum w_i² h_i / sum w_i² h_i (1 - 2 w_i + sum w²)."""
+    owner, tokens, ell = (split[f"{k}_r{round_num}"] for k in ("owner", "tokens", "loss"))
+    loss, se2 = [], []
+    for k in range(num_clients):
+        n, l = [float(x) for x in tokens[owner == k]], [float(x) for x in ell[owner == k]]
+        total = sum(n)
+        w = [x / total for x in n]
+        big = sum(wi * li for wi, li in zip(w, l))
+        sw2 = sum(wi * wi for wi in w)
+        resid = sum(wi * wi * (li - big) ** 2 for wi, li in zip(w, l))
+        num = sum(wi * wi * ni ** -0.5 for wi, ni in zip(w, n))
+        den = sum(wi * wi * ni ** -0.5 * (1 - 2 * wi + sw2) for wi, ni in zip(w, n))
+        assert len(n) >= 2  # every split of the tiny run has 2+ texts (one-text splits are pooled)
+        loss.append(big)
+        se2.append(resid * num / den)
+    return np.array(loss), np.array(se2)
 
 
 def test_the_engine_draws_nothing(tiny_model, tmp_path):

@@ -221,7 +221,8 @@ def test_a_client_with_its_own_data_has_its_weight_capped(task_identity):
 def test_a_malformed_evaluate_reply_counts_as_a_failed_client(task_identity):
     import math
 
-    fine = {"test-loss": 1.5, "test-se2": 0.04, "test-resid-ss": 0.3, "test-texts": 3, "test-sum-w2": 0.4}
+    fine = {"test-loss": 1.5, "test-se2": 0.04, "test-resid": 0.3, "test-texts": 3, "test-h-sum": 0.4,
+            "test-h-den": 0.2}
     replies = {0: fine, 1: {"x": 1.0}, 2: None}  # fine, malformed, silent
     clients, logged = fake_federation(trained(lambda pid: 1), eval_metrics=replies.get, round_timeout=0.5)
     losses, se = clients.test_losses({"w": __import__("torch").zeros(2)})

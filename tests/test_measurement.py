@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from test_engine import tiny_config
+from test_engine import split_by_hand, tiny_config
 
 from cllora import records
 from cllora.cli import main
@@ -40,13 +40,15 @@ def test_rounds_csv_has_class_losses_and_fairness_columns(measured_run):
     assert {"test_loss_c0", "test_loss_c4", "fairness_var_corrected", "fairness_se_mean", "fairness_jain",
             "fairness_gini", "fairness_worst10"} <= set(header)
     clients = records.read_csv(out / "clients.csv")
-    for row in records.read_csv(out / "rounds.csv"):  # recomputed by hand from every client's row
+    split = records.read_npz(out / records.SPLIT_LOSSES)
+    for row in records.read_csv(out / "rounds.csv"):  # recomputed by hand from the per-text losses
         mine = [c for c in clients if c["round"] == row["round"]]
-        loss = np.array([c["global_model_local_test_loss"] for c in mine])
-        se = np.array([c["global_model_local_test_se"] for c in mine])
+        loss, se2 = split_by_hand(split, row["round"], len(mine))
+        assert [c["global_model_local_test_loss"] for c in mine] == pytest.approx(loss, rel=1e-9)
+        assert [c["global_model_local_test_se"] ** 2 for c in mine] == pytest.approx(se2, rel=1e-9)
         n = len(mine)
-        assert row["fairness_var_corrected"] == pytest.approx(
-            max(0.0, np.mean((loss - loss.mean()) ** 2) - (n - 1) / n * np.mean(se ** 2)), rel=1e-9, abs=1e-12)
+        assert row["fairness_var_corrected"] == pytest.approx(  # not floored
+            np.mean((loss - loss.mean()) ** 2) - (n - 1) / n * np.mean(se2), rel=1e-9, abs=1e-12)
         ppl = np.exp(loss)  # Jain and Gini of the raw per-client perplexities
         assert row["fairness_jain"] == pytest.approx(ppl.sum() ** 2 / (n * np.sum(ppl ** 2)), rel=1e-9)
         pairs = np.abs(ppl[:, None] - ppl[None, :]).sum()

@@ -95,14 +95,16 @@ def test_condition_rows_average_seeds_and_find_overfitting():
 
 def cond(scheme, alpha, final, model="m", setting=None, local=None, spread=None, seeds=3):
     """A condition row as condition_rows makes it (only the fields the claims read): `seeds` runs,
-    each with exactly these numbers (so the interval over seeds is the point itself)."""
+    each with exactly these numbers (so the interval over seeds is the point itself); the local
+    models' change from round 0 is `local` - 2.0 (every split scored 2.0 before training)."""
+    change = None if local is None else local - 2.0
     runs = [{"seed": s, "final_loss": final, "local_loss": local, "local_spread": spread,
-             "local_spread_corrected": spread, "texts": None} for s in range(seeds)]
+             "local_spread_corrected": spread, "local_change": change, "texts": None} for s in range(seeds)]
     return {"setting": setting or model, "model": model, "scheme": scheme,
             "alpha": None if scheme == "iid" else alpha,
             "label": conditions.condition_label(scheme, None if scheme == "iid" else alpha),
             "final_loss": final, "final_loss_std": None, "local_loss": local, "local_spread": spread,
-            "local_spread_corrected": spread, "n_seeds": seeds, "runs": runs}
+            "local_spread_corrected": spread, "local_change": change, "n_seeds": seeds, "runs": runs}
 
 
 def test_iid_best_under_quantity_skew():
@@ -203,28 +205,41 @@ def test_claims_are_decided_on_their_own_experiment():
     # a global experiment's (2 of 20 sampled), and the global-loss claims the other way round
     local = '{"clients": 3, "clients_per_round": 3}'
     sampled = '{"clients": 20, "clients_per_round": 2}'
-    conds = [cond("length", 0.1, 2.5, setting=local, local=2.02), cond("iid", None, 2.0, setting=local, local=2.0),
+    conds = [cond("length", 0.1, 2.5, setting=local, local=2.01), cond("iid", None, 2.0, setting=local, local=2.0),
              cond("length", 0.1, 2.0, setting=sampled, local=2.5), cond("iid", None, 2.2, setting=sampled, local=2.0)]
     little = claims.claim_length_little_local_effect(conds)
     assert little["verdict"] == SUPPORTED and [c["label"] for c in little["comparisons"]] == ["m"]
-    assert little["effect"] == pytest.approx(0.01)  # 2.02 vs 2.0 on the local experiment
+    assert little["effect"] == pytest.approx(0.01)  # 2.01 vs 2.0 on the local experiment
     hurts = [c for c in claims.evaluate_claims(conds) if c["claim"] == "length skew raises the global test loss"][0]
     assert hurts["effect"] == pytest.approx(-0.2) and hurts["verdict"] == CONTRADICTED  # the sampled one
 
 
 def test_length_skew_little_local_effect():
-    little = claims.claim_length_little_local_effect(fairness_conditions(0.02, 0.08, length_local=2.06))
-    assert little["verdict"] == SUPPORTED and little["effect"] == pytest.approx(0.03)
-    assert "effect +3.0 % [+3.0 %, +3.0 %]" in little["evidence"][0]
-    for far in (2.20, 1.80):  # 10 % worse or better: not "little"
+    # the change from round 0, length skew minus IID, within ±0.02 nats (LITTLE_LOCAL_EFFECT)
+    little = claims.claim_length_little_local_effect(fairness_conditions(0.02, 0.08, length_local=2.015))
+    assert little["verdict"] == SUPPORTED and little["effect"] == pytest.approx(0.015)
+    assert "effect +0.0150 [+0.0150, +0.0150]" in little["evidence"][0]
+    assert "±0.02 nats" in little["method"] + little.get("effect_definition", "") + str(little)
+    for far in (2.03, 1.97):  # 0.03 nats worse or better (1.5 % of the loss): not "little"
         assert claims.claim_length_little_local_effect(
             fairness_conditions(0.02, 0.08, length_local=far))["verdict"] == CONTRADICTED
     assert claims.claim_length_little_local_effect(
         fairness_conditions(0.02, 0.08)[2:])["verdict"] == NOT_TESTABLE
 
 
+def test_little_local_effect_does_not_count_a_difference_before_training():
+    # the two conditions' splits differ by 0.1 nats before training; training lowers both by 0.5:
+    # the local losses differ by 0.1 (5 % of the loss, "little" by the rule before), the change by 0
+    conds = fairness_conditions(0.02, 0.08, length_local=1.6)
+    for c, before in ((conds[0], 2.1), (conds[1], 2.0)):
+        for r in c["runs"]:
+            r["local_change"] = c["local_change"] = (1.6 if c is conds[0] else 1.5) - before
+    little = claims.claim_length_little_local_effect(conds)
+    assert little["verdict"] == SUPPORTED and little["effect"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_claims_come_in_a_fixed_order():
-    found = claims.evaluate_claims(fairness_conditions(0.02, 0.08, length_local=2.06))
+    found = claims.evaluate_claims(fairness_conditions(0.02, 0.08, length_local=2.01))
     assert [c["claim"] for c in found] == [
         "IID gives the lowest global test loss under quantity skew", "α = 100 is worst under quantity skew",
         "smaller models are more sensitive to length skew", "quantity skew hurts fairness more than length skew",
@@ -298,6 +313,12 @@ def write_run(path, model, scheme, alpha, final, local=2.0, spread=0.01, params=
              "local_models_var_corrected": spread if r else None, "bytes_cumulative": 8000 * r, "round_seconds": 1.0}
             for r, loss in enumerate((3.0, (3.0 + final) / 2, final))]
     records.write_csv(path / "rounds.csv", records.ROUND_COLUMNS, rows)
+    # clients.csv: the untrained model scores 3.0 on every client's split, each local model `local`
+    clients = [{"round": r, "client_id": c, "participated": int(r > 0),
+                "global_model_local_test_loss": 3.0 if r == 0 else None,
+                "local_model_test_loss": local if r else None, "local_test_texts": 5}
+               for r in range(3) for c in range(4)]
+    records.write_csv(path / "clients.csv", records.CLIENT_COLUMNS, clients)
     records.write_json(path / "summary.json", {"rounds_completed": 2})
 
 
@@ -305,13 +326,13 @@ def write_study(root, flipped: bool, big_params=(2_000, 1_000_000_000), seeds=(0
     """Two models, each with IID (final 2.00, local 2.00, spread 0.01) and length / quantity skew at
     α = 0.1 and 100. Unflipped: IID best and α = 100 not worst under quantity skew; the small model
     more length-sensitive; quantity skew's spread ×1.5 IID's vs length's ×2; length skew's local
-    loss +2 %. Flipped: every one of these the other way round. Local numbers vary a little by seed."""
+    loss +0.01 nats (its change from round 0 too). Flipped: every one of these the other way round. Local numbers vary a little by seed."""
     sizes = {"small": (1_000, 100_000_000), "big": big_params}
     for model in ("small", "big"):
         sensitive = (model == "small") != flipped
         runs = {("iid", None): dict(final=2.00),
                 ("length", 0.1): dict(final=2.40 if sensitive else 2.02, spread=0.02,
-                                      local=2.30 if flipped else 2.04),
+                                      local=2.30 if flipped else 2.01),
                 ("length", 100.0): dict(final=2.00),
                 ("quantity", 0.1): dict(final=1.90 if flipped else 2.30, spread=0.08 if flipped else 0.015),
                 ("quantity", 100.0): dict(final=2.20 if flipped else 2.10)}
@@ -342,8 +363,9 @@ STUDY = {"iid_best": SUPPORTED, "alpha100_worst": CONTRADICTED, "small_sensitive
          "quantity_unfair": CONTRADICTED, "length_little": SUPPORTED}
 # either way round; length_hurts: one model's length skew costs only 0.02 nats, near 3 seeds' noise
 # the curve-shape claims: these curves fall to the end (no overfitting to compare: inconclusive at 0),
-# have too few rounds for a second difference, and the hand-built runs have no local experiment
-OWN = {"noniid_overfits": INCONCLUSIVE, "alpha01_fluctuates": NOT_TESTABLE, "local_converge": NOT_TESTABLE,
+# have too few rounds for a second difference, and the hand-built runs' local models (clients.csv)
+# all score the same: a local gap of 0 in every round, nothing converges (inconclusive at 0)
+OWN = {"noniid_overfits": INCONCLUSIVE, "alpha01_fluctuates": NOT_TESTABLE, "local_converge": INCONCLUSIVE,
        "length_hurts": INCONCLUSIVE, "long_texts": NOT_TESTABLE, "null": NOT_TESTABLE,
        "long_context": NOT_TESTABLE, "adaptive": NOT_TESTABLE, "exact_aggregation": NOT_TESTABLE}
 OPPOSITE = {SUPPORTED: CONTRADICTED, CONTRADICTED: SUPPORTED}
@@ -358,6 +380,9 @@ def test_report_verdicts_of_hand_built_runs_with_three_seeds(tmp_path, flipped):
     assert found.pop("length_hurts") != CONTRADICTED and expected.pop("length_hurts")  # 0.02 vs noise
     assert found == expected == {k: v for k, v in stored.items() if k != "length_hurts"}
     assert "t-interval over 3 seeds" in page and "seeds per condition were run" not in page
+    # these runs name no se_estimator in config.json: their corrected spreads are labelled legacy
+    fairness = page[page.index("Noise-corrected fairness and its estimator"):]
+    assert "legacy estimator" in fairness[:fairness.index("</table>")]
 
 
 def test_one_seed_is_never_a_verdict(tmp_path):

@@ -2,7 +2,8 @@
 (runs.py, conditions.py), statistics and their calibration (stats.py, calibration.py), the study's
 claims and cllora's own with effect, 95 % interval, seeds and a three-way verdict (claims.py,
 own_claims.py, method_claims.py, verdicts.py), strategy comparisons (strategies.py), privacy
-statistics (privacy.py) and `claims.json`'s content. `cllora.report` draws and writes from these;
+statistics (privacy.py), the noise-corrected fairness and its estimator (fairness.py), the local
+models' change from round 0 (local.py) and `claims.json`'s content. `cllora.report` draws and writes from these;
 nothing here imports matplotlib (tests/test_architecture.py guards the direction).
 """
 
@@ -15,6 +16,8 @@ from cllora.analysis.claims import evaluate_claims
 from cllora.analysis.conditions import condition_rows, run_row, setting_key, setting_labels
 from cllora.analysis.costs import cost_table
 from cllora.analysis.plans import BUDGETS
+from cllora.analysis.fairness import condition_fields, fairness_fields
+from cllora.analysis.local import local_change
 from cllora.analysis.runs import RunRecord, find_run_dirs, load_run, load_runs
 from cllora.analysis.stats import CONTRADICTED, INCONCLUSIVE, LEVEL, MIN_SEEDS, SUPPORTED
 from cllora.analysis.verdicts import NOT_TESTABLE
@@ -29,8 +32,12 @@ def tables(runs: list[RunRecord]) -> Tables:
     """(run rows, condition rows, setting labels, cost table, claims) of some runs. Claims are
     decided per budget (quick-scale and study-budget evidence never enter one verdict): one record
     per claim and budget that has runs, each with its `budget`."""
-    rows = [run_row(r.name, r.config, r.rounds, r.complete, r.test_losses, r.clients, r.sweep) for r in runs]
-    conds = condition_rows(rows)
+    # the fairness recomputed from split_losses.npz (or labelled legacy) and the local models'
+    # change from round 0 override and join the rounds.csv columns, per run and per condition
+    rows = [{**run_row(r.name, r.config, r.rounds, r.complete, r.test_losses, r.clients, r.sweep),
+             **fairness_fields(r.config, r.meta, r.rounds, r.clients, r.split_losses),
+             "local_change": local_change(r.clients)} for r in runs]
+    conds = _conditions(rows)
     labels = setting_labels({setting_key(r.config): r.config for r in runs})
     costs = cost_table(runs)
     sizes = {c["model"]: c["total_params"] for c in costs if c["total_params"]}
@@ -38,9 +45,14 @@ def tables(runs: list[RunRecord]) -> Tables:
     budgets = sorted({r["budget"] for r in rows}, key=lambda b: (b is None, BUDGETS.index(b) if b in BUDGETS else 0))
     claims = [{**claim, "budget": budget}
               for budget in budgets
-              for claim in evaluate_claims(condition_rows([r for r in rows if r["budget"] == budget]),
+              for claim in evaluate_claims(_conditions([r for r in rows if r["budget"] == budget]),
                                            sizes, labels, plans)]
     return rows, conds, labels, costs, claims
+
+
+def _conditions(rows: list[dict]) -> list[dict]:
+    """condition_rows with each condition's fairness estimator, legacy biases and local change."""
+    return [{**c, **condition_fields(c["runs"])} for c in condition_rows(rows)]
 
 
 def claims_document(claims: list[dict]) -> dict:

@@ -1,8 +1,8 @@
 """Run records on disk: find the run directories at or under a folder and read each one's files.
 
 A run directory holds config.json and rounds.csv (written by cllora.records); clients.csv,
-partition.json, summary.json and test_losses.npz (per-text losses of the global test set) are read
-when present. Nothing here imports torch or model code.
+partition.json, summary.json, test_losses.npz (per-text losses of the global test set) and
+split_losses.npz (per-text losses on the clients' splits) are read when present. Nothing here imports torch or model code.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class RunRecord:
     partition: dict | None
     summary: dict | None
     test_losses: dict | None = None  # test_losses.npz as {name: array}; None for older runs
+    split_losses: dict | None = None  # split_losses.npz as {name: array}; None for older runs
     sweep: Sweep | None = None  # its sweep folder's name, budget and plan; None for a single run
 
     @property
@@ -142,6 +143,19 @@ def _config_of(path: Path) -> tuple[dict, dict]:
     return config, {k: v for k, v in raw.items() if k != "config"}
 
 
+def read_split_losses(path: Path, log: Callable[[str], None] = print) -> dict | None:
+    """split_losses.npz (records.SPLIT_LOSSES, written by cllora.engine.evaluation): per round the
+    owner, tokens and token-mean loss of every client-split text under the global model. None when
+    the run has none or it is unreadable (said in the log)."""
+    file = path / records.SPLIT_LOSSES
+    if not file.is_file():
+        return None
+    data = records.read_npz(file)
+    if data is None:
+        log(f"{file}: unreadable, the fairness shown is rounds.csv's")
+    return data
+
+
 def load_run(path: Path, root: Path, log: Callable[[str], None] = print,
              sweeps: dict | None = None) -> RunRecord:
     """Read one run directory; `root` names it (its path relative to the report's folder) and bounds
@@ -156,7 +170,7 @@ def load_run(path: Path, root: Path, log: Callable[[str], None] = print,
         clients=checked_rows(clients_csv, clients, log) if clients else [],
         partition=records.read_json(path / "partition.json"),
         summary=records.read_json(path / "summary.json"), test_losses=read_test_losses(path, log),
-        sweep=find_sweep(path, root, sweeps))
+        sweep=find_sweep(path, root, sweeps), split_losses=read_split_losses(path, log))
 
 
 def load_runs(root: Path, log: Callable[[str], None] = print) -> list[RunRecord]:

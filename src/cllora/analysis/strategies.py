@@ -19,6 +19,7 @@ from cllora.aggregate import STRATEGIES, strategy_option_names
 from cllora.config.settings import RunConfig
 from cllora.partition.registry import uses_alpha
 from cllora.analysis.conditions import CONDITION_KEYS, condition_label, final_texts
+from cllora.analysis.fairness import fairness_fields
 from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import compare, curve, finite, mean, t_half_width
 from cllora.analysis.plans import EXTENSION
@@ -53,6 +54,7 @@ def _run_numbers(run: RunRecord) -> dict:
     trained = [r for r in run.rounds if r.get("round", 0) >= 1]
     return {"final": losses[-1][1] if losses else None, "best": min((v for _, v in losses), default=None),
             "fairness": (curve(run.rounds, "fairness_var") or [(None, None)])[-1][1],
+            "fairness_clients": fairness_fields(run.config, run.meta, run.rounds, run.clients, None)["fairness_clients"],
             "drift": mean(r.get("drift_mean") for r in trained),
             "pairwise": mean(r.get("drift_pairwise") for r in trained),
             "agg_error": mean(r.get("agg_error") for r in trained),
@@ -91,8 +93,9 @@ def strategy_rows(runs: list[RunRecord]) -> list[dict]:
                         "final_loss": final, "final_loss_hw": final_hw,
                         "vs_baseline": None if baseline is None or label == BASELINE
                         else versus(members, baseline),
-                        **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "drift",
-                                                                   "pairwise", "agg_error", "bytes")}})
+                        "clients": members[0].config.get("clients"),
+                        **{k: mean(n[k] for n in numbers) for k in ("best", "fairness", "fairness_clients",
+                                                                   "drift", "pairwise", "agg_error", "bytes")}})
     for family in {r["setting"] for r in out}:  # Holm per base setting: its own table, whatever else ran
         holm_verdicts([r["vs_baseline"] for r in out if r["vs_baseline"] and r["setting"] == family])
     return sorted(out, key=lambda r: (r["setting"], r["scheme"] == "iid", r["scheme"], r["alpha"] or 0.0,

@@ -40,6 +40,7 @@ from cllora.engine.experiment import (
 from cllora.engine.progress import RunProgress
 from cllora.engine.runtime import build_runtime
 from cllora.errors import RunFailed
+from cllora.metrics import SE_ESTIMATOR
 
 TRUNCATION_WARNING = 0.10  # warn when more than this share of training texts exceeds --max-length
 
@@ -138,6 +139,7 @@ def run_experiment(config: RunConfig, out: Path, *, resume: bool = False, overwr
             log(f"warning: --device auto runs on the CPU: {runtime.fallback}")
         records.write_config(out, config, {**runtime.record(), "adapter_bytes": adapter_bytes,
                                            "trainable_params": trainable, "total_params": total,
+                                           "se_estimator": SE_ESTIMATOR,
                                            **records.noise_record(dp.noise_source if dp else None),
                                            **secure_round.record(config)},
                              resume=resume)

@@ -178,9 +178,9 @@ def _train_metrics(update) -> dict:
 def _evaluate_work(side: ClientSide, msg: Message, context: Context) -> tuple[dict, dict]:
     from cllora.engine.evaluation import score_own  # lazy: torch, transformers
 
-    loss, (se2, resid_ss, texts, sum_w2) = score_own(side.exp, tensors_of(msg.content, "adapter"), side.row)
-    return {"test-loss": loss, "test-se2": se2, "test-resid-ss": resid_ss, "test-texts": texts,
-            "test-sum-w2": sum_w2}, {}
+    loss, (se2, resid, texts, h_sum, h_den) = score_own(side.exp, tensors_of(msg.content, "adapter"), side.row)
+    return {"test-loss": loss, "test-se2": se2, "test-resid": resid, "test-texts": texts,
+            "test-h-sum": h_sum, "test-h-den": h_den}, {}
 
 
 @client_app.train()

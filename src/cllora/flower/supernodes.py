@@ -269,8 +269,8 @@ class FlowerClients:
                 else:
                     m = reply.content["metrics"]
                     losses[cid] = float(m["test-loss"])
-                    spreads[cid] = (float(m["test-se2"]), float(m["test-resid-ss"]), int(m["test-texts"]),
-                                    float(m["test-sum-w2"]))
+                    spreads[cid] = (float(m["test-se2"]), float(m["test-resid"]), int(m["test-texts"]),
+                                    float(m["test-h-sum"]), float(m["test-h-den"]))
             except (KeyError, TypeError, ValueError) as exc:
                 losses[cid] = np.nan
                 why[cid] = f"malformed reply: {exc!r}"[:MESSAGE_CHARS]

@@ -16,6 +16,7 @@ from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title
 from cllora.analysis.conditions import model_label, overfit_note, seed_spread
 from cllora.report.draw import Figure
+from cllora.report.fairness_html import fairness_cover, fairness_html
 from cllora.report.privacy_html import privacy_html
 from cllora.analysis.runs import RunRecord, hardware_summary
 from cllora.analysis.stats import (MIN_SEEDS, finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb,
@@ -109,7 +110,7 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              *(_img(f) for f in figures.get("strategies", [])),
              privacy_html(runs, figures.get("privacy", []), _table_html, _img),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
-             *(_img(f) for f in figures["fairness"]),
+             *(_img(f) for f in figures["fairness"]), fairness_html(conds, labels, _table_html),
              "<h2 id=\"local\">Local training: per-client test loss, α vs IID</h2>",
              *(_img(f) for f in figures["local"]),
              "" if figures["local"] else "<p>No skewed run to compare.</p>",
@@ -292,7 +293,7 @@ def _strategies_html(rows: list[dict]) -> str:
               fmt(r["final_loss"]) + (f" ± {r['final_loss_hw']:.4f}" if finite(r["final_loss_hw"])
                                        and r["final_loss_hw"] > 0 else ""),
               _versus_cell(r["vs_baseline"]),
-              fmt(r["best"]), fmt_g(r["fairness"]), fmt_g(r["drift"]), fmt_g(r["pairwise"]),
+              fmt(r["best"]), fmt_g(r["fairness"]) + fairness_cover(r), fmt_g(r["drift"]), fmt_g(r["pairwise"]),
               fmt_g(r["agg_error"]), fmt_mb(r["bytes"])] for r in sel],
             numeric=set(range(1, 10))))
     out.append("<p class=\"small\">Rows sorted by final loss. Final loss: mean over seeds ± the "
@@ -301,7 +302,9 @@ def _strategies_html(rows: list[dict]) -> str:
                "claims (a t-interval over ≥ 3 seeds; fewer seeds: no verdict, and the interval shown "
                "covers test-text sampling only) and its verdict, corrected for the table's many "
                "comparisons by Holm's procedure: below 0 is better than FedAvg. Best loss: lowest over rounds, "
-               "mean over seeds. Drift from start / between clients: mean over trained rounds of the "
+               "mean over seeds. Final fairness var: over the clients scored in the last round; FedSA-LoRA "
+               "scores only the clients with a personal model (\"k of N clients\"), not comparable with "
+               "FedAvg's over all N. Drift from start / between clients: mean over trained rounds of the "
                "mean L2 distance of the round's client adapters from the adapter each started "
                "from / from each other (rounds.csv drift_mean, drift_pairwise; A and B parameters, not "
                "their product). Aggregation error: mean over trained rounds of ‖Σ p_k B_k A_k − B̄Ā‖ / "
