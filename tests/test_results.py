@@ -102,6 +102,9 @@ OTHER_SOURCES = ("## Differential privacy",)  # privacy statistics: the report's
 HISTORICAL = {
     "−0.027 [−0.042, −0.011]": "the biased best-of-three contrast the quantity claim used before (withdrawn)",
     "+0.0024 [−0.0145, +0.0194]": "natural clients minus IID: the report's natural-client section, no claim",
+    "+0.1 [−2.2, +2.4]": "the little-local-effect claim's relative contrast before issue 30 part B (withdrawn: "
+                         "it counted the round-0 split difference; 3 planned seeds)",
+    "−1.0 [−3.6, +1.7]": "the same at 5 seeds, as first published (withdrawn)",
 }
 
 
