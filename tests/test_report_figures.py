@@ -1,0 +1,83 @@
+"""The report's figures read at a glance (no browser needed): panel titles of at most two short
+lines, one legend per figure, every axis labelled with its unit, and no panel for a setting that
+does not belong to the study figure it sits under; the forest plot of the claims."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cllora import records
+from cllora.report import draw, write_report
+
+from test_report_browser import fake_run  # the hand-written run directories of the browser test
+
+UNIT = re.compile(r"\((nats|nats/token|nats²|%|MB|bytes|clients|examples|texts)|round|ε|length class|client")
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """Every figure of a report over a study setting, a DP setting and another strategy, as the
+    matplotlib figures the report saved, by file name."""
+    root = tmp_path_factory.mktemp("figures") / "sweep"
+    for seed in (0, 1):
+        for scheme, alpha in (("length", 0.1), ("iid", None)):
+            for extra, tag in (({}, "fedavg"), ({"strategy": "fedadam"}, "fedadam"),
+                               ({"dp_clip": 0.5, "dp_target_epsilon": 8.0}, "dp8")):
+                name = f"{tag}/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"
+                fake_run(root / name, scheme, alpha, seed, extra=extra)
+    saved = {}
+    original = draw.save_figure
+
+    def keep(fig, png, svg, **kw):
+        saved[png.stem] = fig
+        original(fig, png, svg, **kw)
+    draw.save_figure = keep
+    try:
+        write_report(root, log=lambda m: None)
+    finally:
+        draw.save_figure = original
+    return saved
+
+
+def test_panel_titles_are_at_most_two_short_lines(drawn):
+    for key, fig in drawn.items():
+        for ax in fig.axes:
+            for title in (ax.get_title(), ax.get_title("left")):
+                lines = title.splitlines()
+                assert len(lines) <= 2 and all(len(line) <= 70 for line in lines), (key, title)
+
+
+def test_one_legend_per_figure(drawn):
+    for key, fig in drawn.items():
+        legends = len(fig.legends) + sum(ax.get_legend() is not None for ax in fig.axes)
+        assert legends <= 1, (key, legends)
+
+
+def test_every_axis_is_labelled_with_its_unit(drawn):
+    for key, fig in drawn.items():
+        for ax in fig.axes:
+            if not ax.get_visible() or not ax.has_data():
+                continue
+            assert UNIT.search(ax.get_xlabel()), (key, "x", ax.get_xlabel())
+            shares = any(ax.get_shared_y_axes().joined(ax, other) for other in fig.axes if other is not ax)
+            if not ax.get_yticklabels() or not ax.get_ylabel():
+                assert shares or key.startswith(("claims", "partition")), (key, "y", ax.get_ylabel())
+            else:
+                assert UNIT.search(ax.get_ylabel()) or key.startswith("partition"), (key, "y", ax.get_ylabel())
+
+
+def test_the_study_figure_holds_only_the_studys_settings(drawn):
+    study = [ax.get_title() for ax in drawn["global_loss_length"].axes if ax.get_visible()]
+    other = [ax.get_title() for ax in drawn["global_loss_length_other"].axes if ax.get_visible()]
+    assert len(study) == 1 and "fedadam" not in study[0] and "DP" not in study[0]
+    assert len(other) == 2 and any("fedadam" in t for t in other) and any("DP" in t for t in other)
+
+
+def test_the_forest_plot_has_a_row_per_claim_and_setting(drawn):
+    fig = drawn["claims_forest"]
+    rows = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+    assert rows and all(re.search(r"\(\d+ seeds?\)$", r) for r in rows)
+    assert all("=" not in r.split("·")[0] for r in rows)  # named settings, not key dumps
+    assert len(fig.legends) == 1
