@@ -594,3 +594,6 @@ def test_report_errors(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no cllora runs" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--title", " "]) == 2
+    err = capsys.readouterr().err
+    assert "--title must be a non-empty text" in err and "Traceback" not in err

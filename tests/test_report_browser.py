@@ -95,7 +95,7 @@ def fake_run(path, scheme, alpha, seed, num_rounds=4, clients=5, extra=None):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser") / "sweep"
+    root = tmp_path_factory.mktemp("browser") / "res-7f3a"  # a folder name the page must not show
     for seed in (0, 1):
         for scheme, alpha in (("quantity", 0.1), ("quantity", 100.0), ("length", 0.1), ("iid", None)):
             name = f"opt-125m/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"

@@ -57,7 +57,7 @@ def _data(c: dict, named: list[str]) -> str:
 def _natural(c: dict) -> str:
     if not c.get("client_key"):
         return f"{_num(c['client_size'])} texts a client" if c.get("client_size") else ""
-    return f"clients by {c['client_key']}"  # their size is in the settings matrix
+    return f"by {c['client_key']}"  # "8 clients, 2 a round · by president"; their size is in the matrix
 
 
 def _privacy(c: dict) -> str:
@@ -109,7 +109,8 @@ def _named_keys(configs: dict[str, dict], sweeps: dict[str, str]) -> dict[str, l
 def _compose(sweep: str, config: dict, keys: list[str], extra: list[str]) -> str:
     parts = [sweep] if sweep else []
     for group, phrase in PHRASES:
-        if any(k in keys for k in group):
+        unset = all(config.get(k) is None for k in group) and "dp_clip" not in group  # no DP says "no DP"
+        if any(k in keys for k in group) and not unset:
             parts.append(phrase(config, keys))
     grouped = {k for group, _ in PHRASES for k in group}
     parts += [f"{k}={short(config.get(k))}" for k in keys + extra if k not in grouped]

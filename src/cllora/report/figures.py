@@ -149,7 +149,7 @@ def strategy_figure(conditions: list[dict], title: str):
             round_axes(ax, ylabel)
             where = f"{scheme_title(cond['scheme'])}, {cond['condition']}" \
                 if uses_alpha(cond["scheme"]) else cond["condition"]  # "IID", "natural clients"
-            ax.set_title(wrap_title(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 4.3), fontsize=10)
+            ax.set_title(wrap_title(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 3.4), fontsize=10)
     handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
