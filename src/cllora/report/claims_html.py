@@ -1,6 +1,6 @@
 """The report page's claims section: the forest plot first (cllora.report.forest), then one line
-per claim (verdict, effect [interval], seeds, what the interval excludes) with its evidence per
-setting folded in a `<details>` sub-table (setting name, each condition's mean ± sd, effect
+per claim (verdict, effect [interval], seeds, what the interval excludes); the claim itself is the
+summary of a `<details>` that unfolds its evidence per setting as a sub-table (setting name, each condition's mean ± sd, effect
 [interval], seeds, deciding or shown), then how a verdict is reached. Everything is read from the
 claim records as claims.json holds them; a comparison's setting label is shown as the setting's
 name (`name`)."""
@@ -31,7 +31,7 @@ def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> 
 
 def _claim_row(c: dict, name: Name) -> str:
     verdict = f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>"
-    cells = [f"{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span>{_details(c, name)}", verdict,
+    cells = [_details(c, name), verdict,
              f"<span class=\"effect\">{_e(_effect(c))}</span>", _e(c["seeds"] or "—"), _e(excludes(c))]
     return "<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
 
@@ -68,11 +68,12 @@ def conditions_of(c: dict, i: int) -> str:
 
 
 def _details(c: dict, name: Name) -> str:
+    summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span></summary>"
     how = _e(c["test"]) + (f"; interval: {_e(c['method'])}" if c["method"] else "")
     if finite(c.get("mde")):
         how += f"; smallest effect these seeds detect: {_e(fmt_mde(c, c['unit']))}"
     if not c["comparisons"]:
-        return (f"<details><summary>why not testable</summary><p class=\"small\">"
+        return (f"<details>{summary}<p class=\"small\">"
                 f"{_e(' '.join(c['evidence']))}</p><p class=\"small\">{how}</p></details>")
     deciding = sum(bool(x["decides"]) for x in c["comparisons"])
     rows = []
@@ -86,8 +87,8 @@ def _details(c: dict, name: Name) -> str:
              "<th>Effect [95 % interval]</th><th>Verdict</th><th>Seeds</th><th>Role</th></tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
     n = len(c["comparisons"])
-    return (f"<details><summary>evidence: {n} setting{'s' if n != 1 else ''}, {deciding} deciding</summary>"
-            f"{table}<p class=\"small\">{how}. Shown settings (not the study's own: other strategies, "
+    return (f"<details>{summary}<p class=\"small\">{n} setting{'s' if n != 1 else ''}, {deciding} "
+            f"deciding:</p>{table}<p class=\"small\">{how}. Shown settings (not the study's own: other strategies, "
             f"replicates, DP, natural clients) never decide a verdict.</p></details>")
 
 

@@ -137,8 +137,9 @@ def _draw_claims(claims, rename: Callable[[str], str], save: Save) -> None:
         return
     untested = [c["claim"] for c in claims if not any(x.get("effect") is not None for x in c["comparisons"])]
     save("claims", "claims_forest", fig, "Every claim: effect and 95 % interval per setting",
-         "A panel per claim on its own axis, a row per setting with its seeds; the deciding settings "
-         "first, coloured by their verdict; grey: shown, not deciding (may run past the panel's edge)."
+         "A panel per claim on its own axis, a row per deciding setting with its seeds, coloured by its "
+         "verdict; thin grey lines: the settings shown that do not decide (named in the claim's "
+         "evidence below; they may run past the panel's edge)."
          + (f" Not testable on these runs: {'; '.join(untested)}." if untested else ""))
 
 

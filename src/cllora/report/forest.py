@@ -9,27 +9,28 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from cllora.analysis.claims import LITTLE_EFFECT
 from cllora.report.axes import plt
 
 VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#bf8700",
                   "not testable": "#8c959f"}
 SHOWN = "#b1b8c0"  # a setting shown beside the deciding ones, not deciding
-ROW_IN = 0.16  # inches per deciding row
-SHOWN_IN = 0.105  # inches per row shown that does not decide (smaller, grey)
-PANEL_IN = 0.40  # inches per panel for its title and x axis
+ROW_IN = 0.145  # inches per deciding row
+SHOWN_IN = 0.05  # inches per row shown that does not decide: thin grey lines, labelled as a block
+PANEL_IN = 0.37  # inches per panel for its title and x axis
 
 
 def boundaries(claim: dict) -> list[float]:
     """Where the claim's boundary sits on its effect axis: its declared margin (bound_low and
     bound_high, or margin for ±margin, where the record holds them), else the ±5 % of a "little
-    effect" claim, else 0."""
+    effect" claim (analysis.claims.LITTLE_EFFECT), else 0."""
     if claim.get("margin") is not None:
         return [-float(claim["margin"]), float(claim["margin"])]
     bounds = [claim[k] for k in ("bound_low", "bound_high") if claim.get(k) is not None and math.isfinite(claim[k])]
     if bounds:
         return bounds
     if "little effect" in claim.get("claim", "") or "within ±" in claim.get("test", ""):
-        return [-0.05, 0.05]
+        return [-LITTLE_EFFECT, LITTLE_EFFECT]
     return [0.0]
 
 
@@ -84,21 +85,24 @@ def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
     for ax, (claim, rows) in zip(axes[:, 0], panels):
         scale, xlabel = _scale(claim)
         steps = [1.0 if r["decides"] else SHOWN_IN / ROW_IN for r in rows]
-        y = [sum(steps[i + 1:]) for i in range(len(rows))]  # top to bottom, grey rows closer together
+        y = [sum(steps[i + 1:]) for i in range(len(rows))]  # top to bottom, grey rows close together
         for yy, r in zip(y, rows):
             color = VERDICT_COLORS.get(r["verdict"], SHOWN) if r["decides"] else SHOWN
             if r["low"] is not None:
-                ax.plot([scale * r["low"], scale * r["high"]], [yy, yy], color=color, lw=2.2 if r["decides"] else 1.4,
-                        solid_capstyle="butt")
+                ax.plot([scale * r["low"], scale * r["high"]], [yy, yy], color=color,
+                        lw=2.2 if r["decides"] else 0.9, solid_capstyle="butt")
             ax.plot([scale * r["effect"]], [yy], marker="D" if r["decides"] else "o", color=color,
-                    ms=5 if r["decides"] else 3.5)
+                    ms=5 if r["decides"] else 2)
         for b in boundaries(claim):
             ax.axvline(scale * b, color="0.25", lw=0.9, ls="--" if b else "-")
-        ax.set_yticks(y, [r["label"] for r in rows], fontsize=7)
-        for tick, r in zip(ax.get_yticklabels(), rows):
-            tick.set_color("0.15" if r["decides"] else "0.5")
-            tick.set_fontsize(7 if r["decides"] else 5.8)
-        ax.set_ylim(-0.7, max(y) + 0.7)
+        ticks = [(yy, r["label"]) for yy, r in zip(y, rows) if r["decides"]]
+        shown = [yy for yy, r in zip(y, rows) if not r["decides"]]
+        if shown:  # the grey block gets one label; each setting is named in the evidence table
+            ticks.append(((max(shown) + min(shown)) / 2, f"{len(shown)} more shown, not deciding"))
+        ax.set_yticks([t[0] for t in ticks], [t[1] for t in ticks], fontsize=7)
+        if shown:
+            ax.get_yticklabels()[-1].set_color("0.5")
+        ax.set_ylim(min(y) - 0.6, max(y) + 0.6)
         ax.set_xlim(*_xlim(rows, [scale * b for b in boundaries(claim)], scale))
         ax.tick_params(axis="x", labelsize=7, pad=1)
         ax.set_xlabel(xlabel, fontsize=7, labelpad=1)

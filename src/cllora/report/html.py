@@ -46,8 +46,8 @@ figcaption{font-size:.88em;color:#57606a;margin-top:6px}
 .small{font-size:.85em;color:#57606a}code{background:#eff1f3;padding:0 4px;border-radius:3px}
 ul.evidence{margin:0;padding-left:1.1em}.effect{white-space:nowrap;font-variant-numeric:tabular-nums}
 nav a{margin-right:14px;color:#0969da;text-decoration:none}
-table.claims{font-size:.86em;width:100%}table.claims>tbody>tr>td:first-child{width:46%}table.claims td{padding:3px 8px}table.claims summary{color:#0969da;cursor:pointer;
-font-size:.9em}table.evidence{font-size:.92em;margin:.4em 0}table.evidence tr.shown td{color:#6e7781}
+table.claims{font-size:.86em;width:100%}table.claims>tbody>tr>td:first-child{width:52%}table.claims td{padding:3px 8px}table.claims summary{cursor:pointer}
+table.claims summary::marker{color:#0969da}table.evidence{font-size:.92em;margin:.4em 0}table.evidence tr.shown td{color:#6e7781}
 table.matrix{font-size:.82em}table.matrix td:first-child{min-width:300px}table.matrix td,table.matrix th{padding:2px 6px}
 """
 
