@@ -48,7 +48,7 @@ def excludes(c: dict) -> str:
     if c.get("excludes"):
         return str(c["excludes"])
     if not c["comparisons"] or c["effect"] is None:
-        return "not testable: " + (c["evidence"][0] if c["evidence"] else "no runs for it")
+        return "— (not testable: the claim says why)"
     if not (finite(c.get("low")) and finite(c.get("high"))):
         return f"nothing yet: fewer than {MIN_SEEDS} seeds"
     unit = c["unit"]

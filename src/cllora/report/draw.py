@@ -137,9 +137,8 @@ def _draw_claims(claims, rename: Callable[[str], str], save: Save) -> None:
         return
     untested = [c["claim"] for c in claims if not any(x.get("effect") is not None for x in c["comparisons"])]
     save("claims", "claims_forest", fig, "Every claim: effect and 95 % interval per setting",
-         "A panel per claim on its own axis, a row per deciding setting with its seeds, coloured by its "
-         "verdict; thin grey lines: the settings shown that do not decide (named in the claim's "
-         "evidence below; they may run past the panel's edge)."
+         "A panel per claim on its own axis, a row per deciding setting and its seeds; thin grey "
+         "lines: settings shown that do not decide (named in each claim's evidence below)."
          + (f" Not testable on these runs: {'; '.join(untested)}." if untested else ""))
 
 

@@ -17,7 +17,7 @@ VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusi
 SHOWN = "#b1b8c0"  # a setting shown beside the deciding ones, not deciding
 ROW_IN = 0.145  # inches per deciding row
 SHOWN_IN = 0.05  # inches per row shown that does not decide: thin grey lines, labelled as a block
-PANEL_IN = 0.37  # inches per panel for its title and x axis
+PANEL_IN = 0.34  # inches per panel for its title and x axis
 
 
 def boundaries(claim: dict) -> list[float]:
