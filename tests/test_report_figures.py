@@ -84,3 +84,17 @@ def test_the_forest_plot_has_a_row_per_claim_and_setting(drawn):
     assert rows and all(re.search(r"\(\d+ seeds?\)$|^\d+ more shown, not deciding$", r) for r in rows), rows
     assert not any(re.search(r"\w=\w", r) for r in rows), rows  # named settings, not key=value dumps
     assert len(fig.legends) == 1
+
+
+def test_the_title_names_the_sweeps_not_the_folder(tmp_path):
+    from cllora.analysis.runs import RunRecord
+    from cllora.report.html import report_title
+
+    def run(name, sweep):
+        return RunRecord(name, tmp_path / name, {}, {}, [], [], None, None, sweep=sweep)
+    runs = [run(f"s{i}/r", f"study-{i}") for i in range(5)]
+    assert report_title(tmp_path, runs, "my title") == "my title"
+    assert report_title(tmp_path, runs) == "study-0, study-1, study-2 and 2 more"
+    assert tmp_path.name not in report_title(tmp_path, [run(".", "")])
+    records.write_json(tmp_path / "index.json", {"sweep": {"name": "study-length-quick"}})
+    assert report_title(tmp_path, runs) == "study-length-quick"
