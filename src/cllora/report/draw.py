@@ -171,7 +171,8 @@ def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
     schemes = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in conds)] or ["iid"]
     band = BAND if max((c["n_seeds"] for c in conds), default=1) > 1 else ""
     study = [s for s in settings if in_study_figure(s)]
-    groups = [(study, ""), ([s for s in settings if s not in study], "other")]
+    others = [s for s in settings if s not in study]
+    groups = [(study, ""), (others, "other" if study else "")]  # with no study setting, no "other"
     for scheme in schemes:
         for chosen, suffix in groups:
             panels = _panels(conds, chosen, labels, scheme, "curve")
@@ -179,15 +180,15 @@ def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
                 continue
             short = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[scheme]
             fig_no = {"length": " (the study's Fig. 6)", "quantity": " (the study's Fig. 7)"}.get(scheme, "")
-            what = f"{short}, other settings" if suffix else short + fig_no
+            what = f"{short}, other settings" if suffix else short + (fig_no if chosen is study else "")
             key = f"_{suffix}" if suffix else ""
             save("global", f"global_loss_{scheme}{key}",
                  comparison_figure(panels, f"Global test loss per round, {what}", axis_label("global_test_loss")),
                  f"Global test loss, {what}",
                  f"Test loss of the aggregated model on the held-out test set after each round "
                  f"(round 0 = before training); one panel per setting, one curve per α and IID.{band}"
-                 + (" The settings that are not the study's own (other strategies, replicates, DP, natural "
-                    "clients, every client a round, longer texts)." if suffix else ""))
+                 + ("" if chosen is study else " Settings that are not the study's own global experiment "
+                    "(other strategies, replicates, DP, natural clients, every client a round, longer texts)."))
             save("fairness", f"fairness_{scheme}{key}",
                  comparison_figure(_panels(conds, chosen, labels, scheme, "fairness_curve"),
                                    f"Fairness per round, {what.split(' (')[0]}", axis_label("fairness_var"),
