@@ -90,9 +90,12 @@ def test_the_title_names_the_sweeps_not_the_folder(tmp_path):
     from cllora.analysis.runs import RunRecord
     from cllora.report.html import report_title
 
-    def run(name, sweep):
+    from cllora.analysis.plans import Sweep
+
+    def run(name, folder):
+        sweep = Sweep(folder, f"{folder}-quick", "quick", None) if folder else None
         return RunRecord(name, tmp_path / name, {}, {}, [], [], None, None, sweep=sweep)
-    runs = [run(f"s{i}/r", f"study-{i}") for i in range(5)]
+    runs = [run(f"study-{i}/r", f"study-{i}") for i in range(5)]
     assert report_title(tmp_path, runs, "my title") == "my title"
     assert report_title(tmp_path, runs) == "study-0, study-1, study-2 and 2 more"
     assert tmp_path.name not in report_title(tmp_path, [run(".", "")])

@@ -25,7 +25,7 @@ from cllora.analysis.conditions import (
     condition_label,
     run_row,
 )
-from cllora.analysis.setting_names import setting_names, shortest
+from cllora.analysis.setting_names import setting_names, shortest, sweep_label
 from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import finite, mean, t_interval
 
@@ -110,7 +110,7 @@ def base_labels(runs: list[RunRecord]) -> dict[str, str]:
                for r in runs}
     sweeps: dict[str, set[str]] = {}
     for r in runs:
-        sweeps.setdefault(base_key(r.config), set()).add(r.sweep)
+        sweeps.setdefault(base_key(r.config), set()).add(sweep_label(r))
     return setting_names(configs, {k: shortest(v) for k, v in sweeps.items()})
 
 

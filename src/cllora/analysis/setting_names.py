@@ -159,8 +159,19 @@ def run_settings(runs: list) -> tuple[dict[str, dict], dict[str, str]]:
     for rec in runs:
         key = setting_key(rec.config)
         configs.setdefault(key, {k: v for k, v in rec.config.items() if v is not None})
-        sweeps.setdefault(key, set()).add(rec.sweep)
+        sweeps.setdefault(key, set()).add(sweep_label(rec))
     return configs, {k: shortest(v) for k, v in sweeps.items()}
+
+
+def sweep_label(run) -> str:
+    """The sweep a run is named by (run.sweep, an analysis.plans.Sweep or None): its folder below
+    the report root (a published sweep's folder, e.g. study-quantity), or, when the report root
+    is the sweep itself, the sweep's recorded name (the root's folder name may be any path);
+    "" outside a sweep."""
+    sweep = getattr(run, "sweep", None)
+    if not sweep:
+        return ""
+    return sweep.folder if run.name.startswith(sweep.folder + "/") else sweep.name
 
 
 def shortest(sweeps: set[str]) -> str:

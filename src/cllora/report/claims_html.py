@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any, Callable
 
-from cllora.analysis.stats import MIN_SEEDS, finite, fmt_effect, fmt_mde, fmt_signed, fmt_verdict_interval
+from cllora.analysis.stats import MIN_SEEDS, finite, fmt_effect, fmt_interval, fmt_signed, fmt_verdict_interval
 
 Name = Callable[[str], str]  # a setting label (or a text holding some) -> the same with names
 
@@ -37,7 +37,7 @@ def _claim_row(c: dict, name: Name) -> str:
 
 
 def _effect(c: dict) -> str:
-    if not c["comparisons"] or c["effect"] is None:
+    if not c["comparisons"] or c.get("effect") is None:
         return "—"
     return f"{fmt_signed(c['effect'], c['unit'])} {fmt_verdict_interval(c, c['unit'])}"
 
@@ -47,34 +47,38 @@ def excludes(c: dict) -> str:
     one ('excludes'), else from its verdict and interval."""
     if c.get("excludes"):
         return str(c["excludes"])
-    if not c["comparisons"] or c["effect"] is None:
+    if not c["comparisons"] or c.get("effect") is None:
         return "— (not testable: the claim says why)"
     if not (finite(c.get("low")) and finite(c.get("high"))):
         return f"nothing yet: fewer than {MIN_SEEDS} seeds"
-    unit = c["unit"]
-    return f"effects < {fmt_signed(c['low'], unit)} or > {fmt_signed(c['high'], unit)}"
+    return f"effects outside {fmt_interval(c, c['unit'])}"
 
 
 def conditions_of(c: dict, i: int) -> str:
-    """The conditions' means of comparison i, from its evidence line ('label: detail; effect …'),
-    or "" where the line does not have that shape."""
-    lines = c["evidence"][-len(c["comparisons"]):] if c["comparisons"] else []
-    label = c["comparisons"][i]["label"]
-    if len(lines) != len(c["comparisons"]) or not lines[i].startswith(label + ": "):
-        return ""
-    detail = lines[i][len(label) + 2:]
+    """The conditions' means of comparison i: its recorded detail, else (older claims.json) the
+    part of its evidence line between 'label: ' and '; effect', else ""."""
+    comp = c["comparisons"][i]
+    if comp.get("detail"):
+        return str(comp["detail"])
+    line = next((x for x in c["evidence"] if x.startswith(comp["label"] + ": ")), "")
+    detail = line[len(comp["label"]) + 2:]
     cut = detail.rfind("; effect ")
     return detail[:cut] if cut >= 0 else ""
+
+
+def notes_of(c: dict) -> list[str]:
+    """The claim's evidence lines that belong to no one comparison (why it is not testable, a
+    missing headline, its planning MDE, an equivalence test)."""
+    labels = tuple(comp["label"] + ": " for comp in c["comparisons"])
+    return [x for x in c["evidence"] if not (labels and x.startswith(labels))]
 
 
 def _details(c: dict, name: Name) -> str:
     summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span></summary>"
     how = _e(c["test"]) + (f"; interval: {_e(c['method'])}" if c["method"] else "")
-    if finite(c.get("mde")):
-        how += f"; smallest effect these seeds detect: {_e(fmt_mde(c, c['unit']))}"
+    notes = "".join(f"<p class=\"small\">{_e(name(x))}</p>" for x in notes_of(c))
     if not c["comparisons"]:
-        return (f"<details>{summary}<p class=\"small\">"
-                f"{_e(' '.join(c['evidence']))}</p><p class=\"small\">{how}</p></details>")
+        return f"<details>{summary}{notes}<p class=\"small\">{how}</p></details>"
     deciding = sum(bool(x["decides"]) for x in c["comparisons"])
     rows = []
     for i, comp in enumerate(c["comparisons"]):
@@ -88,7 +92,7 @@ def _details(c: dict, name: Name) -> str:
              f"<tbody>{''.join(rows)}</tbody></table>")
     n = len(c["comparisons"])
     return (f"<details>{summary}<p class=\"small\">{n} setting{'s' if n != 1 else ''}, {deciding} "
-            f"deciding:</p>{table}<p class=\"small\">{how}. Shown settings (not the study's own: other strategies, "
+            f"deciding:</p>{table}{notes}<p class=\"small\">{how}. Shown settings (not the study's own: other strategies, "
             f"replicates, DP, natural clients) never decide a verdict.</p></details>")
 
 
@@ -107,13 +111,16 @@ def verdict_rule(max_seeds: int) -> str:
             f"<b>contradicted</b> when it lies entirely on the other side, <b>inconclusive</b> when "
             f"it crosses the boundary. With fewer seeds the verdict is inconclusive, always; the "
             f"interval shown is then a paired bootstrap over the test texts, which covers test-text "
-            f"sampling only. <b>Smallest detectable</b>: the effect these seeds would detect with "
-            f"80 % power ((t<sub>.975</sub> + t<sub>.80</sub>) · sd / √n over the per-seed "
-            f"effects), so “inconclusive” says no effect larger than that. On simulated null data "
+            f"sampling only. What an inconclusive verdict tells is its interval: effects outside it "
+            f"are excluded at 95 %. Verdicts use a sweep's planned seeds (its plan.toml); seeds beyond "
+            f"the plan are shown as an extension, never a verdict; a sweep without a plan is said to "
+            f"be unplanned. <b>Planning MDE</b>: the effect the planned seeds detect with 80 % power "
+            f"at the plan's planning sd (noncentral t), a planning number only. Each claim's family "
+            f"is fixed in advance: Holm over its own deciding comparisons, or intersection-union "
+            f"(all must agree); its headline is the setting it declares. On simulated null data "
             f"this rule decides at most 6 % of comparisons at 1, 2, 3 and 5 seeds "
             f"(tests/test_calibration.py). Only the study's own setting (FedAvg, replicate 0) decides "
-            f"a study claim; other strategies are shown as rows, not a veto. A claim over several "
-            f"models is supported when every comparison is, contradicted when any is. Also in "
+            f"a study claim; other strategies are shown as rows, not a veto. Also in "
             f"<code>claims.json</code>.</p>")
     if 0 < max_seeds < MIN_SEEDS:
         verb = "was" if max_seeds == 1 else "were"

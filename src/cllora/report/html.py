@@ -15,7 +15,7 @@ from cllora import __version__, records
 from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title
 from cllora.analysis.conditions import model_label, overfit_note, seed_spread
-from cllora.analysis.setting_names import run_settings, settings_matrix
+from cllora.analysis.setting_names import run_settings, settings_matrix, sweep_label
 from cllora.report.claims_html import claims_html
 from cllora.report.draw import Figure
 from cllora.report.fairness_html import fairness_cover, fairness_html
@@ -97,7 +97,7 @@ def report_title(root: Path, runs: list[RunRecord], title: str | None = None) ->
     sweep = (records.read_json(root / "index.json") or {}).get("sweep", {})
     if sweep.get("name"):
         return str(sweep["name"])
-    sweeps = list(dict.fromkeys(r.sweep for r in runs if r.sweep))
+    sweeps = list(dict.fromkeys(sweep_label(r) for r in runs if sweep_label(r)))
     if sweeps:
         more = f" and {len(sweeps) - 3} more" if len(sweeps) > 3 else ""
         return ", ".join(sweeps[:3]) + more
