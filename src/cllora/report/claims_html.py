@@ -32,7 +32,8 @@ def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> 
 def _claim_row(c: dict, name: Name) -> str:
     verdict = f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>"
     cells = [_details(c, name), verdict,
-             f"<span class=\"effect\">{_e(_effect(c))}</span>", _e(c["seeds"] or "—"), _e(excludes(c))]
+             f"<span class=\"effect\">{_e(_effect(c))}</span>", _e(c["seeds"] or "—"),
+             f"<span class=\"effect\">{_e(excludes(c))}</span>"]
     return "<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
 
 
@@ -47,11 +48,13 @@ def excludes(c: dict) -> str:
     one ('excludes'), else from its verdict and interval."""
     if c.get("excludes"):
         return str(c["excludes"])
-    if not c["comparisons"] or c.get("effect") is None:
-        return "— (not testable: the claim says why)"
+    if c["verdict"] == "not testable" or not c["comparisons"]:
+        return "— (not testable: its evidence says why)"
+    if c.get("effect") is None:
+        return "— (no headline: its evidence says why)"
     if not (finite(c.get("low")) and finite(c.get("high"))):
         return f"nothing yet: fewer than {MIN_SEEDS} seeds"
-    return f"effects outside {fmt_interval(c, c['unit'])}"
+    return f"outside {fmt_interval(c, c['unit'])}"
 
 
 def conditions_of(c: dict, i: int) -> str:

@@ -15,9 +15,9 @@ from cllora.report.axes import plt
 VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#bf8700",
                   "not testable": "#8c959f"}
 SHOWN = "#b1b8c0"  # a setting shown beside the deciding ones, not deciding
-ROW_IN = 0.145  # inches per deciding row
+ROW_IN = 0.13  # inches per deciding row
 SHOWN_IN = 0.05  # inches per row shown that does not decide: thin grey lines, labelled as a block
-PANEL_IN = 0.34  # inches per panel for its title and x axis
+PANEL_IN = 0.32  # inches per panel for its title and x axis
 
 
 def boundaries(claim: dict) -> list[float]:
