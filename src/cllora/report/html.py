@@ -135,7 +135,7 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              *(_img(f) for f in figures.get("strategies", [])),
              privacy_html(runs, figures.get("privacy", []), _table_html, _img),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
-             *(_img(f) for f in figures["fairness"]), fairness_html(conds, labels, _table_html),
+             *(_img(f) for f in figures["fairness"]), fairness_html(conds, names, _table_html),
              "<h2 id=\"local\">Local training: per-client test loss, α vs IID</h2>",
              *(_img(f) for f in figures["local"]),
              "" if figures["local"] else "<p>No skewed run to compare.</p>",
