@@ -348,8 +348,8 @@ def write_study(root, flipped: bool, big_params=(2_000, 1_000_000_000), seeds=(0
 
 def page_verdicts(page: str) -> dict[str, str]:
     """{claim's short name: verdict} as the page's claims table shows them, each on its claim's row."""
-    found = re.findall(r'<tr><td>([^<]+) <span class="small">\([^)]*\)</span></td>'
-                       r'<td><span class="verdict ([a-z-]+)">([a-z ]+)</span>', page)
+    found = re.findall(r'<tr><td><details><summary>([^<]+) <span class="small">\([^)]*\)</span></summary>'
+                       r'.*?</details></td><td><span class="verdict ([a-z-]+)">([a-z ]+)</span>', page, re.S)
     assert all(css == verdict.replace(" ", "-") for _, css, verdict in found)
     assert sorted(claim for claim, _, _ in found) == sorted(CLAIM_NAMES), found
     return {CLAIM_NAMES[claim]: verdict for claim, _, verdict in found}
@@ -594,3 +594,6 @@ def test_report_errors(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no cllora runs" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--title", " "]) == 2
+    err = capsys.readouterr().err
+    assert "--title must be a non-empty text" in err and "Traceback" not in err

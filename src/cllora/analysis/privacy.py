@@ -24,8 +24,8 @@ from cllora.analysis.conditions import (
     class_difference,
     condition_label,
     run_row,
-    setting_labels,
 )
+from cllora.analysis.setting_names import setting_names, shortest, sweep_label
 from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import finite, mean, t_interval
 
@@ -105,9 +105,13 @@ def dp_runs(runs: list[RunRecord]) -> list[dict]:
 
 
 def base_labels(runs: list[RunRecord]) -> dict[str, str]:
-    """A short title per base setting (conditions.setting_labels without the DP keys)."""
-    configs = {base_key(r.config): {k: v for k, v in r.config.items() if k not in DP_KEYS} for r in runs}
-    return setting_labels(configs)
+    """A short name per base setting (setting_names.setting_names without the DP keys)."""
+    configs = {base_key(r.config): {k: v for k, v in r.config.items() if k not in DP_KEYS and v is not None}
+               for r in runs}
+    sweeps: dict[str, set[str]] = {}
+    for r in runs:
+        sweeps.setdefault(base_key(r.config), set()).add(sweep_label(r))
+    return setting_names(configs, {k: shortest(v) for k, v in sweeps.items()})
 
 
 def _groups(rows: list[dict]) -> dict[tuple, dict[str, list[dict]]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cllora.errors import UserError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  cllora report sweeps            # several sweeps together (e.g. length + quantity)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", metavar="DIR", help="a run directory, a sweep directory, or a folder holding them")
+    p.add_argument("--title", metavar="TEXT", default=None,
+                   help="the report's title (default: the sweep's name, else the sweeps it holds)")
     p.add_argument("--quiet", action="store_true", help="print only the report's path")
     p.set_defaults(func=run)
 
@@ -30,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from cllora.report import write_report  # lazy: the CLI starts without any command's dependencies
 
     log = (lambda m: None) if args.quiet else (lambda m: print(m))
-    path = write_report(args.dir, log=log)
+    if args.title is not None and not args.title.strip():
+        raise UserError("--title must be a non-empty text, got an empty one")
+    path = write_report(args.dir, log=log, title=args.title)
     print(f"report: {path}")
     return 0

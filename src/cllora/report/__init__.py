@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Callable
 
 from cllora.analysis import claims_document, load_runs, tables
+from cllora.analysis.setting_names import rename, report_names
 from cllora.records import atomic_write_text, check_output_dir, write_json
 
 __all__ = ["write_report"]
 
 
-def write_report(root: str | Path, log: Callable[[str], None] = print) -> Path:
+def write_report(root: str | Path, log: Callable[[str], None] = print, title: str | None = None) -> Path:
     """Write root/report.html, root/claims.json and root/figures/*.png|svg for the run(s) at or
-    under `root`."""
+    under `root`; the page is titled `title`, else by its sweep (html.report_title)."""
     from cllora.report.draw import draw_figures  # lazy: matplotlib, scipy
     from cllora.report.html import render_html  # lazy: matplotlib, scipy
 
@@ -26,8 +27,12 @@ def write_report(root: str | Path, log: Callable[[str], None] = print) -> Path:
     runs = load_runs(root, log)
     check_output_dir(root, "report DIR")  # before drawing: a folder that cannot be written is one sentence
     rows, conds, labels, costs, claims = tables(runs)
-    figures = draw_figures(root, runs, conds, labels, log)
+    names = report_names(runs)  # the page names settings; claims.json keeps the records' labels
+
+    def named(text: str) -> str:
+        return rename(text, labels, names)
+    figures = draw_figures(root, runs, conds, {k: names.get(k, v) for k, v in labels.items()}, log, claims, named)
     write_json(root / "claims.json", claims_document(claims))
     out = root / "report.html"
-    atomic_write_text(out, render_html(root, runs, rows, conds, labels, costs, claims, figures))
+    atomic_write_text(out, render_html(root, runs, rows, conds, labels, costs, claims, figures, names, title, named))
     return out

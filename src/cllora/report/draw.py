@@ -16,9 +16,13 @@ from cllora.report.axes import class_labels
 from cllora.analysis.conditions import (
     by_setting,
     class_difference,
+    is_local_experiment,
+    is_long_context,
+    is_study_setting,
     model_label,
     setting_key,
 )
+from cllora.report.forest import forest_figure
 from cllora.report.figures import (
     class_loss_figure,
     client_pair_figure,
@@ -33,7 +37,7 @@ from cllora.analysis.strategies import strategy_curves
 
 BAND = " Bands: 95 % t-interval of the mean over seeds."
 # the page's figure sections (cllora.report.html places each)
-SECTIONS = ("global", "classes", "fairness", "local", "partition", "strategies", "privacy")
+SECTIONS = ("claims", "global", "classes", "fairness", "local", "partition", "strategies", "privacy")
 
 
 def local_comparison(runs: list[RunRecord]) -> list[dict]:
@@ -83,14 +87,17 @@ class FigureInputs:
 
     runs: list[RunRecord]
     conds: list[dict]
-    labels: dict[str, str]
+    labels: dict[str, str]  # each setting's name (cllora.analysis.setting_names)
     log: Callable[[str], None] = print
+    claims: tuple = ()  # the claim records (claims.json's "claims")
+    rename: Callable[[str], str] = str  # a claim record's setting label -> the setting's name
 
 
 Save = Callable[[str, str, Any, str, str], None]  # save(section, key, matplotlib figure, title, caption)
 
 # Every figure of the report, drawn in this order: draw(inputs, save) saves none, one or several.
 REPORT_FIGURES: dict[str, Callable[[FigureInputs, Save], None]] = {
+    "claims": lambda d, save: _draw_claims(d.claims, d.rename, save),  # the forest plot
     "global": lambda d, save: _draw_global(d.conds, d.labels, save),  # global loss and fairness
     "classes": lambda d, save: _draw_classes(d.conds, d.runs, d.labels, save),
     "local": lambda d, save: _draw_local(d.runs, d.labels, save),
@@ -101,8 +108,11 @@ REPORT_FIGURES: dict[str, Callable[[FigureInputs, Save], None]] = {
 
 
 def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: dict[str, str],
-                 log: Callable[[str], None] = print) -> dict[str, list[Figure]]:
-    """Every figure of REPORT_FIGURES, saved as PNG and SVG in root/figures; grouped by section."""
+                 log: Callable[[str], None] = print, claims: list[dict] = (),
+                 rename: Callable[[str], str] = str) -> dict[str, list[Figure]]:
+    """Every figure of REPORT_FIGURES, saved as PNG and SVG in root/figures; grouped by section.
+    `labels` names each setting; `claims` and `rename` (a claim's setting label to its name) feed
+    the forest plot."""
     fig_dir = root / "figures"
     fig_dir.mkdir(exist_ok=True)
     out: dict[str, list[Figure]] = {section: [] for section in SECTIONS}
@@ -114,10 +124,22 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
         save_figure(fig, png, svg, dpi=130)
         out[section].append(Figure(key, title, caption, png, svg))
 
-    inputs = FigureInputs(runs, conds, labels, log)
+    inputs = FigureInputs(runs, conds, labels, log, tuple(claims), rename)
     for draw in REPORT_FIGURES.values():
         draw(inputs, save)
     return out
+
+
+def _draw_claims(claims, rename: Callable[[str], str], save: Save) -> None:
+    """Every claim at a glance: effect, 95 % interval and boundary per claim and setting."""
+    fig = forest_figure(list(claims), rename)
+    if fig is None:
+        return
+    untested = [c["claim"] for c in claims if not any(x.get("effect") is not None for x in c["comparisons"])]
+    save("claims", "claims_forest", fig, "Every claim: effect and 95 % interval per setting",
+         "A panel per claim on its own axis, a row per deciding setting and its seeds; thin grey "
+         "lines: settings shown that do not decide (named in each claim's evidence below)."
+         + (f" Not testable on these runs: {'; '.join(untested)}." if untested else ""))
 
 
 def _draw_partitions(runs: list[RunRecord], save: Save, log: Callable[[str], None]) -> None:
@@ -134,29 +156,46 @@ def _draw_partitions(runs: list[RunRecord], save: Save, log: Callable[[str], Non
              _partition_caption(rec.partition))
 
 
+def in_study_figure(setting: str) -> bool:
+    """Whether a setting's global curves belong under the study's Figs. 6 and 7: the study's own
+    setting (FedAvg, replicate 0, no DP, no natural clients), sampling a few clients a round, at the
+    study's text length."""
+    return is_study_setting(setting) and is_local_experiment(setting) is not True and not is_long_context(setting)
+
+
 def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
-    """Global loss and fairness per round: a figure per skew scheme, a panel per setting."""
+    """Global loss and fairness per round: a figure per skew scheme, a panel per setting; the
+    study's figure holds only the settings that belong to it (in_study_figure), the others come
+    in a figure of their own."""
     settings = list(dict.fromkeys(c["setting"] for c in conds))
     schemes = [s for s in ("length", "quantity") if any(c["scheme"] == s for c in conds)] or ["iid"]
     band = BAND if max((c["n_seeds"] for c in conds), default=1) > 1 else ""
+    study = [s for s in settings if in_study_figure(s)]
+    others = [s for s in settings if s not in study]
+    groups = [(study, ""), (others, "other" if study else "")]  # with no study setting, no "other"
     for scheme in schemes:
-        panels = _panels(conds, settings, labels, scheme, "curve")
-        if not panels:
-            continue
-        what = {"length": "length skew (the study's Fig. 6)",
-                "quantity": "quantity skew (the study's Fig. 7)", "iid": "IID"}[scheme]
-        save("global", f"global_loss_{scheme}",
-             comparison_figure(panels, f"Global test loss per round, {what}", axis_label("global_test_loss")),
-             f"Global test loss, {what}",
-             f"Test loss of the aggregated model on the held-out test set after each round "
-             f"(round 0 = before training); one panel per model, one curve per α and IID.{band}")
-        short = what.split(" (")[0]
-        save("fairness", f"fairness_{scheme}",
-             comparison_figure(_panels(conds, settings, labels, scheme, "fairness_curve"),
-                               f"Fairness per round, {short}", axis_label("fairness_var"), log_y="auto"),
-             f"Fairness, {short}",
-             "Variance across all clients of the global model's test loss on each client's own "
-             "test split (lower is fairer).")
+        for chosen, suffix in groups:
+            panels = _panels(conds, chosen, labels, scheme, "curve")
+            if not panels:
+                continue
+            short = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[scheme]
+            fig_no = {"length": " (the study's Fig. 6)", "quantity": " (the study's Fig. 7)"}.get(scheme, "")
+            what = f"{short}, other settings" if suffix else short + (fig_no if chosen is study else "")
+            key = f"_{suffix}" if suffix else ""
+            save("global", f"global_loss_{scheme}{key}",
+                 comparison_figure(panels, f"Global test loss per round, {what}", axis_label("global_test_loss")),
+                 f"Global test loss, {what}",
+                 f"Test loss of the aggregated model on the held-out test set after each round "
+                 f"(round 0 = before training); one panel per setting, one curve per α and IID.{band}"
+                 + ("" if chosen is study else " Settings that are not the study's own global experiment "
+                    "(other strategies, replicates, DP, natural clients, every client a round, longer texts)."))
+            save("fairness", f"fairness_{scheme}{key}",
+                 comparison_figure(_panels(conds, chosen, labels, scheme, "fairness_curve"),
+                                   f"Fairness per round, {what.split(' (')[0]}", axis_label("fairness_var"),
+                                   log_y="auto"),
+                 f"Fairness, {what.split(' (')[0]}",
+                 "Variance across all clients of the global model's test loss on each client's own "
+                 "test split (lower is fairer).")
 
 
 def _draw_classes(conds: list[dict], runs: list[RunRecord], labels: dict[str, str], save) -> None:
@@ -199,9 +238,11 @@ def _draw_local(runs: list[RunRecord], labels: dict[str, str], save) -> None:
         what = ("local models after local training, on their own test split" if key == "local_model_test_loss"
                 else "global model on each client's own test split")
         label = labels[pair["setting"]]
+        study = is_study_setting(pair["setting"]) and not is_long_context(pair["setting"])
         save("local", f"local_{pair['scheme']}_{slug(label)}",
-             client_pair_figure(panels, f"{label}: per-client test loss ({what})"),
-             f"Per-client test loss, {label}, {scheme_name} α = {pair['alpha']:g} vs IID (the study's {fig_no})",
+             client_pair_figure(panels, f"{label}: per-client test loss"),
+             f"Per-client test loss, {label}, {scheme_name} α = {pair['alpha']:g} vs IID"
+             + (f" (the study's {fig_no})" if study else ""),
              f"One curve per client: {what}. Panels share the y axis. Seed "
              f"{pair['skewed'].config.get('seed', 0)}.")
 

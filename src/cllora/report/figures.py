@@ -121,8 +121,10 @@ def client_pair_figure(panels: list[dict], title: str, ylabel: str = "test loss 
             ax.plot(x, y, marker="o", ms=3, lw=1.2, color=cmap(j % cmap.N), label=f"client {cid}")
         ax.set_title(wrap_title(panel["title"], 5.2), fontsize=10)
         round_axes(ax, ylabel if ax is axes[0][0] else "")  # the y axis is shared
-        if 0 < len(panel["clients"]) <= 10:
-            ax.legend(fontsize=7, ncol=2 if len(panel["clients"]) > 5 else 1)
+    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    if 0 < len(handles) <= 20:  # one legend for the figure: a client has one colour in every panel
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   fontsize=7, frameon=False, ncol=2 if len(handles) > 10 else 1)
     fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=10.5)
     fig.tight_layout()
     return fig
@@ -147,7 +149,7 @@ def strategy_figure(conditions: list[dict], title: str):
             round_axes(ax, ylabel)
             where = f"{scheme_title(cond['scheme'])}, {cond['condition']}" \
                 if uses_alpha(cond["scheme"]) else cond["condition"]  # "IID", "natural clients"
-            ax.set_title(wrap_title(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 4.3), fontsize=10)
+            ax.set_title(wrap_title(f"{where}: {ylabel.split(' (')[0].split(' ‖')[0]}", 3.4), fontsize=10)
     handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
@@ -233,8 +235,10 @@ def privacy_figure(lines: list[dict], gaps: list[dict], names: list[str], title:
     if gaps:
         plot_class_gaps(gaps, names, axes[0][1])
         axes[0][1].set_title("Loss per length class, DP minus without", fontsize=10)
-    for ax in axes[0]:
-        ax.legend(fontsize=7, frameon=False)
+    handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 3),
+               fontsize=7, frameon=False)  # one legend for both panels
     fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=10.5)
-    fig.tight_layout()
+    rows = math.ceil(len(handles) / 3)
+    fig.tight_layout(rect=(0, min(0.45, 0.035 * rows + 0.02), 1, 1))
     return fig

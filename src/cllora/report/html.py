@@ -15,12 +15,13 @@ from cllora import __version__, records
 from cllora.aggregate.traffic import BYTES_PER_PARAM
 from cllora.partition.registry import scheme_title
 from cllora.analysis.conditions import model_label, overfit_note, seed_spread
+from cllora.analysis.setting_names import run_settings, settings_matrix, sweep_label
+from cllora.report.claims_html import claims_html
 from cllora.report.draw import Figure
 from cllora.report.fairness_html import fairness_cover, fairness_html
 from cllora.report.privacy_html import privacy_html
 from cllora.analysis.runs import RunRecord, hardware_summary
-from cllora.analysis.stats import (MIN_SEEDS, finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb,
-                                  fmt_mde, fmt_pm, fmt_signed, fmt_verdict_interval, short)
+from cllora.analysis.stats import finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb, fmt_pm
 from cllora.analysis.strategies import strategy_rows
 
 CSS = """
@@ -45,9 +46,12 @@ figcaption{font-size:.88em;color:#57606a;margin-top:6px}
 .small{font-size:.85em;color:#57606a}code{background:#eff1f3;padding:0 4px;border-radius:3px}
 ul.evidence{margin:0;padding-left:1.1em}.effect{white-space:nowrap;font-variant-numeric:tabular-nums}
 nav a{margin-right:14px;color:#0969da;text-decoration:none}
+table.claims{font-size:.86em;width:100%}table.claims>tbody>tr>td:first-child{width:52%}table.claims td{padding:3px 8px}table.claims summary{cursor:pointer}
+table.claims summary::marker{color:#0969da}table.evidence{font-size:.92em;margin:.4em 0}table.evidence tr.shown td{color:#6e7781}
+table.matrix{font-size:.82em}table.matrix td:first-child{min-width:300px}table.matrix td,table.matrix th{padding:2px 6px}
 """
 
-NAV = ("<nav><a href=\"#claims\">Claims</a><a href=\"#cost\">Communication cost</a>"
+NAV = ("<nav><a href=\"#claims\">Claims</a><a href=\"#settings\">Settings</a><a href=\"#cost\">Communication cost</a>"
        "<a href=\"#global\">Global loss</a><a href=\"#classes\">Length classes</a>"
        "<a href=\"#tables\">Tables</a><a href=\"#strategies\">Strategies</a>"
        "<a href=\"#fairness\">Fairness</a><a href=\"#local\">Local training</a>"
@@ -85,18 +89,39 @@ def _img(fig: Figure) -> str:
             f"{_e(fig.caption)} <span class=\"small\">({files})</span></figcaption></figure>")
 
 
+def report_title(root: Path, runs: list[RunRecord], title: str | None = None) -> str:
+    """The page's title: `title` when given, else the sweep's recorded name, else the sweeps the
+    runs belong to, else the run's own name; never a folder path of this machine."""
+    if title:
+        return title
+    sweep = (records.read_json(root / "index.json") or {}).get("sweep", {})
+    if sweep.get("name"):
+        return str(sweep["name"])
+    sweeps = list(dict.fromkeys(sweep_label(r) for r in runs if sweep_label(r)))
+    if sweeps:
+        more = f" and {len(sweeps) - 3} more" if len(sweeps) > 3 else ""
+        return ", ".join(sweeps[:3]) + more
+    return runs[0].name if len(runs) == 1 and runs[0].name != "." else "a cllora run"
+
+
 def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list[dict],
                 labels: dict[str, str], costs: list[dict], claims: list[dict],
-                figures: dict[str, list[Figure]]) -> str:
-    """The whole page; `index.json` of a sweep at `root` (if any) names it and adds pending cells."""
+                figures: dict[str, list[Figure]], names: dict[str, str] | None = None,
+                title: str | None = None, rename=lambda text: text) -> str:
+    """The whole page; `index.json` of a sweep at `root` (if any) describes it and adds pending
+    cells. `names` names each setting (analysis.setting_names; `labels` where absent), `rename`
+    turns the claim records' setting labels into those names."""
+    names = names or labels
     index = records.read_json(root / "index.json") or {}
     sweep = index.get("sweep", {})
-    title = sweep.get("name") or (runs[0].name if len(runs) == 1 and runs[0].name != "." else root.name)
+    title = report_title(root, runs, title)
+    forest = "".join(_img(f) for f in figures.get("claims", []))
     parts = [f"<h1>cllora report: {_e(title)}</h1>",
              f"<p class=\"lead\">{_e(sweep.get('description', ''))}</p>" if sweep.get("description") else "",
              f"<p class=\"small\">{len(runs)} run(s), {sum(r['complete'] for r in rows)} complete · generated "
-             f"{dt.datetime.now():%Y-%m-%d %H:%M} by cllora {__version__} from <code>{_e(root.resolve())}</code></p>",
-             NAV, _settings_html(runs), _claims_html(claims, max((c["n_seeds"] for c in conds), default=0)),
+             f"{dt.datetime.now():%Y-%m-%d %H:%M} by cllora {__version__}</p>",
+             NAV, claims_html(claims, max((c["n_seeds"] for c in conds), default=0), forest, rename),
+             _settings_html(runs, names),
              _cost_html(costs),
              "<h2 id=\"global\">Global model: test loss per round</h2>",
              *(_img(f) for f in figures["global"]),
@@ -105,18 +130,18 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
              "" if figures.get("classes") else "<p>No run recorded its loss per length class "
              "(<code>test_loss_c0</code>… in rounds.csv; runs made before them lack it).</p>",
              "<h2 id=\"tables\">Final and best loss per model and scheme</h2>",
-             _summary_tables(conds, labels), _spread_html(seed_spread(conds), labels),
+             _summary_tables(conds, names), _spread_html(seed_spread(conds), names),
              _strategies_html(strategy_rows(runs)),
              *(_img(f) for f in figures.get("strategies", [])),
              privacy_html(runs, figures.get("privacy", []), _table_html, _img),
              "<h2 id=\"fairness\">Fairness across clients</h2>",
-             *(_img(f) for f in figures["fairness"]), fairness_html(conds, labels, _table_html),
+             *(_img(f) for f in figures["fairness"]), fairness_html(conds, names, _table_html),
              "<h2 id=\"local\">Local training: per-client test loss, α vs IID</h2>",
              *(_img(f) for f in figures["local"]),
              "" if figures["local"] else "<p>No skewed run to compare.</p>",
              "<h2 id=\"partitions\">Partitions</h2><div class=\"grid\">",
              *(_img(f) for f in figures["partition"]), "</div>",
-             "<h2 id=\"runs\">Runs</h2>", _runs_html(rows, index)]
+             "<h2 id=\"runs\">Runs</h2>", _runs_html(rows, index, names)]
     body = "\n".join(p for p in parts if p)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -124,82 +149,21 @@ def render_html(root: Path, runs: list[RunRecord], rows: list[dict], conds: list
             f"<body><main>\n{body}\n</main></body></html>\n")
 
 
-def _settings_html(runs: list[RunRecord]) -> str:
-    """The settings shared by every run, and per model the ones that differ."""
-    keys = ("dataset", "max_train_examples", "max_test_examples", "max_length", "clients",
-            "clients_per_round", "rounds", "local_epochs", "batch_size", "lr", "rank", "lora_alpha",
-            "targets", "num_classes", "length_measure", "precision")
-    rows = []
-    for k in keys:
-        values = list(dict.fromkeys(short(r.config.get(k)) for r in runs))
-        if len(values) == 1:
-            rows.append([_e(k), _e(values[0])])
-        else:
-            per = dict.fromkeys(f"{model_label(r.config['model'])}/{r.config['scheme']}: "
-                                f"{short(r.config.get(k))}" for r in runs)
-            rows.append([_e(k), _e("; ".join(per))])
+def _settings_html(runs: list[RunRecord], names: dict[str, str]) -> str:
+    """The settings matrix: a row per setting (its name), a column per key that differs between
+    settings; the keys every setting shares in one line below."""
+    configs, _ = run_settings(runs)
+    keys, rows, shared = settings_matrix(configs, {k: names.get(k, k) for k in configs})
     precisions = sorted({str(r.meta.get("precision")) for r in runs})
     devices = sorted({str(r.meta.get("device")) for r in runs})
-    rows.append(["resolved precision, device", _e(f"{', '.join(precisions)}; {', '.join(devices)}")])
-    rows.append(["device name; torch, CUDA; TF32, deterministic", _e(hardware_summary(runs))])
-    return "<h3>Settings</h3>" + _table_html(["setting", "value"], rows)
-
-
-def _claims_html(claims: list[dict], max_seeds: int) -> str:
-    table = _table_html(["Claim", "Verdict", "Effect [95 % interval]", "Seeds", "Planning MDE",
-                         "Evidence", "How it is tested"], [
-        [f"{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span>",
-         f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
-         _effect_cell(c), _e(c["seeds"] or "—"), _e(fmt_mde(c, c["unit"])),
-         "<ul class=\"evidence\">" + "".join(f"<li>{_e(x)}</li>" for x in c["evidence"]) + "</ul>",
-         f"<span class=\"small\">{_e(c['test'])}" + (f"; interval: {_e(c['method'])}" if c["method"] else "")
-         + "</span>"] for c in claims], numeric={3, 4})
-    return ("<h2 id=\"claims\">Claims (the study's, then cllora's own), tested on these runs</h2>\n"
-            + table + "\n"
-            + _verdict_rule(max_seeds))
-
-
-def _effect_cell(claim: dict) -> str:
-    """The headline effect over its 95 % interval (or its test-text interval, labelled, below
-    the seeds a verdict needs), or '—' for a claim not testable."""
-    if not claim["comparisons"] or claim["effect"] is None:
-        return "—"
-    under = fmt_verdict_interval(claim, claim["unit"])
-    return (f"<span class=\"effect\">{_e(fmt_signed(claim['effect'], claim['unit']))}<br><span "
-            f"class=\"small\">{_e(under)}</span></span>")
-
-
-def _seeds(n: int) -> str:
-    return f"{n} seed" + ("" if n == 1 else "s")
-
-
-def _verdict_rule(max_seeds: int) -> str:
-    """How the verdicts were reached, and what fewer than MIN_SEEDS seeds mean for them."""
-    rule = (f"<p class=\"small\">Each claim is an effect predicted to be positive (or, for “little "
-            f"effect”, within ±5 %), estimated per seed with every condition of that seed sharing "
-            f"its data, then averaged over seeds. Each seed draws its own test texts, training texts, "
-            f"partition and training randomness, so the spread of the per-seed effects holds both "
-            f"test-text sampling and training noise. With {MIN_SEEDS} or more seeds the 95 % "
-            f"t-interval of their mean decides: <b>supported</b> when it lies on the claim's side, "
-            f"<b>contradicted</b> when it lies entirely on the other side, <b>inconclusive</b> when "
-            f"it crosses the boundary. With fewer seeds the verdict is inconclusive, always; the "
-            f"interval shown is then a paired bootstrap over the test texts, which covers test-text "
-            f"sampling only. What an inconclusive verdict tells is its interval: effects outside it "
-            f"are excluded at 95 %. Verdicts use a sweep's planned seeds (its plan.toml); seeds beyond "
-            f"the plan are shown as an extension, never a verdict; a sweep without a plan is said to "
-            f"be unplanned. <b>Planning MDE</b>: the effect the planned seeds detect with 80 % power "
-            f"at the plan's planning sd (noncentral t), a planning number only. Each claim's family "
-            f"is fixed in advance: Holm over its own deciding comparisons, or intersection-union "
-            f"(all must agree); its headline is the setting it declares. On simulated null data "
-            f"this rule decides at most 6 % of comparisons at 1, 2, 3 and 5 seeds "
-            f"(tests/test_calibration.py). Only the study's own setting (FedAvg, replicate 0) decides "
-            f"a study claim; other strategies are shown as rows, not a veto. Also in "
-            f"<code>claims.json</code>.</p>")
-    if 0 < max_seeds < MIN_SEEDS:
-        verb = "was" if max_seeds == 1 else "were"
-        rule += (f"<p class=\"small\"><b>{_seeds(max_seeds)} per condition {verb} run: every verdict "
-                 f"is inconclusive.</b> Run {MIN_SEEDS} or more (<code>--grid seed=0,1,2</code>).</p>")
-    return rule
+    same = "; ".join(f"{k} {v}" for k, v in shared.items())
+    head = ["Setting", *(k.replace("_", "_\u200b") for k in keys)]  # keys may break after an underscore
+    matrix = _table_html(head, [[_e(x if x != "None" else "—") for x in row] for row in rows]) if keys else ""
+    matrix = matrix.replace("<table>", "<table class=\"matrix\">", 1)
+    return ("<h2 id=\"settings\">Settings</h2>" + matrix
+            + f"<p class=\"small\"><b>Every setting</b>: {_e(same)}; resolved precision "
+              f"{_e(', '.join(precisions))} on {_e(', '.join(devices))}; device name; torch, CUDA; TF32, "
+              f"deterministic: {_e(hardware_summary(runs))}.</p>")
 
 
 def _ratio(trainable: int | None, total: int | None) -> str:
@@ -323,7 +287,7 @@ def _versus_cell(est: dict | None) -> str:
     return _e(f"{fmt_effect(est)} {side}{how}")
 
 
-def _runs_html(rows: list[dict], index: dict) -> str:
+def _runs_html(rows: list[dict], index: dict, names: dict[str, str]) -> str:
     """Every run with its status; a sweep's cells with no results yet as well."""
     status = {c["name"]: c for c in index.get("cells", [])}
     table = []
@@ -331,7 +295,8 @@ def _runs_html(rows: list[dict], index: dict) -> str:
         entry = status.get(r["name"], {})
         state = entry.get("status") or ("done" if r["complete"] else "partial")
         err = entry.get("error")
-        table.append([f"<code>{_e(r['name'])}</code>", _e(state + (f": {err}" if err else "")),
+        table.append([f"<code>{_e(r['name'])}</code>", _e(names.get(r["setting"], "")),
+                      _e(state + (f": {err}" if err else "")),
                       f"{r['rounds_completed']}/{r['rounds_planned']}", fmt(r["initial_loss"]),
                       fmt(r["final_loss"]), fmt(r["best_loss"]), r["best_round"], fmt_g(r["final_fairness_var"]),
                       fmt_mb(r["total_bytes"]), f"{r['seconds'] / 60:.1f}"])
@@ -339,7 +304,8 @@ def _runs_html(rows: list[dict], index: dict) -> str:
     for name, entry in status.items():
         if name not in shown:
             err = entry.get("error")
-            table.append([f"<code>{_e(name)}</code>", _e(entry.get("status", "pending") + (f": {err}" if err else "")),
+            table.append([f"<code>{_e(name)}</code>", "", _e(entry.get("status", "pending") + (f": {err}" if err else "")),
                           f"0/{entry.get('rounds', '?')}", "", "", "", "", "", "", ""])
-    return _table_html(["Run", "Status", "Rounds", "Round-0 loss", "Final loss", "Best loss", "Best round",
-                        "Final fairness var", "MB sent", "Minutes"], table, numeric={3, 4, 5, 6, 7, 8, 9})
+    return _table_html(["Run", "Setting", "Status", "Rounds", "Round-0 loss", "Final loss", "Best loss",
+                        "Best round", "Final fairness var", "MB sent", "Minutes"], table,
+                       numeric={4, 5, 6, 7, 8, 9, 10})

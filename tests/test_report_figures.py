@@ -1,0 +1,103 @@
+"""The report's figures read at a glance (no browser needed): panel titles of at most two short
+lines, one legend per figure, every axis labelled with its unit, and no panel for a setting that
+does not belong to the study figure it sits under; the forest plot of the claims."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cllora import records
+from cllora.report import draw, write_report
+
+from test_report_browser import fake_run  # the hand-written run directories of the browser test
+
+UNIT = re.compile(r"\((nats|nats/token|nats²|%|MB|bytes|clients|examples|texts)|round|ε|length class|client")
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """Every figure of a report over a study setting, a DP setting and another strategy, as the
+    matplotlib figures the report saved, by file name."""
+    root = tmp_path_factory.mktemp("figures") / "sweep"
+    for seed in (0, 1):
+        for scheme, alpha in (("length", 0.1), ("iid", None)):
+            for extra, tag in (({}, "fedavg"), ({"strategy": "fedadam"}, "fedadam"),
+                               ({"dp_clip": 0.5, "dp_target_epsilon": 8.0}, "dp8")):
+                name = f"{tag}/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"
+                fake_run(root / name, scheme, alpha, seed, extra={"clients_per_round": 2, **extra})
+    saved = {}
+    original = draw.save_figure
+
+    def keep(fig, png, svg, **kw):
+        saved[png.stem] = fig
+        original(fig, png, svg, **kw)
+    draw.save_figure = keep
+    try:
+        write_report(root, log=lambda m: None)
+    finally:
+        draw.save_figure = original
+    return saved
+
+
+def test_panel_titles_are_at_most_two_short_lines(drawn):
+    """At most two lines, each fitting its panel's width (about 14 characters an inch at 10 pt)."""
+    for key, fig in drawn.items():
+        for ax in fig.axes:
+            inches = ax.get_position().width * fig.get_figwidth()
+            for title in (ax.get_title(), ax.get_title("left")):
+                lines = title.splitlines()
+                assert len(lines) <= 2 and all(len(line) <= max(40, 14 * inches) for line in lines), \
+                    (key, title, inches)
+
+
+def test_one_legend_per_figure(drawn):
+    for key, fig in drawn.items():
+        legends = len(fig.legends) + sum(ax.get_legend() is not None for ax in fig.axes)
+        assert legends <= 1, (key, legends)
+
+
+def test_every_axis_is_labelled_with_its_unit(drawn):
+    for key, fig in drawn.items():
+        for ax in fig.axes:
+            if not ax.get_visible() or not ax.has_data():
+                continue
+            assert UNIT.search(ax.get_xlabel()), (key, "x", ax.get_xlabel())
+            shares = any(ax.get_shared_y_axes().joined(ax, other) for other in fig.axes if other is not ax)
+            if not ax.get_yticklabels() or not ax.get_ylabel():
+                assert shares or key.startswith(("claims", "partition")), (key, "y", ax.get_ylabel())
+            else:
+                assert UNIT.search(ax.get_ylabel()) or key.startswith("partition"), (key, "y", ax.get_ylabel())
+
+
+def test_the_study_figure_holds_only_the_studys_settings(drawn):
+    study = [ax.get_title() for ax in drawn["global_loss_length"].axes if ax.get_visible()]
+    other = [ax.get_title() for ax in drawn["global_loss_length_other"].axes if ax.get_visible()]
+    assert len(study) == 1 and "fedadam" not in study[0] and "DP ε" not in study[0]
+    assert len(other) == 2 and any("fedadam" in t for t in other) and any("DP ε = 8" in t for t in other)
+
+
+def test_the_forest_plot_has_a_row_per_claim_and_setting(drawn):
+    fig = drawn["claims_forest"]
+    rows = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels()]
+    assert rows and all(re.search(r"\(\d+ seeds?\)$|^\d+ more shown, not deciding$", r) for r in rows), rows
+    assert not any(re.search(r"\w=\w", r) for r in rows), rows  # named settings, not key=value dumps
+    assert len(fig.legends) == 1
+
+
+def test_the_title_names_the_sweeps_not_the_folder(tmp_path):
+    from cllora.analysis.runs import RunRecord
+    from cllora.report.html import report_title
+
+    from cllora.analysis.plans import Sweep
+
+    def run(name, folder):
+        sweep = Sweep(folder, f"{folder}-quick", "quick", None) if folder else None
+        return RunRecord(name, tmp_path / name, {}, {}, [], [], None, None, sweep=sweep)
+    runs = [run(f"study-{i}/r", f"study-{i}") for i in range(5)]
+    assert report_title(tmp_path, runs, "my title") == "my title"
+    assert report_title(tmp_path, runs) == "study-0, study-1, study-2 and 2 more"
+    assert tmp_path.name not in report_title(tmp_path, [run(".", "")])
+    records.write_json(tmp_path / "index.json", {"sweep": {"name": "study-length-quick"}})
+    assert report_title(tmp_path, runs) == "study-length-quick"
