@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from cllora.analysis.claims import LITTLE_EFFECT
+from cllora.analysis.claims import LITTLE_LOCAL_EFFECT
 from cllora.report.axes import plt
 
 VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#bf8700",
@@ -22,15 +22,15 @@ PANEL_IN = 0.32  # inches per panel for its title and x axis
 
 def boundaries(claim: dict) -> list[float]:
     """Where the claim's boundary sits on its effect axis: its declared margin (bound_low and
-    bound_high, or margin for ±margin, where the record holds them), else the ±5 % of a "little
-    effect" claim (analysis.claims.LITTLE_EFFECT), else 0."""
+    bound_high, or margin for ±margin, where the record holds them), else the ± margin of a "little
+    effect" claim (analysis.claims.LITTLE_LOCAL_EFFECT nats), else 0."""
     if claim.get("margin") is not None:
         return [-float(claim["margin"]), float(claim["margin"])]
     bounds = [claim[k] for k in ("bound_low", "bound_high") if claim.get(k) is not None and math.isfinite(claim[k])]
     if bounds:
         return bounds
     if "little effect" in claim.get("claim", "") or "within ±" in claim.get("test", ""):
-        return [-LITTLE_EFFECT, LITTLE_EFFECT]
+        return [-LITTLE_LOCAL_EFFECT, LITTLE_LOCAL_EFFECT]
     return [0.0]
 
 
