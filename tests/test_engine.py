@@ -213,7 +213,7 @@ def test_refuses_to_mix_runs_and_incompatible_resume(tiny_model, tmp_path):
 
 def test_cli_bad_input_exits_2_without_traceback(tiny_model, tmp_path, capsys):
     cases = [
-        (["--clients", "3", "--clients-per-round", "4"], "clients_per_round must be <= clients"),
+        (["--clients", "3", "--clients-per-round", "4"], "--clients-per-round must be <= clients"),
         (["--rounds", "0"], "rounds must be an integer >= 1"),
         (["--lr", "-1"], "lr must be a number > 0"),
         (["--resume", str(tmp_path / "x")], "not a cllora run directory"),
