@@ -101,3 +101,12 @@ def test_the_title_names_the_sweeps_not_the_folder(tmp_path):
     assert tmp_path.name not in report_title(tmp_path, [run(".", "")])
     records.write_json(tmp_path / "index.json", {"sweep": {"name": "study-length-quick"}})
     assert report_title(tmp_path, runs) == "study-length-quick"
+
+
+def test_the_forest_boundary_is_the_claims_margin():
+    from cllora.analysis.claims import LITTLE_LOCAL_EFFECT
+    from cllora.report.forest import boundaries
+    little = {"claim": "length skew has little effect on local training", "test": "within ±0.02 nats"}
+    assert boundaries(little) == [-LITTLE_LOCAL_EFFECT, LITTLE_LOCAL_EFFECT]
+    assert boundaries({"margin": 0.1, "test": ""}) == [-0.1, 0.1]
+    assert boundaries({"test": "> 0 supports"}) == [0.0]
