@@ -46,6 +46,7 @@ window.addEventListener('load', () => {
 
 
 WIDTH, SCREEN = 1400, 900  # px: a reader's window; "two screens" of claims is 2 * SCREEN
+LONGEST = 320  # characters: "about 300" for an evidence line (today's page had lines of 686)
 PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "findings-report.html"
 
 
@@ -148,7 +149,7 @@ def check_reads_at_a_glance(probe: dict, page: str, folder: Path) -> None:
     assert all(ok and width > 0 for ok, width, _ in probe["imgs"]), "an image did not load"
     assert probe["width"] <= probe["viewport"] == WIDTH, f"{probe['width']} px wide in a {WIDTH} px window"
     assert 0 < probe["claims"] <= 2 * SCREEN, f"claims take {probe['claims']:.0f} px, over two screens"
-    assert probe["longest"] <= 300, f"an evidence line of {probe['longest']} characters"
+    assert probe["longest"] <= LONGEST, f"an evidence line of {probe['longest']} characters"
     assert probe["details"] > 0  # the evidence is folded
     text = re.sub(r"data:image/png;base64,[^\"]*", "", page)  # the embedded figures' bytes aside
     assert folder.name not in probe["title"] and str(folder) not in text and "/tmp/" not in text
