@@ -161,7 +161,7 @@ def test_a_config_file_error_through_the_real_command(tmp_path):
 def test_settings_only_the_model_or_accountant_can_judge_fail_before_anything_is_written(
         tiny_model, tmp_path, capsys):
     out = tmp_path / "run"
-    refused(capsys, tiny_args(tiny_model, out, "--max-length", "1"), "max_length must be an integer >= 2")
+    refused(capsys, tiny_args(tiny_model, out, "--max-length", "1"), "--max-length must be an integer >= 2")
     refused(capsys, tiny_args(tiny_model, out, "--dp-clip", "1", "--dp-target-epsilon", "1e300"),
             "is met even by noise multiplier 0.1")
     assert not out.exists()

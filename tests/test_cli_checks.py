@@ -4,9 +4,9 @@ runs that used to crash after finishing (issue 19 §3), on the tests' tiny OPT."
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
+from wording import as_keys
 
 from cllora import records
 from cllora.cli import main
@@ -16,14 +16,6 @@ def tiny_args(model: str, out, *extra: str) -> list[str]:
     return ["run", "--model", model, "--max-train-examples", "120", "--max-test-examples", "12",
             "--clients", "4", "--clients-per-round", "2", "--rounds", "1", "--max-length", "64",
             "--rank", "2", "--precision", "fp32", "--device", "cpu", "--quiet", "--out", str(out), *extra]
-
-
-def as_keys(err: str) -> str:
-    """An error with the settings named by their config keys: errors name a flag as typed
-    (`--client-key`) and a file's key with its file (`seed (in exp.toml)`), which
-    tests/test_cli_messages.py checks; here only the sentence matters."""
-    err = re.sub(r" \(in [^)]*\.toml\)", "", err)
-    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), err)
 
 
 def refused(capsys, argv: list[str], message: str) -> str:

@@ -182,7 +182,7 @@ def test_save_test_losses_keeps_round_0_and_the_best(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--eval-max-length", "1"], "eval_max_length must be an integer >= 2"),
+    (["--eval-max-length", "1"], "--eval-max-length must be an integer >= 2"),
     (["--eval-max-length", "600"], "above the model's context of 512"),
     (["--min-local-test", "999"], "larger than every client's local test split"),
 ])
