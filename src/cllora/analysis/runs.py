@@ -75,12 +75,8 @@ def read_test_losses(path: Path, log: Callable[[str], None] = print) -> dict | N
     global test text its index, scored tokens, length class and token-mean loss before training,
     at the final and at the best round. None when the run has none (recorded before them) or it
     is unreadable (said in the log)."""
-    file = path / records.TEST_LOSSES
-    if not file.is_file():
-        return None
-    data = records.read_npz(file)
+    data, file = _npz(path, records.TEST_LOSSES, log, "its per-text losses are not used")
     if data is None:
-        log(f"{file}: unreadable, its per-text losses are not used")
         return None
     missing = [k for k in NEEDED if k not in data]
     sizes = {np.shape(data[k]) for k in PER_TEXT if k in data}
@@ -147,13 +143,17 @@ def read_split_losses(path: Path, log: Callable[[str], None] = print) -> dict | 
     """split_losses.npz (records.SPLIT_LOSSES, written by cllora.engine.evaluation): per round the
     owner, tokens and token-mean loss of every client-split text under the global model. None when
     the run has none or it is unreadable (said in the log)."""
-    file = path / records.SPLIT_LOSSES
-    if not file.is_file():
-        return None
-    data = records.read_npz(file)
-    if data is None:
-        log(f"{file}: unreadable, the fairness shown is rounds.csv's")
-    return data
+    return _npz(path, records.SPLIT_LOSSES, log, "the fairness shown is rounds.csv's")[0]
+
+
+def _npz(path: Path, name: str, log: Callable[[str], None], unused: str) -> tuple[dict | None, Path]:
+    """(the arrays of run file `name`, its path); None when the run has none or it is unreadable,
+    which is logged with what that leaves out (`unused`)."""
+    file = path / name
+    data = records.read_npz(file) if file.is_file() else None
+    if data is None and file.is_file():
+        log(f"{file}: unreadable, {unused}")
+    return data, file
 
 
 def load_run(path: Path, root: Path, log: Callable[[str], None] = print,
