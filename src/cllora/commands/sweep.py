@@ -145,9 +145,9 @@ def _list_presets(names: list[str]) -> None:
         sizes = []
         for budget in grid.budgets_of(data):
             cells = grid.expand(grid.parse_spec(data, f"preset {name!r}", name, budget=budget))
-            seconds = [c.seconds for c in estimate.estimate(cells, Path("/nonexistent"))[0]]
-            hours = sum(s for s in seconds if s is not None) / 3600
-            sizes.append(f"{budget}: {len(cells)} cells ~{hours:.1f} h" if None not in seconds
+            tflop = [estimate.cell_tflop(c) for c in cells]  # nothing run yet: the default rate
+            hours = sum(t for t in tflop if t is not None) * estimate.DEFAULT_SECONDS_PER_TFLOP / 3600
+            sizes.append(f"{budget}: {len(cells)} cells ~{hours:.1f} h" if None not in tflop
                          else f"{budget}: {len(cells)} cells")
         print(f"{'':{width}s}  budgets (2-core CPU estimate, seed 0): " + "; ".join(sizes))
 
