@@ -89,7 +89,7 @@ def protocol(sampled: int, shares: int | None, threshold: int | None) -> tuple[i
     if sampled < 2:
         raise ValueError(f"secure aggregation needs at least 2 clients a round (a sum of one update is "
                          f"that update), got clients_per_round = {sampled}")
-    shares = sampled if shares is None else _count("secagg_shares", shares, 3, sampled)
+    shares = sampled if shares is None else _count("secagg_shares", shares, min(3, sampled), sampled)
     if shares < sampled and shares % 2 == 0:
         raise ValueError(f"secagg_shares must be odd when below clients_per_round ({sampled}): each client "
                          f"shares with as many neighbours on either side, got {shares}")
