@@ -7,14 +7,20 @@ from __future__ import annotations
 from cllora.analysis.stats import finite, mean
 
 
-def local_change(clients: list[dict]) -> float | None:
-    """Mean over trained rounds of the mean over that round's evaluated local models of (the local
-    model's loss on its own split − the round-0 global model's loss on the same split), nats/token.
-    None without round-0 split losses or local evaluations (runs before clients.csv had them)."""
+def local_change_curve(clients: list[dict]) -> list[tuple[int, float]]:
+    """Per trained round: the mean over that round's evaluated local models of (the local model's
+    loss on its own split − the round-0 global model's loss on the same split), nats/token, as
+    (round, value) pairs. Empty without round-0 split losses or local evaluations (runs before
+    clients.csv had them)."""
     base = {c["client_id"]: c["global_model_local_test_loss"] for c in clients
             if c.get("round") == 0 and finite(c.get("global_model_local_test_loss"))}
     per_round: dict[int, list[float]] = {}
     for c in clients:
         if (c.get("round") or 0) >= 1 and finite(c.get("local_model_test_loss")) and c.get("client_id") in base:
             per_round.setdefault(c["round"], []).append(c["local_model_test_loss"] - base[c["client_id"]])
-    return mean(mean(v) for v in per_round.values())
+    return [(r, mean(v)) for r, v in sorted(per_round.items())]
+
+
+def local_change(clients: list[dict]) -> float | None:
+    """The mean over trained rounds of `local_change_curve`; None where it is empty."""
+    return mean(v for _, v in local_change_curve(clients))
