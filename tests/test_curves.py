@@ -42,3 +42,9 @@ def test_local_gap_is_the_range_of_local_losses_first_and_last_round():
     assert gap["gap_first"] == pytest.approx(1.0) and gap["gap_last"] == pytest.approx(0.3)
     assert gap["gap_closed"] == pytest.approx(0.7) and (gap["first_round"], gap["last_round"]) == (1, 2)
     assert all(np.isnan(v) for v in curves.local_gap(rows[:3]).values())
+
+
+def test_since_start_subtracts_round_0_and_needs_it():
+    assert curves.since_start([(0, 3.0), (1, 2.5), (2, 2.75)]) == [(0, 0.0), (1, -0.5), (2, -0.25)]
+    assert curves.since_start([(1, 2.5), (2, 2.75)]) == []
+    assert curves.since_start([(0, float("nan")), (1, 2.5)]) == []

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from cllora import records
+from cllora.analysis.conditions import run_row
 from cllora.report import draw, write_report
 
 from test_report_browser import fake_run  # the hand-written run directories of the browser test
@@ -110,3 +111,18 @@ def test_the_forest_boundary_is_the_claims_margin():
     assert boundaries(little) == [-LITTLE_LOCAL_EFFECT, LITTLE_LOCAL_EFFECT]
     assert boundaries({"margin": 0.1, "test": ""}) == [-0.1, 0.1]
     assert boundaries({"test": "> 0 supports"}) == [0.0]
+
+
+
+def test_global_curves_start_at_zero_and_fairness_is_noise_corrected(drawn):
+    """The global figure draws each condition's change since round 0 (each seed's own test sample
+    is left out of the bands); the fairness figure the noise-corrected variance, not the raw one
+    with the splits' sampling noise in it."""
+    lines = [line for ax in drawn["global_loss_length"].axes for line in ax.get_lines()]
+    assert lines and all(line.get_xdata()[0] == 0 and line.get_ydata()[0] == 0.0 for line in lines)
+    assert "noise-corrected" in drawn["fairness_length"].axes[0].get_ylabel()
+    rounds = [{"round": r, "global_test_loss": 3.0 - r / 10, "fairness_var": 1.0, "fairness_var_corrected": 0.25}
+              for r in range(3)]
+    row = run_row("r", {"model": "m", "scheme": "iid", "alpha": 1.0, "rounds": 2}, rounds)
+    assert row["fairness_curve"] == [(0, 0.25), (1, 0.25), (2, 0.25)]
+    assert [v for _, v in row["change_curve"]] == pytest.approx([0.0, -0.1, -0.2])

@@ -31,6 +31,16 @@ Curve = Sequence[tuple[int, float]]
 NAN = float("nan")
 
 
+def since_start(curve: Curve) -> list[tuple[int, float]]:
+    """The curve minus its round-0 value, (round, L_r − L_0) pairs; empty without a finite round 0.
+    Each seed measures its own test sample, whose level differs between seeds: its change since
+    round 0 leaves that level out, so a band over seeds shows training's noise, not the sample's."""
+    start = dict(curve).get(0)
+    if start is None or not math.isfinite(start):
+        return []
+    return [(r, v - start) for r, v in curve]
+
+
 def overfit(curve: Curve) -> tuple[float, int | None]:
     """(L_final − min L, the first round of the minimum); (NaN, None) for an empty curve."""
     points = [(r, v) for r, v in curve if math.isfinite(v)]

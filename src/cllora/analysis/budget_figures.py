@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cllora.analysis.local import local_change_curve
+from cllora.curves import since_start
 from cllora.analysis.runs import RunRecord
 from cllora.analysis.stats import curve, finite, mean_std_curve
 
@@ -63,9 +64,10 @@ FIGURES = (
         Panel("gemma3-270m (270 M), 10 rounds × 3 epochs", "study-size-study", (("model", "gemma3-270m"),)))),
 )
 
+CHANGE_LABEL = "global test loss − round 0 (nats/token)"
 # each kind's two rows: (key of the per-run curve, y label, paired against IID)
 ROWS = {
-    "global": (("change", "global test loss − round 0 (nats/token)", False),
+    "global": (("change", CHANGE_LABEL, False),
                ("change", "minus IID, paired by seed (nats/token)", True)),
     "local": (("local_change", "local models − round 0, own split (nats/token)", False),
               ("local_spread", "local spread, noise-corrected (nats²)", False)),
@@ -75,9 +77,7 @@ ROWS = {
 def run_curves(run: RunRecord) -> dict[str, list[tuple[int, float]]]:
     """A run's per-round curves: `change` (global test loss minus round 0's), `local_change`
     (cllora.analysis.local.local_change_curve) and `local_spread` (local_models_var_corrected)."""
-    loss = curve(run.rounds, "global_test_loss")
-    start = dict(loss).get(0)
-    return {"change": [(r, v - start) for r, v in loss] if finite(start) else [],
+    return {"change": since_start(curve(run.rounds, "global_test_loss")),
             "local_change": local_change_curve(run.clients),
             "local_spread": curve(run.rounds, "local_models_var_corrected")}
 

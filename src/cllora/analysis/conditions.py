@@ -123,7 +123,8 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
         "local_spread_corrected": mean(r.get("local_models_var_corrected") for r in trained),
         "total_bytes": (rounds[-1].get("bytes_cumulative") if rounds else None),
         "seconds": sum((r.get("round_seconds") or 0.0) for r in rounds),
-        "curve": losses, "fairness_curve": curve(rounds, "fairness_var"),
+        "curve": losses, "change_curve": curves.since_start(losses),
+        "fairness_curve": curve(rounds, "fairness_var_corrected"),
         "class_curves": class_curves(rounds), "texts": final_texts(test_losses, last),
         **{f"final_class_{c}": points[-1][1] for c, points in class_curves(rounds).items()
            if points[-1][0] == last},
@@ -163,7 +164,8 @@ def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict])
         "local_loss": mean(r["local_loss"] for r in runs),
         "local_spread": mean(r["local_spread"] for r in runs),
         "local_spread_corrected": mean(r["local_spread_corrected"] for r in runs),
-        "curve": losses, "fairness_curve": mean_std_curve([r["fairness_curve"] for r in runs]),
+        "curve": losses, "change_curve": mean_std_curve([r["change_curve"] for r in runs]),
+        "fairness_curve": mean_std_curve([r["fairness_curve"] for r in runs]),
         "class_curves": {c: mean_std_curve([r["class_curves"].get(c, []) for r in runs]) for c in classes},
     }
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from cllora.files import slug
 from cllora.partition.registry import scheme_title, uses_alpha
-from cllora.records import axis_label, save_figure
+from cllora.records import save_figure
 from cllora.report.axes import class_labels
 from cllora.analysis.conditions import (
     by_setting,
@@ -22,6 +22,7 @@ from cllora.analysis.conditions import (
     model_label,
     setting_key,
 )
+from cllora.analysis.budget_figures import CHANGE_LABEL
 from cllora.report.forest import forest_figure
 from cllora.report.figures import (
     class_loss_figure,
@@ -36,6 +37,7 @@ from cllora.analysis.runs import RunRecord
 from cllora.analysis.strategies import strategy_curves
 
 BAND = " Bands: 95 % t-interval of the mean over seeds."
+FAIRNESS_LABEL = "variance across clients, noise-corrected (nats²)"
 # the page's figure sections (cllora.report.html places each)
 SECTIONS = ("claims", "global", "classes", "fairness", "local", "partition", "strategies", "privacy")
 
@@ -175,7 +177,7 @@ def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
     groups = [(study, ""), (others, "other" if study else "")]  # with no study setting, no "other"
     for scheme in schemes:
         for chosen, suffix in groups:
-            panels = _panels(conds, chosen, labels, scheme, "curve")
+            panels = _panels(conds, chosen, labels, scheme, "change_curve")
             if not panels:
                 continue
             short = {"length": "length skew", "quantity": "quantity skew", "iid": "IID"}[scheme]
@@ -183,19 +185,25 @@ def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
             what = f"{short}, other settings" if suffix else short + (fig_no if chosen is study else "")
             key = f"_{suffix}" if suffix else ""
             save("global", f"global_loss_{scheme}{key}",
-                 comparison_figure(panels, f"Global test loss per round, {what}", axis_label("global_test_loss")),
+                 comparison_figure(panels, f"Global test loss per round, {what}", CHANGE_LABEL),
                  f"Global test loss, {what}",
-                 f"Test loss of the aggregated model on the held-out test set after each round "
-                 f"(round 0 = before training); one panel per setting, one curve per α and IID.{band}"
+                 f"Test loss of the aggregated model on the held-out test set after each round, minus "
+                 f"its loss before training (round 0): each seed draws its own test texts, whose level "
+                 f"differs from seed to seed, and the change leaves that sampling noise out of the "
+                 f"curves and bands (the levels are in the tables). One panel per setting, one curve "
+                 f"per α and IID.{band}"
                  + ("" if chosen is study else " Settings that are not the study's own global experiment "
                     "(other strategies, replicates, DP, natural clients, every client a round, longer texts)."))
             save("fairness", f"fairness_{scheme}{key}",
                  comparison_figure(_panels(conds, chosen, labels, scheme, "fairness_curve"),
-                                   f"Fairness per round, {what.split(' (')[0]}", axis_label("fairness_var"),
+                                   f"Fairness per round, {what.split(' (')[0]}", FAIRNESS_LABEL,
                                    log_y="auto"),
                  f"Fairness, {what.split(' (')[0]}",
                  "Variance across all clients of the global model's test loss on each client's own "
-                 "test split (lower is fairer).")
+                 "test split, minus what the splits' sampling noise adds to it (noise-corrected, "
+                 "rounds.csv's fairness_var_corrected, not floored: it can fall below 0; lower is "
+                 "fairer). Runs before this version used the legacy standard errors, biased upwards "
+                 "(see the fairness table)." + band)
 
 
 def _draw_classes(conds: list[dict], runs: list[RunRecord], labels: dict[str, str], save) -> None:
