@@ -155,3 +155,22 @@ def test_every_interval_findings_md_quotes_comes_from_the_published_runs():
                 pct == p and all(abs(_value(x) - y) <= tol for x, y in zip((a, b, c), k)) for *k, p in known):
             missing.append(f"{a} [{b}, {c}]")
     assert not missing, f"FINDINGS.md quotes intervals no published number gives: {missing}"
+
+
+@pytest.mark.skipif(not (RESULTS / "claims.json").is_file(), reason="no published results in this checkout")
+def test_findings_md_shows_the_regenerated_study_budget_tables():
+    """The study-budget blocks of FINDINGS.md (each claim at both scales; overfitting and
+    fluctuation per sweep and condition) are what scripts/regenerate_findings.py writes now."""
+    import importlib.util
+
+    from cllora.analysis import load_runs, tables
+
+    spec = importlib.util.spec_from_file_location("regenerate_findings", ROOT / "scripts" / "regenerate_findings.py")
+    regen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regen)
+    rows = tables(load_runs(RESULTS, log=lambda m: None))[0]
+    text = (ROOT / "FINDINGS.md").read_text()
+    published = records.read_json(RESULTS / "claims.json")["claims"]
+    for name, body in (("budgets", regen.budget_table(published)), ("shapes", regen.shape_table(rows))):
+        assert f"{regen.MARK.format(name)}\n{body}\n{regen.MARK.format('end ' + name)}" in text, name
+    assert "| study-null | smollm2-135m | IID | 3 |" in text  # replicate 0 only, planned seeds only

@@ -1,0 +1,124 @@
+"""Regenerate every number FINDINGS.md shows from the published runs, in place: results/claims.json,
+the claims table (scripts/findings_table.py), the study-budget tables between their markers (each
+of the study's Figs. 6-9 claims at the quick scale beside the study budget; whether the curves
+overfit and fluctuated, per sweep and condition) and the study-budget figures in docs/
+(scripts/study_budget_figures.py). tests/test_results.py checks that the committed files equal what
+this writes.
+
+    python scripts/regenerate_findings.py            # from the checkout's root
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cllora import records
+from cllora.analysis import claims_document, load_runs, tables
+from cllora.analysis.stats import fmt_effect, fmt_mde, t_interval
+from cllora.files import _json_default
+from cllora.report.budget_figures import write_study_figures
+
+ROOT = Path(__file__).resolve().parents[1]
+# the study's Figs. 6-9 claims, in FINDINGS' order
+STUDY_CLAIMS = ("noniid_overfits_more", "alpha01_fluctuates_more", "length_skew_hurts", "iid_best_quantity",
+                "alpha100_worst_quantity", "small_models_length_sensitive", "length_little_local_effect",
+                "quantity_fairness_worse", "local_losses_converge")
+# the sweeps of the curve-shape table: the quick scale's, then the study budget's
+SHAPE_SWEEPS = ("study-null", "study-quantity", "study-local", "study-length-study", "study-quantity-study",
+                "study-local-study", "study-size-study")
+MARK = "<!-- {} (scripts/regenerate_findings.py) -->"
+
+
+def _cell(claim: dict | None) -> str:
+    if claim is None:
+        return "not run yet | | "
+    effect = fmt_effect(claim, claim["unit"]) if claim["effect"] is not None else "—"
+    return f"{effect} | {claim['seeds'] or '—'} | **{claim['verdict']}**"
+
+
+def budget_table(claims: list[dict]) -> str:
+    """Each study claim: its quick-scale verdict beside its study-budget one, with the planning MDE."""
+    by = {(c["id"], c.get("budget")): c for c in claims}
+    lines = ["| claim | study's figure | quick: effect [95 % interval] | seeds | verdict | "
+             "study budget: effect [95 % interval] | seeds | verdict | planning MDE |",
+             "|---|---|---|---:|---|---|---:|---|---:|"]
+    for cid in STUDY_CLAIMS:
+        quick, study = by.get((cid, "quick")), by.get((cid, "study"))
+        first = quick or study
+        if first is None:
+            continue
+        mde = fmt_mde(study, study["unit"]) if study and study.get("mde") is not None else ""
+        lines.append(f"| {first['claim']} | {first['source']} | {_cell(quick)} | {_cell(study)} | {mde} |")
+    return "\n".join(lines)
+
+
+def _mean_ci(values: list[float]) -> str:
+    m, low, high = t_interval(values)
+    if m is None:
+        return "—"
+    return f"{m:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else "")
+
+
+def shape_table(rows: list[dict]) -> str:
+    """Per sweep and condition (complete runs of planned seeds; replicate 0 of the null experiment):
+    seeds, the rounds, how many seeds reach their minimum before the last round, overfitting and
+    fluctuation (mean [95 % interval])."""
+    lines = ["| sweep | model | condition | seeds | rounds | minimum before the last round | "
+             "overfitting (nats) | fluctuation (nats) |", "|---|---|---|---:|---:|---:|---|---|"]
+    for sweep in SHAPE_SWEEPS:
+        mine = [r for r in rows if r.get("sweep_dir") == sweep and r["complete"] and r["planned"]
+                and not json.loads(r["setting"]).get("replicate")]  # the null experiment's replicate 0
+        groups: dict[tuple, list[dict]] = {}
+        for r in mine:
+            groups.setdefault((r["model"], r["scheme"] != "iid", r["scheme"], r["alpha"] or 0.0), []).append(r)
+        for (model, _, scheme, alpha), runs in sorted(groups.items()):
+            cond = "IID" if scheme == "iid" else f"{scheme} α = {alpha:g}"
+            early = sum(1 for r in runs if r["best_round"] is not None and r["best_round"] < r["rounds_completed"])
+            lines.append(f"| {sweep} | {model} | {cond} | {len(runs)} | {runs[0]['rounds_completed']} | "
+                         f"{early} of {len(runs)} | {_mean_ci([r['overfit'] for r in runs])} | "
+                         f"{_mean_ci([r['fluctuation'] for r in runs])} |")
+    return "\n".join(lines)
+
+
+def replace_between(text: str, name: str, body: str) -> str:
+    start, end = MARK.format(name), MARK.format(f"end {name}")
+    if start not in text or end not in text:
+        raise SystemExit(f"regenerate_findings: FINDINGS.md has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
+
+
+def replace_claims_table(text: str, table: str) -> str:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| claim | budget |"))
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    lines[start:end] = table.splitlines()
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+def main() -> int:
+    results = ROOT / "results"
+    runs = load_runs(results, log=lambda m: None)
+    rows, _, _, _, claims = tables(runs)
+    doc = json.loads(json.dumps(claims_document(claims), default=_json_default))
+    records.write_json(results / "claims.json", doc)
+    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "findings_table.py"), str(results / "claims.json")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    findings = ROOT / "FINDINGS.md"
+    text = replace_claims_table(findings.read_text(), table)
+    text = replace_between(text, "budgets", budget_table(doc["claims"]))
+    text = replace_between(text, "shapes", shape_table(rows))
+    findings.write_text(text)
+    for path in write_study_figures(runs, ROOT / "docs"):
+        print(path.relative_to(ROOT))
+    print(f"claims.json: {len(doc['claims'])} claims; FINDINGS.md tables rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
