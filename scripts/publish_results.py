@@ -11,7 +11,9 @@ import shutil
 import sys
 from pathlib import Path
 
-RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "test_losses.npz")
+# split_losses.npz: the report recomputes fairness from it; run.log: when and where each run ran
+RUN_FILES = ("config.json", "partition.json", "rounds.csv", "clients.csv", "summary.json", "test_losses.npz",
+             "split_losses.npz", "run.log")
 SWEEP_FILES = ("index.json", "index.csv")
 
 
