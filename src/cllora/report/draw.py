@@ -196,14 +196,13 @@ def _draw_global(conds: list[dict], labels: dict[str, str], save) -> None:
                     "(other strategies, replicates, DP, natural clients, every client a round, longer texts)."))
             save("fairness", f"fairness_{scheme}{key}",
                  comparison_figure(_panels(conds, chosen, labels, scheme, "fairness_curve"),
-                                   f"Fairness per round, {what.split(' (')[0]}", FAIRNESS_LABEL,
-                                   log_y="auto"),
+                                   f"Fairness per round, {what.split(' (')[0]}", FAIRNESS_LABEL),
                  f"Fairness, {what.split(' (')[0]}",
                  "Variance across all clients of the global model's test loss on each client's own "
                  "test split, minus what the splits' sampling noise adds to it (noise-corrected, "
-                 "rounds.csv's fairness_var_corrected, not floored: it can fall below 0; lower is "
-                 "fairer). Runs before this version used the legacy standard errors, biased upwards "
-                 "(see the fairness table)." + band)
+                 "rounds.csv's fairness_var_corrected, not floored: it can fall below 0, so the axis "
+                 "is linear; lower is fairer). Runs before this version used the legacy standard "
+                 "errors, biased upwards (see the fairness table)." + band)
 
 
 def _draw_classes(conds: list[dict], runs: list[RunRecord], labels: dict[str, str], save) -> None:
