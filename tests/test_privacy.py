@@ -158,13 +158,17 @@ def test_bad_dp_settings_are_refused(changes, message):
         RunConfig(**changes)
 
 
-def test_every_strategy_is_in_the_composition_table():
-    from cllora.aggregate import STRATEGIES
-    from cllora.privacy.settings import COMPOSITION
+def test_dp_composes_exactly_with_the_strategies_that_need_only_the_mean():
+    from cllora.aggregate import STRATEGIES, mean_only_strategies
 
-    assert set(COMPOSITION) == set(STRATEGIES)
-    for name in ("fedavg", "fedprox", "fedavgm", "fedadam", "ffa-lora"):
-        RunConfig(dp_clip=1.0, dp_noise=1.0, strategy=name)
+    assert set(mean_only_strategies()) == {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad",
+                                           "ffa-lora"}
+    for name in STRATEGIES:
+        if name in mean_only_strategies():
+            RunConfig(dp_clip=1.0, dp_noise=1.0, strategy=name)
+        else:
+            with pytest.raises(UserError, match=f"strategy '{name}' does not compose with client-level DP"):
+                RunConfig(dp_clip=1.0, dp_noise=1.0, strategy=name)
 
 
 def _tiny(model: str, out, *extra: str) -> list[str]:

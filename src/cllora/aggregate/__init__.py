@@ -64,6 +64,17 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
+def needs_individual(name: str) -> str:
+    """What strategy `name`'s server step needs of each client beyond the weighted mean of the
+    adapters (Strategy.individual; "" for nothing, a reason for an unknown name)."""
+    return STRATEGIES[name].individual if name in STRATEGIES else f"{name!r} is not a known strategy"
+
+
+def mean_only_strategies() -> list[str]:
+    """The strategies whose server step needs only the weighted mean of the adapters."""
+    return [s.name for s in STRATEGIES.values() if not s.individual]
+
+
 def declared_options() -> dict[str, Option]:
     """Every option some strategy declares, by name, in registry order (the RunConfig fields and
     flags cllora.config and cllora.commands generate); one name, one declaration."""

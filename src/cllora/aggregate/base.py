@@ -130,3 +130,8 @@ class Strategy:
     personal: bool = False  # each client's model is its own (its local start), not the global one
     uplink: Callable[[State], State] = no_downlink  # global adapter → the `extra` a client must send
     # (zeros of the right names, shapes, dtypes: the server checks every reply's extra against it)
+    # What the server's step needs of each client beyond the weighted mean of the adapters, in a
+    # phrase ("" for nothing): client-level DP (cllora.privacy.settings) and secure aggregation
+    # (cllora.privacy.secagg) compose only with strategies that need nothing more, and say this
+    # phrase when they refuse one.
+    individual: str = ""

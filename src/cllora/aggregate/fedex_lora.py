@@ -46,4 +46,6 @@ def fedex_downlink(server_state: State) -> State:
 
 
 FEDEX_LORA = Strategy("fedex-lora", "Singhal et al. 2025: A ← Ā, B ← B̄, W ← W + (α/r)(Σ p_k B_k A_k − B̄Ā); "
-                      "downlink: the d×k residual per layer", fedex_aggregate, downlink=fedex_downlink)
+                      "downlink: the d×k residual per layer", fedex_aggregate, downlink=fedex_downlink,
+                      individual="the residual merged into the base weights is built from each client's "
+                                 "own factors")

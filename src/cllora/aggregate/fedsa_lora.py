@@ -41,4 +41,5 @@ def fedsa_aggregate(global_state: State, server_state: State, replies: Sequence[
 
 FEDSA_LORA = Strategy("fedsa-lora", "Guo et al. 2025: A ← Σ p_k A_k shared, each client keeps its own B "
                       "(the global model uses B̄)", fedsa_aggregate, local=fedsa_local,
-                      finish=fedsa_finish, shares=is_a, personal=True)
+                      finish=fedsa_finish, shares=is_a, personal=True,
+                      individual="each client's own B is kept and evaluated per client")

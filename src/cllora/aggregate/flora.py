@@ -65,4 +65,6 @@ def flora_downlink(server_state: State) -> State:
 
 FLORA = Strategy("flora", "Wang et al. 2024: W ← W + Σ p_k (α/r) B_k A_k (stacked), fresh adapters each "
                  "round; downlink: the stacked factors (rank Σ r_k)", flora_aggregate,
-                 init_server=flora_init, downlink=flora_downlink, local=flora_local)
+                 init_server=flora_init, downlink=flora_downlink, local=flora_local,
+                 individual="the server stacks every client's own factors (B_k A_k) and merges them "
+                            "into the base weights")

@@ -86,4 +86,6 @@ def scaffold_aggregate(global_state: State, server_state: State, replies: Sequen
 SCAFFOLD = Strategy("scaffold", "Karimireddy et al. 2020 (option II): g ← g + c − c_i; "
                     "c_i ← c_i − c + (x − y_i)/(Kη); c ← c + (|S|/N) mean Δc_i", scaffold_aggregate,
                     init_server=scaffold_init, downlink=scaffold_downlink, local=scaffold_local,
-                    finish=scaffold_finish, uplink=scaffold_uplink)
+                    finish=scaffold_finish, uplink=scaffold_uplink,
+                    individual="each client also sends its own control-variate change, which the server "
+                               "keeps per client")

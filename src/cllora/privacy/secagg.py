@@ -14,26 +14,12 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from cllora.aggregate import mean_only_strategies, needs_individual
+
 CLIP_RANGE = 8.0  # Flower's default clipping_range: each weighted adapter entry is clipped to ±8
 QUANT_LEVELS = 2 ** 22  # Flower's default quantization_range
 MOD_RANGE = 2 ** 32  # Flower's default modulus_range (masks are drawn mod 2^32)
 
-# every strategy → (its server needs only the weighted mean of the adapters?, why); the README's table
-COMPOSITION = {
-    "fedavg": (True, "the server step is the weighted mean itself"),
-    "fedprox": (True, "the proximal term is local training; the server step is the weighted mean"),
-    "fedavgm": (True, "server momentum steps along the weighted mean"),
-    "fedadam": (True, "the adaptive server step uses only the weighted mean"),
-    "fedyogi": (True, "the adaptive server step uses only the weighted mean"),
-    "fedadagrad": (True, "the adaptive server step uses only the weighted mean"),
-    "ffa-lora": (True, "A is frozen; the server needs only the weighted mean of B"),
-    "scaffold": (False, "each client also sends its own control-variate change, which the server "
-                        "keeps per client"),
-    "flora": (False, "the server stacks every client's own factors (B_k A_k), so it must see each one"),
-    "fedex-lora": (False, "the residual merged into the base weights is built from each client's own "
-                          "factors"),
-    "fedsa-lora": (False, "each client's own B is kept and evaluated per client"),
-}
 # what the server cannot compute without the individual updates (config.json names them)
 NOT_COMPUTED = ("payload checks of each update (names, shapes, finite values; only the sum is checked)",
                 "client drift (drift_mean, drift_max, drift_pairwise)",
@@ -61,11 +47,10 @@ def check_secagg_settings(values: dict[str, Any]) -> None:
         return
     protocol(values["clients_per_round"], values.get("secagg_shares"), values.get("secagg_threshold"))
     strategy = values.get("strategy", "fedavg")
-    composes, why = COMPOSITION.get(strategy, (False, "it has not been worked out"))
-    if not composes:
-        ok = ", ".join(name for name, (yes, _) in COMPOSITION.items() if yes)
-        raise ValueError(f"strategy {strategy!r} does not work with secure aggregation ({why}); "
-                         f"with secagg use one of {ok}")
+    why = needs_individual(strategy)
+    if why:  # secure aggregation reveals only the sum
+        raise ValueError(f"strategy {strategy!r} does not work with secure aggregation ({why}, but the "
+                         f"server learns only the sum); with secagg use one of {', '.join(mean_only_strategies())}")
     if values.get("client_ranks"):
         raise ValueError(f"client_ranks = {values['client_ranks']!r} does not work with secure aggregation: "
                          "clients of different ranks send adapters of different shapes, which cannot be "

@@ -1,4 +1,5 @@
-"""Which client-level DP settings go together, and how each federated strategy composes with DP.
+"""Which client-level DP settings go together, and which federated strategies compose with DP (those
+whose server needs only the mean of the updates: cllora.aggregate.mean_only_strategies).
 
 Pure: plain values in, a ValueError naming the setting and its value out (`cllora.config` words it as
 the user's error). DP is on exactly when `dp_clip` is set.
@@ -9,22 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# every strategy → (composes with DP-FedAvg?, why); the README's table is this one
-COMPOSITION = {
-    "fedavg": (True, "the server step is the noised mean itself"),
-    "fedprox": (True, "the proximal term is local training; the server step is the noised mean"),
-    "fedavgm": (True, "server momentum steps along the noised mean: post-processing"),
-    "fedadam": (True, "the adaptive server step uses only the noised mean: post-processing"),
-    "fedyogi": (True, "the adaptive server step uses only the noised mean: post-processing"),
-    "fedadagrad": (True, "the adaptive server step uses only the noised mean: post-processing"),
-    "ffa-lora": (True, "A is frozen and public (seeded); the noised mean of B is what is released"),
-    "scaffold": (False, "each client also sends its control-variate change, which would need its own "
-                        "clipping and noise"),
-    "flora": (False, "the server merges every client's own B_k A_k into the base weights, unnoised"),
-    "fedex-lora": (False, "the residual merged into the base weights is built from each client's "
-                          "own factors, unnoised"),
-    "fedsa-lora": (False, "each client's own B is evaluated and kept per client, outside the noised mean"),
-}
+from cllora.aggregate import mean_only_strategies, needs_individual
+
 DP_OPTIONS = ("dp_noise", "dp_target_epsilon", "dp_delta")  # read only when dp_clip is set
 SEEDED_FLAG = "dp_seeded_noise_voids_guarantee"  # True: seeded noise and sampling, no guarantee
 
@@ -64,8 +51,7 @@ def check_dp_settings(values: dict[str, Any]) -> None:
         raise ValueError(f"dp_delta must be below 1/clients = {1.0 / clients:.3g} (a larger delta "
                          f"allows publishing one client's data outright), got {delta!r}")
     strategy = values.get("strategy", "fedavg")
-    composes, why = COMPOSITION.get(strategy, (False, "its privacy has not been worked out"))
-    if not composes:
-        ok = ", ".join(name for name, (yes, _) in COMPOSITION.items() if yes)
-        raise ValueError(f"strategy {strategy!r} does not compose with client-level DP ({why}); "
-                         f"with dp_clip use one of {ok}")
+    why = needs_individual(strategy)
+    if why:  # what the server sees of each client would be outside the noised mean, unnoised
+        raise ValueError(f"strategy {strategy!r} does not compose with client-level DP ({why}, outside "
+                         f"the noised mean); with dp_clip use one of {', '.join(mean_only_strategies())}")
