@@ -35,7 +35,7 @@ MARK = "<!-- {} (scripts/regenerate_findings.py) -->"
 def _cell(claim: dict | None) -> str:
     if claim is None:
         return "not run yet | | "
-    effect = fmt_effect(claim, claim["unit"]) if claim["effect"] is not None else "—"
+    effect = fmt_effect(claim, claim["unit"]) if claim["effect"] is not None else f"— ({claim['missing']})"
     return f"{effect} | {claim['seeds'] or '—'} | **{claim['verdict']}**"
 
 

@@ -31,7 +31,8 @@ Tables = tuple[list[dict], list[dict], dict, list[dict], list[dict]]
 def tables(runs: list[RunRecord]) -> Tables:
     """(run rows, condition rows, setting labels, cost table, claims) of some runs. Claims are
     decided per budget (quick-scale and study-budget evidence never enter one verdict): one record
-    per claim and budget that has runs, each with its `budget`."""
+    per claim and budget that has runs, each with its `budget`, where the budget has evidence for
+    the claim or a plan that declares it (a claim with neither anywhere: once, not testable)."""
     # the fairness recomputed from split_losses.npz (or labelled legacy) and the local models'
     # change from round 0 override and join the rounds.csv columns, per run and per condition
     rows = [{**run_row(r.name, r.config, r.rounds, r.complete, r.test_losses, r.clients, r.sweep),
@@ -43,11 +44,24 @@ def tables(runs: list[RunRecord]) -> Tables:
     sizes = {c["model"]: c["total_params"] for c in costs if c["total_params"]}
     plans = {r.sweep.folder: r.sweep.plan for r in runs if r.sweep and r.sweep.plan}
     budgets = sorted({r["budget"] for r in rows}, key=lambda b: (b is None, BUDGETS.index(b) if b in BUDGETS else 0))
-    claims = [{**claim, "budget": budget}
-              for budget in budgets
-              for claim in evaluate_claims(_conditions([r for r in rows if r["budget"] == budget]),
-                                           sizes, labels, plans)]
+    by_budget = {budget: evaluate_claims(_conditions([r for r in rows if r["budget"] == budget]), sizes, labels,
+                                         plans) for budget in budgets}
+    claims = [{**claim, "budget": budget} for budget in budgets for claim in by_budget[budget]
+              if _shown(claim, budget, budgets, by_budget, runs)]
     return rows, conds, labels, costs, claims
+
+
+def _shown(claim: dict, budget, budgets: list, by_budget: dict, runs: list[RunRecord]) -> bool:
+    """Whether a claim's record at `budget` belongs in the claims: it has a comparison, or a plan of
+    a sweep of that budget declares the claim, or no budget has either (then its first budget
+    shows it, not testable, with its reason)."""
+    def kept(c: dict, b) -> bool:
+        return bool(c["comparisons"]) or any(r.sweep and r.sweep.budget == b and r.sweep.plan
+                                             and c["id"] in r.sweep.plan.claims for r in runs)
+    if kept(claim, budget):
+        return True
+    anywhere = [b for b in budgets for c in by_budget[b] if c["id"] == claim["id"] and kept(c, b)]
+    return not anywhere and budget == budgets[0]
 
 
 def _conditions(rows: list[dict]) -> list[dict]:
