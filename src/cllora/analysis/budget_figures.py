@@ -139,12 +139,15 @@ def _minus(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> list[tuple
 
 
 def figure_data(runs: list[RunRecord], fig: StudyFigure) -> dict:
-    """dict(key, title, kind, ylabels, panels=[dict(title, rows, seeds)]): what the figure draws;
-    `seeds` is the largest number of seeds of any curve in the panel (0: nothing has run)."""
+    """dict(key, title, kind, ylabels, panels=[dict(title, folder, rows, seeds, fewest, planned)]):
+    what the figure draws; `seeds` and `fewest` are the most and the fewest seeds of any curve in
+    the panel (0: nothing has run), `planned` how many seeds its sweep's plan fixes (None: no plan)."""
     panels = []
     for panel in fig.panels:
         rows = panel_rows(runs, panel, fig)
-        seeds = max((max(c["n"], default=0) for row in rows for c in row), default=0)
-        panels.append({"title": panel.title, "folder": panel.folder, "rows": rows, "seeds": seeds})
+        counts = [max(c["n"], default=0) for row in rows for c in row]
+        plan = next((r.sweep.plan for r in runs if r.sweep and r.sweep.folder == panel.folder and r.sweep.plan), None)
+        panels.append({"title": panel.title, "folder": panel.folder, "rows": rows, "seeds": max(counts, default=0),
+                       "fewest": min(counts, default=0), "planned": len(plan.seeds) if plan else None})
     return {"key": fig.key, "title": fig.title, "kind": fig.kind,
             "ylabels": [label for _, label, _ in ROWS[fig.kind]], "panels": panels}

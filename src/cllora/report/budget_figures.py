@@ -27,16 +27,20 @@ def study_figure(data: dict):
         for i, ylabel in enumerate(data["ylabels"]):
             ax = axes[i][j]
             plot_condition_curves(panel["rows"][i], ax, ylabel if j == 0 else "")
-            if not panel["seeds"]:
-                ax.text(0.5, 0.5, f"{panel['folder']}: no complete planned run yet", ha="center",
-                        va="center", transform=ax.transAxes, fontsize=9, color="0.4")
+            if not panel["rows"][i]:
+                ax.text(0.5, 0.5, f"{panel['folder']}: " + ("no complete planned run yet" if not panel["seeds"]
+                                                             else "no run to draw yet"),
+                        ha="center", va="center", transform=ax.transAxes, fontsize=9, color="0.4")
             if i == 0 and data["kind"] == "global":
                 ax.axhline(0.0, color="0.6", lw=0.8)
             if i == 1 and data["kind"] == "global":
                 ax.axhline(0.0, color="#222222", lw=0.9, ls="--")  # IID's own line
             if i < rows - 1:
                 ax.set_xlabel("")
-        axes[0][j].set_title(wrap_title(panel["title"], 4.9), fontsize=10)
+        short = panel["planned"] and panel["seeds"] and panel["fewest"] < panel["planned"]
+        done = f"{panel['fewest']}" + (f"–{panel['seeds']}" if panel["seeds"] > panel["fewest"] else "")
+        title = panel["title"] + (f" (so far {done} of {panel['planned']} planned seeds)" if short else "")
+        axes[0][j].set_title(wrap_title(title, 4.9), fontsize=10)
     handles: dict = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
