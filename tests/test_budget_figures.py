@@ -85,6 +85,7 @@ def test_every_figure_is_written_and_a_sweep_not_run_yet_is_said(tmp_path):
     runs = [run("study-null", s, a, 0, [3.0, 2.9, 2.8], replicate=0) for s, a in (("iid", None), ("length", 0.1))]
     data = figure_data(runs, FIG6)
     assert [p["seeds"] for p in data["panels"]] == [1, 0]
+    assert (data["panels"][0]["fewest"], data["panels"][0]["planned"]) == (1, 3)  # "so far 1 of 3 planned seeds"
     paths = write_study_figures(runs, tmp_path)
     assert [p.name for p in paths] == [f"study-budget-{f.key}.png" for f in FIGURES]
     assert all(p.stat().st_size > 10_000 for p in paths)
