@@ -6,8 +6,9 @@ out), of a per-seed quantity from which the test-text sampling noise between see
 
 - global figures (Figs. 6, 7, model size): the change of the global test loss since round 0, each
   seed measured on its own test texts, and the skewed condition minus IID paired by seed. Each
-  seed draws its own test sample, whose loss level differs from seed to seed by about 0.1 nats:
-  a band around the raw loss would be that sampling noise, not training's.
+  seed draws its own test sample, whose loss level differs from seed to seed (the untrained
+  model's loss has sd 0.05–0.07 nats over the published seeds, 3.72–3.86): a band around the raw
+  loss would be mostly that sampling noise, not training's.
 - local figures (Figs. 8, 9): the local models' change since round 0 (each client's local model
   on its own split minus the untrained model on the same split, mean over clients; the quantity
   of "length skew has little effect on local training"), and the spread of the local models'
