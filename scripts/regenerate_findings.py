@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cllora import records
 from cllora.analysis import claims_document, load_runs, tables
+from cllora.analysis.plans import read_plan
 from cllora.analysis.stats import fmt_effect, fmt_mde, t_interval
 from cllora.files import _json_default
 from cllora.report.budget_figures import write_study_figures
@@ -39,8 +40,20 @@ def _cell(claim: dict | None) -> str:
     return f"{effect} | {claim['seeds'] or '—'} | **{claim['verdict']}**"
 
 
-def budget_table(claims: list[dict]) -> str:
-    """Each study claim: its quick-scale verdict beside its study-budget one, with the planning MDE."""
+def plan_mdes(results: Path) -> dict[str, str]:
+    """Each claim's planning MDE as its headline sweep's plan (written before any run) states it."""
+    out = {}
+    for path in sorted(results.glob("*/plan.toml")):
+        plan = read_plan(path)
+        for cid, claim in plan.claims.items():
+            if not plan.reconstructed and claim.mde is not None and claim.headline == plan.sweep:
+                out[cid] = f"±{100 * claim.mde:.1f} %" if claim.unit == "%" else f"±{claim.mde:.4f}"
+    return out
+
+
+def budget_table(claims: list[dict], mdes: dict[str, str]) -> str:
+    """Each study claim: its quick-scale verdict beside its study-budget one, with the planning MDE
+    (the study-budget record's, else its plan's)."""
     by = {(c["id"], c.get("budget")): c for c in claims}
     lines = ["| claim | study's figure | quick: effect [95 % interval] | seeds | verdict | "
              "study budget: effect [95 % interval] | seeds | verdict | planning MDE |",
@@ -50,7 +63,7 @@ def budget_table(claims: list[dict]) -> str:
         first = quick or study
         if first is None:
             continue
-        mde = fmt_mde(study, study["unit"]) if study and study.get("mde") is not None else ""
+        mde = fmt_mde(study, study["unit"]) if study and study.get("mde") is not None else mdes.get(cid, "")
         lines.append(f"| {first['claim']} | {first['source']} | {_cell(quick)} | {_cell(study)} | {mde} |")
     return "\n".join(lines)
 
@@ -111,7 +124,7 @@ def main() -> int:
                            capture_output=True, text=True, check=True).stdout.strip()
     findings = ROOT / "FINDINGS.md"
     text = replace_claims_table(findings.read_text(), table)
-    text = replace_between(text, "budgets", budget_table(doc["claims"]))
+    text = replace_between(text, "budgets", budget_table(doc["claims"], plan_mdes(results)))
     text = replace_between(text, "shapes", shape_table(rows))
     findings.write_text(text)
     for path in write_study_figures(runs, ROOT / "docs"):

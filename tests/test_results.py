@@ -175,6 +175,7 @@ def test_findings_md_shows_the_regenerated_study_budget_tables():
     rows = tables(load_runs(RESULTS, log=lambda m: None))[0]
     text = (ROOT / "FINDINGS.md").read_text()
     published = records.read_json(RESULTS / "claims.json")["claims"]
-    for name, body in (("budgets", regen.budget_table(published)), ("shapes", regen.shape_table(rows))):
+    budgets = regen.budget_table(published, regen.plan_mdes(RESULTS))
+    for name, body in (("budgets", budgets), ("shapes", regen.shape_table(rows))):
         assert f"{regen.MARK.format(name)}\n{body}\n{regen.MARK.format('end ' + name)}" in text, name
     assert "| study-null | smollm2-135m | IID | 3 |" in text  # replicate 0 only, planned seeds only
