@@ -32,6 +32,7 @@ INDEX_FILE = "index.json"
 FAMILIES = ("holm", "intersection-union")
 DESIGNS = ("fixed",)
 BUDGETS = ("full", "quick", "study")
+BUDGET_NAMES = {"quick": "quick scale", "study": "study budget", "full": "full scale"}  # in words
 EXTENSION = "extension (not planned)"
 
 

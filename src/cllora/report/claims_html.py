@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any, Callable
 
+from cllora.analysis.plans import BUDGET_NAMES
 from cllora.analysis.stats import MIN_SEEDS, finite, fmt_effect, fmt_interval, fmt_signed, fmt_verdict_interval
 
 Name = Callable[[str], str]  # a setting label (or a text holding some) -> the same with names
@@ -19,19 +20,38 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
+def pending(claims: list[dict]) -> list[dict]:
+    """The records with no comparison of a claim that another budget's record also holds: a
+    budget whose sweeps have not yet run what the claim needs (listed in one line, not a row each)."""
+    budgets: dict[str, set] = {}
+    for c in claims:
+        budgets.setdefault(c.get("id", c["claim"]), set()).add(c.get("budget"))
+    return [c for c in claims if not c["comparisons"] and len(budgets[c.get("id", c["claim"])]) > 1]
+
+
 def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> str:
-    """The section: `forest` is the forest plot's <figure> ("" without one)."""
+    """The section: `forest` is the forest plot's <figure> ("" without one). Where the claims come
+    at several budgets, each row names its budget; a budget's records that cannot be tested yet
+    (`pending`) are one line below the table."""
     head = "".join(f"<th>{h}</th>" for h in ("Claim", "Verdict", "Effect [95 % interval]", "Seeds",
                                                "What the interval excludes"))
-    body = "".join(_claim_row(c, name) for c in claims)
+    waiting = pending(claims)
+    several = len({c.get("budget") for c in claims}) > 1
+    body = "".join(_claim_row(c, name, several) for c in claims if c not in waiting)
+    later = ""
+    for budget in dict.fromkeys(c.get("budget") for c in waiting):
+        mine = "; ".join(_e(c["claim"]) for c in waiting if c.get("budget") == budget)
+        later += (f"<p class=\"small\"><b>Not testable yet at the {_e(BUDGET_NAMES.get(budget, budget))}</b> "
+                  f"(no complete runs of the conditions each needs; its sweeps are running or still to "
+                  f"run): {mine}.</p>")
     return ("<h2 id=\"claims\">Claims (the study's, then cllora's own), tested on these runs</h2>\n"
             + forest + f"\n<table class=\"claims\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
-            + verdict_rule(max_seeds))
+            + later + verdict_rule(max_seeds))
 
 
-def _claim_row(c: dict, name: Name) -> str:
+def _claim_row(c: dict, name: Name, budget: bool = False) -> str:
     verdict = f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>"
-    cells = [_details(c, name), verdict,
+    cells = [_details(c, name, budget), verdict,
              f"<span class=\"effect\">{_e(_effect(c))}</span>", _e(c["seeds"] or "—"),
              f"<span class=\"effect\">{_e(excludes(c))}</span>"]
     return "<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
@@ -76,8 +96,9 @@ def notes_of(c: dict) -> list[str]:
     return [x for x in c["evidence"] if not (labels and x.startswith(labels))]
 
 
-def _details(c: dict, name: Name) -> str:
-    summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span></summary>"
+def _details(c: dict, name: Name, budget: bool = False) -> str:
+    where = c["source"] + (f" · {BUDGET_NAMES.get(c.get('budget'), c.get('budget'))}" if budget else "")
+    summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(where)})</span></summary>"
     how = _e(c["test"]) + (f"; interval: {_e(c['method'])}" if c["method"] else "")
     notes = "".join(f"<p class=\"small\">{_e(name(x))}</p>" for x in notes_of(c))
     if not c["comparisons"]:

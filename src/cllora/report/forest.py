@@ -10,6 +10,7 @@ import math
 from typing import Callable
 
 from cllora.analysis.claims import LITTLE_LOCAL_EFFECT
+from cllora.analysis.plans import BUDGET_NAMES
 from cllora.report.axes import plt
 
 VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#bf8700",
@@ -75,6 +76,7 @@ def _scale(claim: dict) -> tuple[float, str]:
 def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
     """The figure, or None when no claim has an effect to show. `name` turns a comparison's label
     into the setting's name."""
+    several = len({c.get("budget") for c in claims}) > 1  # then each panel names its budget
     panels = [(c, forest_rows(c, name)) for c in claims]
     panels = [(c, rows) for c, rows in panels if rows]
     if not panels:
@@ -108,7 +110,8 @@ def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
         ax.set_xlabel(xlabel, fontsize=7, labelpad=1)
         ax.grid(axis="x", alpha=0.3)
         verdict = claim.get("verdict", "")
-        ax.set_title(f"{claim['claim']}: {verdict}", fontsize=8.5, loc="left", pad=3,
+        at = f" ({BUDGET_NAMES.get(claim.get('budget'), claim.get('budget'))})" if several else ""
+        ax.set_title(f"{claim['claim']}{at}: {verdict}", fontsize=8.5, loc="left", pad=3,
                      color=VERDICT_COLORS.get(verdict, "0.2"), fontweight="bold")
     handles = [plt.Line2D([], [], color=c, marker="D", lw=2, label=v) for v, c in VERDICT_COLORS.items()
                if v != "not testable"]

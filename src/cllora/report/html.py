@@ -48,7 +48,7 @@ ul.evidence{margin:0;padding-left:1.1em}.effect{white-space:nowrap;font-variant-
 nav a{margin-right:14px;color:#0969da;text-decoration:none}
 table.claims{font-size:.86em;width:100%}table.claims>tbody>tr>td:first-child{width:52%}table.claims td{padding:3px 8px}table.claims summary{cursor:pointer}
 table.claims summary::marker{color:#0969da}table.evidence{font-size:.92em;margin:.4em 0}table.evidence tr.shown td{color:#6e7781}
-table.matrix{font-size:.82em}table.matrix td:first-child{min-width:300px}table.matrix td,table.matrix th{padding:2px 6px}
+div.scroll{overflow-x:auto;max-width:100%}table.matrix{font-size:.82em}table.matrix td:first-child{min-width:300px}table.matrix td,table.matrix th{padding:2px 6px}
 """
 
 NAV = ("<nav><a href=\"#claims\">Claims</a><a href=\"#settings\">Settings</a><a href=\"#cost\">Communication cost</a>"
@@ -159,7 +159,8 @@ def _settings_html(runs: list[RunRecord], names: dict[str, str]) -> str:
     same = "; ".join(f"{k} {v}" for k, v in shared.items())
     head = ["Setting", *(k.replace("_", "_\u200b") for k in keys)]  # keys may break after an underscore
     matrix = _table_html(head, [[_e(x if x != "None" else "—") for x in row] for row in rows]) if keys else ""
-    matrix = matrix.replace("<table>", "<table class=\"matrix\">", 1)
+    # a matrix wider than the window scrolls in its own box; the page keeps the window's width
+    matrix = matrix.replace("<table>", "<div class=\"scroll\"><table class=\"matrix\">", 1) + ("</div>" if matrix else "")
     return ("<h2 id=\"settings\">Settings</h2>" + matrix
             + f"<p class=\"small\"><b>Every setting</b>: {_e(same)}; resolved precision "
               f"{_e(', '.join(precisions))} on {_e(', '.join(devices))}; device name; torch, CUDA; TF32, "

@@ -1,0 +1,32 @@
+"""The claims section with claims at two budgets: each row names its budget, and a budget's claims
+that cannot be tested yet are one line under the table instead of a row each."""
+
+from __future__ import annotations
+
+from cllora.report.claims_html import claims_html, pending
+
+
+def record(cid: str, budget: str, tested: bool) -> dict:
+    comp = {"label": "s", "effect": 0.1, "low": 0.0, "high": 0.2, "seeds": 3, "verdict": "supported",
+            "decides": True, "detail": "a vs b"}
+    return {"id": cid, "claim": f"claim {cid}", "source": "Fig. 6", "budget": budget, "unit": "",
+            "verdict": "supported" if tested else "not testable", "effect": 0.1 if tested else None,
+            "low": 0.0 if tested else None, "high": 0.2 if tested else None, "seeds": 3 if tested else None,
+            "comparisons": [comp] if tested else [], "evidence": [], "test": "t", "method": ""}
+
+
+def test_untested_records_of_a_claim_tested_elsewhere_fold_into_one_line():
+    claims = [record("a", "quick", True), record("b", "quick", False),
+              record("a", "study", False), record("c", "study", True)]
+    assert [(c["id"], c["budget"]) for c in pending(claims)] == [("a", "study")]
+    page = claims_html(claims, 3, "", str)
+    table, after = page.split("</tbody></table>\n", 1)  # the claims table, then what follows it
+    assert table.count("<tr><td><details>") == 3  # quick a, quick b, study c
+    assert "(Fig. 6 · quick scale)" in table and "(Fig. 6 · study budget)" in table
+    assert "Not testable yet at the study budget</b>" in after and "claim a." in after
+    assert "claim b" in table  # not testable at its only budget: still a row, with its reason
+
+
+def test_one_budget_names_none():
+    page = claims_html([record("a", "quick", True)], 3, "", str)
+    assert "quick scale" not in page and "Not testable yet" not in page
