@@ -46,22 +46,14 @@ def tables(runs: list[RunRecord]) -> Tables:
     budgets = sorted({r["budget"] for r in rows}, key=lambda b: (b is None, BUDGETS.index(b) if b in BUDGETS else 0))
     by_budget = {budget: evaluate_claims(_conditions([r for r in rows if r["budget"] == budget]), sizes, labels,
                                          plans) for budget in budgets}
+    declared = {(r.sweep.budget, cid) for r in runs if r.sweep and r.sweep.plan for cid in r.sweep.plan.claims}
+    kept = {(b, c["id"]) for b in budgets for c in by_budget[b] if c["comparisons"] or (b, c["id"]) in declared}
+    # a budget's record is kept where it has evidence or a plan of that budget declares the claim; a
+    # claim kept nowhere is shown once, at the first budget, not testable, with its reason
     claims = [{**claim, "budget": budget} for budget in budgets for claim in by_budget[budget]
-              if _shown(claim, budget, budgets, by_budget, runs)]
+              if (budget, claim["id"]) in kept
+              or (budget == budgets[0] and not any(cid == claim["id"] for _, cid in kept))]
     return rows, conds, labels, costs, claims
-
-
-def _shown(claim: dict, budget, budgets: list, by_budget: dict, runs: list[RunRecord]) -> bool:
-    """Whether a claim's record at `budget` belongs in the claims: it has a comparison, or a plan of
-    a sweep of that budget declares the claim, or no budget has either (then its first budget
-    shows it, not testable, with its reason)."""
-    def kept(c: dict, b) -> bool:
-        return bool(c["comparisons"]) or any(r.sweep and r.sweep.budget == b and r.sweep.plan
-                                             and c["id"] in r.sweep.plan.claims for r in runs)
-    if kept(claim, budget):
-        return True
-    anywhere = [b for b in budgets for c in by_budget[b] if c["id"] == claim["id"] and kept(c, b)]
-    return not anywhere and budget == budgets[0]
 
 
 def _conditions(rows: list[dict]) -> list[dict]:

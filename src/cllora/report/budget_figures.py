@@ -12,11 +12,6 @@ from cllora.records import save_figure
 from cllora.report.axes import plt, wrap_title
 from cllora.report.figures import plot_condition_curves
 
-CAPTION = ("Mean over the planned seeds, band: 95 % t-interval of that mean; each seed on its own "
-           "test texts, so the sampling noise between seeds' test samples is left out (see "
-           "cllora.analysis.budget_figures).")
-
-
 def study_figure(data: dict):
     """A figure of figure_data(): a column per panel, a row per quantity; panels whose sweep has
     no complete planned run say so."""
