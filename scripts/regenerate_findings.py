@@ -11,11 +11,12 @@ this writes.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-from cllora import records
+from cllora import curves, records
 from cllora.analysis import claims_document, load_runs, tables
 from cllora.analysis.plans import read_plan
 from cllora.analysis.stats import fmt_effect, fmt_mde, t_interval
@@ -77,10 +78,12 @@ def _mean_ci(values: list[float]) -> str:
 
 def shape_table(rows: list[dict]) -> str:
     """Per sweep and condition (complete runs of planned seeds; replicate 0 of the null experiment):
-    seeds, the rounds, how many seeds reach their minimum before the last round, overfitting and
-    fluctuation (mean [95 % interval])."""
+    seeds, the rounds, how many seeds reach their minimum before the last round, overfitting,
+    the overfitting a flat curve of the same fluctuation shows from noise alone
+    (curves.overfit_from_noise), the late trend and fluctuation (mean [95 % interval])."""
     lines = ["| sweep | model | condition | seeds | rounds | minimum before the last round | "
-             "overfitting (nats) | fluctuation (nats) |", "|---|---|---|---:|---:|---:|---|---|"]
+             "overfitting (nats) | a flat curve's, from noise | late trend (nats/round) | fluctuation (nats) |",
+             "|---|---|---|---:|---:|---:|---|---:|---|---|"]
     for sweep in SHAPE_SWEEPS:
         mine = [r for r in rows if r.get("sweep_dir") == sweep and r["complete"] and r["planned"]
                 and not json.loads(r["setting"]).get("replicate")]  # the null experiment's replicate 0
@@ -90,9 +93,12 @@ def shape_table(rows: list[dict]) -> str:
         for (model, _, scheme, alpha), runs in sorted(groups.items()):
             cond = "IID" if scheme == "iid" else f"{scheme} α = {alpha:g}"
             early = sum(1 for r in runs if r["best_round"] is not None and r["best_round"] < r["rounds_completed"])
+            fluct = [r["fluctuation"] for r in runs]
+            noise = curves.overfit_from_noise(sum(fluct) / len(fluct), runs[0]["rounds_completed"])
             lines.append(f"| {sweep} | {model} | {cond} | {len(runs)} | {runs[0]['rounds_completed']} | "
                          f"{early} of {len(runs)} | {_mean_ci([r['overfit'] for r in runs])} | "
-                         f"{_mean_ci([r['fluctuation'] for r in runs])} |")
+                         f"{'—' if math.isnan(noise) else f'{noise:.3f}'} | "
+                         f"{_mean_ci([r['late_trend'] for r in runs])} | {_mean_ci(fluct)} |")
     return "\n".join(lines)
 
 

@@ -146,7 +146,11 @@ def test_every_interval_findings_md_quotes_comes_from_the_published_runs():
         start = findings.index(head)
         end = findings.find("\n## ", start + 1)
         findings = findings[:start] + findings[end if end > 0 else len(findings):]
-    # the generated blocks are checked against what scripts/regenerate_findings.py writes instead
+    # the generated blocks are checked against what scripts/regenerate_findings.py writes instead,
+    # so prose may quote them
+    blocks = re.compile(r"<!-- (\w+) \(scripts/regenerate_findings.py\) -->.*?<!-- end \1 [^>]*-->", re.S)
+    known += [(_value(a), _value(b), _value(c), pct) for m in blocks.finditer(findings)
+              for a, b, c, pct in _triples(m.group(0))]
     findings = re.sub(r"<!-- (\w+) \(scripts/regenerate_findings.py\) -->.*?<!-- end \1 [^>]*-->", "", findings,
                       flags=re.S)
     quoted = _triples(findings)

@@ -15,6 +15,14 @@ returns NaN where the curve is too short to say.
   standard deviation around the mean would count the whole descent. Round 0 (the untrained
   model) is left out: the first round's drop is learning, not fluctuation. Needs every round
   evaluated (eval_every = 1) and R ≥ 3 rounds; NaN otherwise.
+- late trend = the least-squares slope of the loss over the last half of the rounds,
+  r = ⌈R/2⌉ … R (nats/token per round): > 0 when the loss rises late in training. Why beside
+  overfit: overfit picks the minimum after looking at the curve, so a curve that only goes up and
+  down around a plateau overfits too — on a flat curve with independent round-to-round noise,
+  E[overfit] = `overfit_from_noise(fluctuation, R)` (≈ 0.79 × fluctuation at R = 10). The late
+  trend's window is fixed before looking, so on that flat curve its expectation is 0 whatever the
+  fluctuation; a rising trend (the study's "trend of overfitting") makes it positive. Needs every
+  round of the window evaluated and at least 3 of them; NaN otherwise.
 - local gap (Figs. 8, 9): in each round, max − min over the clients of their local models' test
   loss on their own split; `gap_first` is the first trained round's, `gap_last` the last round's,
   and `gap_closed` = gap_first − gap_last (> 0: the clients' losses approach each other).
@@ -59,6 +67,31 @@ def fluctuation(curve: Curve) -> float:
         return NAN
     values = np.array([points[r] for r in rounds], dtype=float)
     return float(np.mean(np.abs(np.diff(values, n=2))))
+
+
+def late_trend(curve: Curve) -> float:
+    """Least-squares slope of the loss over rounds ceil(R/2)..R, R the last round (see the module
+    docstring); NaN unless every round of that window is evaluated and it holds >= 3 rounds."""
+    points = {r: v for r, v in curve if math.isfinite(v)}
+    if not curve:
+        return NAN
+    last = curve[-1][0]
+    window = list(range(math.ceil(last / 2), last + 1))
+    if len(window) < 3 or any(r not in points for r in window):
+        return NAN
+    return float(np.polyfit(window, [points[r] for r in window], 1)[0])
+
+
+def overfit_from_noise(fluctuation_value: float, rounds: int, draws: int = 20000) -> float:
+    """The overfitting (final − min over rounds 1..R) that a flat curve shows from noise alone, when
+    its round-to-round deviations are independent normal with the sd that gives this fluctuation
+    (E|second difference| = σ·√6·√(2/π) ≈ 1.954 σ). Simulated with a fixed seed, so it is
+    deterministic; NaN for a non-finite fluctuation or R < 3."""
+    if not math.isfinite(fluctuation_value) or rounds < 3:
+        return NAN
+    z = np.random.default_rng(0).standard_normal((draws, rounds))
+    ratio = float(np.mean(z[:, -1] - z.min(axis=1))) / float(np.mean(np.abs(np.diff(z, n=2, axis=1))))
+    return ratio * fluctuation_value
 
 
 def local_gap(clients: Sequence[dict], column: str = "local_model_test_loss") -> dict[str, float]:

@@ -49,7 +49,10 @@ def claim_noniid_overfits_more(conds: list[dict], labels: dict[str, str] | None 
     return claim_record("non-IID training overfits more than IID", "Figs. 6, 7",
                         "overfitting = final global test loss minus its minimum over rounds; effect = "
                         "each skewed α's overfitting minus IID's, each paired by seed; supported when "
-                        "every α overfits more (nats/token; > 0 supports)", "", comparisons,
+                        "every α overfits more (nats/token; > 0 supports). A curve that only goes up "
+                        "and down around a plateau also overfits by this measure (about 0.79 × its "
+                        "fluctuation at 10 rounds, cllora.curves.overfit_from_noise): read it beside "
+                        "the late trend, the slope over the last half of the rounds", "", comparisons,
                         "needs skewed and IID runs of the same setting", family="intersection-union",
                         headline=("study-length-study", *FIG6))
 

@@ -96,8 +96,8 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
 
     local_loss = mean over trained rounds of the local models' test loss on their own split;
     local_spread = mean over trained rounds of the variance of that loss across the round's clients;
-    overfit, fluctuation and the local gap (gap_first, gap_last, gap_closed) as cllora.curves
-    defines them.
+    overfit, fluctuation, late_trend and the local gap (gap_first, gap_last, gap_closed) as
+    cllora.curves defines them.
     """
     losses = curve(rounds, "global_test_loss")
     best_round, best = min(losses, key=lambda p: p[1]) if losses else (None, None)
@@ -115,7 +115,7 @@ def run_row(name: str, config: dict, rounds: list[dict], complete: bool | None =
         "final_loss": final,
         "best_loss": best, "best_round": best_round,
         "overfit": curves.overfit(losses)[0] if losses else None,
-        "fluctuation": curves.fluctuation(losses),
+        "fluctuation": curves.fluctuation(losses), "late_trend": curves.late_trend(losses),
         **{k: v for k, v in curves.local_gap(clients or []).items() if k.startswith("gap_")},
         **{f"final_{c.name}": (curve(rounds, c.name) or [(None, None)])[-1][1] for c in reported("final")},
         "local_loss": mean(r.get("local_models_test_loss_mean") for r in trained),

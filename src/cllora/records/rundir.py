@@ -322,6 +322,7 @@ def summarize(rounds: list[dict], extra: dict) -> dict:
         "best_round": best_round,
         "overfit": overfit,  # final minus best (cllora.curves)
         "fluctuation": _finite_or_none(curves.fluctuation(losses)),  # mean |second difference|
+        "late_trend": _finite_or_none(curves.late_trend(losses)),  # slope over the last half of the rounds
         "final_fairness_var": final.get("fairness_var"),
         "total_bytes": final.get("bytes_cumulative", 0),
         "total_train_seconds": sum(r.get("train_seconds") or 0 for r in rounds),
