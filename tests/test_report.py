@@ -91,6 +91,18 @@ def test_condition_rows_average_seeds_and_find_overfitting():
     assert len(conditions.condition_rows(rows + [other])) == 3
 
 
+def test_condition_late_trend_is_the_mean_slope_over_seeds_with_its_interval():
+    """Rounds 2..4 of each seed: slopes +0.1 and +0.3 → mean +0.2, t-interval over 2 seeds."""
+    rows = [conditions.run_row("a", cfg(rounds=4, seed=0), rounds([3.0, 2.0, 2.1, 2.2, 2.3])),
+            conditions.run_row("b", cfg(rounds=4, seed=1), rounds([3.0, 2.0, 2.0, 2.3, 2.6]))]
+    assert [r["late_trend"] for r in rows] == [pytest.approx(0.1), pytest.approx(0.3)]
+    trend = conditions.condition_rows(rows)[0]["late_trend"]
+    half = 12.706 * 0.1  # t(0.975, 1) × sd 0.1414 / √2
+    assert trend == {"effect": pytest.approx(0.2), "low": pytest.approx(0.2 - half, abs=1e-3),
+                     "high": pytest.approx(0.2 + half, abs=1e-3)}
+    assert math.isnan(conditions.run_row("c", cfg(seed=0), rounds([3.0, 2.0, 2.1, 2.3]))["late_trend"])
+
+
 # ---------------------------------------------------------------- each claim on hand-built conditions
 
 def cond(scheme, alpha, final, model="m", setting=None, local=None, spread=None, seeds=3):

@@ -15,7 +15,7 @@ from cllora import curves
 from cllora.partition.registry import scheme_title, uses_alpha
 from cllora.records import reported
 from cllora.analysis.plans import Sweep, run_fields
-from cllora.analysis.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short
+from cllora.analysis.stats import Texts, curve, finite, mean, mean_std_curve, relative_range, short, t_interval
 
 CONDITION_KEYS = ("scheme", "alpha", "seed")
 CLASS_COLUMN = re.compile(r"test_loss_c(\d+)$")
@@ -160,6 +160,7 @@ def _condition(setting: str, scheme: str, alpha: float | None, runs: list[dict])
         "best_loss": losses["mean"][best_i] if best_i is not None else None,
         "best_round": losses["x"][best_i] if best_i is not None else None,
         "last_round": losses["x"][-1] if losses["x"] else None,
+        "late_trend": dict(zip(("effect", "low", "high"), t_interval([r["late_trend"] for r in runs]))),
         **{f"final_{c.name}": mean(r[f"final_{c.name}"] for r in runs) for c in reported("final")},
         "local_loss": mean(r["local_loss"] for r in runs),
         "local_spread": mean(r["local_spread"] for r in runs),

@@ -21,7 +21,7 @@ from cllora.report.draw import Figure
 from cllora.report.fairness_html import fairness_cover, fairness_html
 from cllora.report.privacy_html import privacy_html
 from cllora.analysis.runs import RunRecord, hardware_summary
-from cllora.analysis.stats import finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_mb, fmt_pm
+from cllora.analysis.stats import finite, fmt, fmt_column, fmt_count, fmt_effect, fmt_g, fmt_interval, fmt_mb, fmt_pm, fmt_signed
 from cllora.analysis.strategies import strategy_rows
 
 CSS = """
@@ -222,16 +222,20 @@ def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
             out.append(f"<h3>{_e(labels[setting])} · {scheme_title(scheme)}</h3>")
             out.append(_table_html(
                 ["Condition", "Seeds", "Round-0 loss", "Final loss", "Best loss", "Best round",
-                 "Overfitting", "Final fairness var", *(col.label for col in extra),
+                 "Overfitting", "Late trend", "Final fairness var", *(col.label for col in extra),
                  _label("local_models_test_loss_mean"), _label("local_models_var")],
                 [[_e(c["label"] + ("" if c["complete"] else " (incomplete)")), c["n_seeds"],
                   fmt(c["initial_loss"]), fmt_pm(c), fmt(c["best_loss"]), c["best_round"], overfit_note(c),
+                  f"{fmt_signed(c['late_trend']['effect'])} {fmt_interval(c['late_trend'])}".replace(" (no interval)", ""),
                   fmt_g(c["final_fairness_var"]), *(fmt_column(col.kind, c.get(f"final_{col.name}")) for col in extra),
                   fmt(c["local_loss"]), fmt_g(c["local_spread"])] for c in sel],
-                numeric={1, 2, 3, 4, 5} | set(range(7, 10 + len(extra)))))
+                numeric={1, 2, 3, 4, 5} | set(range(7, 11 + len(extra)))))
     out.append("<p class=\"small\">Final/best loss: global test loss (nats/token) at the last round "
                "(± std over seeds) / lowest over rounds of the seed-mean curve; overfitting: the curve's "
-               "minimum comes before the last round and the last is over 0.2 % higher. Fairness var: "
+               "minimum comes before the last round and the last is over 0.2 % higher; a curve that only "
+               "swings around a plateau does that too, so the late trend (least-squares slope of the "
+               "global test loss over the last half of the rounds, nats/token a round, mean [95 % "
+               "interval] over seeds) says whether it rises: about 0 on a plateau. Fairness var: "
                "variance across all clients of the global model's loss on their own test split; where "
                "recorded, also that variance less each client's squared standard error (the sampling "
                "noise of a small local test split, floored at 0), and Jain's index and the Gini "
