@@ -1,7 +1,8 @@
 """Regenerate every number FINDINGS.md shows from the published runs, in place: results/claims.json,
 the claims table (scripts/findings_table.py), the study-budget tables between their markers (each
 of the study's Figs. 6-9 claims at the quick scale beside the study budget; whether the curves
-overfit and fluctuated, per sweep and condition) and the study-budget figures in docs/
+overfit and fluctuated, per sweep and condition; the round-to-round change by clients sampled
+again) and the study-budget figures in docs/
 (scripts/study_budget_figures.py). tests/test_results.py checks that the committed files equal what
 this writes.
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from cllora import curves, records
 from cllora.analysis import claims_document, load_runs, tables
 from cllora.analysis.plans import read_plan
+from cllora.analysis.sampling import repeat_rows
 from cllora.analysis.stats import fmt_effect, fmt_mde, t_interval
 from cllora.files import _json_default
 from cllora.report.budget_figures import write_study_figures
@@ -102,6 +104,18 @@ def shape_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sampling_table(runs: list) -> str:
+    """Per study-budget sweep (complete runs of planned seeds): the round-to-round change of the
+    global test loss by how many of a round's clients the previous round also sampled."""
+    mine = [r for r in runs if r.sweep and r.sweep.budget == "study" and r.complete and r.planned]
+    lines = ["| sweep | clients also sampled the round before | (seed, round) events | changes (runs × rounds) | "
+             "mean change (nats) | mean \\|change\\| (nats) |", "|---|---:|---:|---:|---:|---:|"]
+    for row in repeat_rows(mine):
+        lines.append(f"| {row['sweep']} | {row['repeated']} | {row['events']} | {row['changes']} | "
+                     f"{row['mean_change']:+.3f} | {row['mean_abs_change']:.3f} |")
+    return "\n".join(lines)
+
+
 def replace_between(text: str, name: str, body: str) -> str:
     start, end = MARK.format(name), MARK.format(f"end {name}")
     if start not in text or end not in text:
@@ -132,6 +146,7 @@ def main() -> int:
     text = replace_claims_table(findings.read_text(), table)
     text = replace_between(text, "budgets", budget_table(doc["claims"], plan_mdes(results)))
     text = replace_between(text, "shapes", shape_table(rows))
+    text = replace_between(text, "sampling", sampling_table(runs))
     findings.write_text(text)
     for path in write_study_figures(runs, ROOT / "docs"):
         print(path.relative_to(ROOT))
