@@ -36,10 +36,18 @@ SHAPE_SWEEPS = ("study-null", "study-quantity", "study-local", "study-length-stu
 MARK = "<!-- {} (scripts/regenerate_findings.py) -->"
 
 
+def _sweeps(claim: dict) -> str:
+    """The sweep folders of the comparison a claim's effect is (its headline), e.g. ' (study-length-study)'."""
+    same = [c for c in claim["comparisons"] if (c["effect"], c["low"], c["high"]) ==
+            (claim["effect"], claim["low"], claim["high"])]
+    return f" ({', '.join(same[0]['sweep_dirs'])})" if same and same[0].get("sweep_dirs") else ""
+
+
 def _cell(claim: dict | None) -> str:
     if claim is None:
         return "not run yet | | "
-    effect = fmt_effect(claim, claim["unit"]) if claim["effect"] is not None else f"— ({claim['missing']})"
+    effect = (fmt_effect(claim, claim["unit"]) + _sweeps(claim) if claim["effect"] is not None
+              else f"— ({claim['missing']})")
     return f"{effect} | {claim['seeds'] or '—'} | **{claim['verdict']}**"
 
 
