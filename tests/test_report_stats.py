@@ -246,6 +246,10 @@ def test_runs_recorded_before_an_option_existed_pair_with_runs_that_record_its_d
     new = {**old, "seed": 3, "dp_clip": None, "dp_target_epsilon": None}
     assert setting_key(old) == setting_key(new)
     assert setting_key(old) != setting_key({**new, "dp_clip": 0.5})
+    # flags added later read as absent at their default False, and as a setting when on
+    flags = {**new, "secagg": False, "dp_seeded_noise_voids_guarantee": False}
+    assert setting_key(old) == setting_key(flags)
+    assert setting_key(old) != setting_key({**flags, "secagg": True})
 
 
 def test_long_setting_labels_give_file_names_a_file_system_accepts():

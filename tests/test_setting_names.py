@@ -74,3 +74,18 @@ def test_claim_labels_are_renamed_once():
     one = {"a": "m"}
     assert rename("m vs x", one, {"a": "sweep · m"}) == "sweep · m vs x"
     assert json.dumps(rename("no label here", labels, names)) == '"no label here"'
+
+
+def test_flags_a_newer_cllora_records_at_their_default_are_not_named():
+    """Runs written after secagg existed record secagg = False; older runs have no key. Neither
+    that nor dp_seeded_noise_voids_guarantee = False sets a setting apart in its name."""
+    from types import SimpleNamespace
+
+    from cllora.analysis.plans import Sweep
+    from cllora.analysis.setting_names import report_names
+
+    def run(folder, extra):
+        return SimpleNamespace(name=f"{folder}/r", config={**BASE, **extra}, sweep=Sweep(folder, folder, None, None))
+    names = report_names([run("old", {}), run("new", {"rounds": 10, "secagg": False,
+                                                      "dp_seeded_noise_voids_guarantee": False})])
+    assert sorted(names.values()) == ["new · 10 rounds × 1 epoch", "old"]

@@ -23,15 +23,20 @@ CLASS_COLUMN = re.compile(r"test_loss_c(\d+)$")
 
 # ---------------------------------------------------------------- settings and labels
 
-ABSENT_WHEN_FALSE = ("dp_seeded_noise_voids_guarantee",)  # flags added later whose default is off
+ABSENT_WHEN_FALSE = ("dp_seeded_noise_voids_guarantee", "secagg")  # flags added later whose default is off
 
 
 def setting_key(config: dict) -> str:
     """What a run is compared within: every setting except scheme, alpha and seed. A setting that
     is None counts as absent, so runs written before a new option existed (no key) pair with runs
     that record it at its default None (`"dp_clip": null`); so does a later flag left off."""
-    return json.dumps({k: v for k, v in sorted(config.items()) if k not in CONDITION_KEYS and v is not None
-                       and not (k in ABSENT_WHEN_FALSE and v is False)}, sort_keys=True)
+    return json.dumps({k: v for k, v in sorted(present(config).items()) if k not in CONDITION_KEYS}, sort_keys=True)
+
+
+def present(config: dict) -> dict:
+    """The settings a run has: without those at None or, for flags added later, at their default
+    False, so older runs (no key) read the same as newer ones that record the default."""
+    return {k: v for k, v in config.items() if v is not None and not (k in ABSENT_WHEN_FALSE and v is False)}
 
 
 def model_label(name: str) -> str:

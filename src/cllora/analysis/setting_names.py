@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from typing import Any, Callable
 
-from cllora.analysis.conditions import CONDITION_KEYS, model_label, setting_key
+from cllora.analysis.conditions import CONDITION_KEYS, model_label, present, setting_key
 from cllora.analysis.stats import short
 
 SEP = " · "
@@ -158,7 +158,7 @@ def run_settings(runs: list) -> tuple[dict[str, dict], dict[str, str]]:
     sweeps: dict[str, set[str]] = {}
     for rec in runs:
         key = setting_key(rec.config)
-        configs.setdefault(key, {k: v for k, v in rec.config.items() if v is not None})
+        configs.setdefault(key, present(rec.config))
         sweeps.setdefault(key, set()).add(sweep_label(rec))
     return configs, {k: shortest(v) for k, v in sweeps.items()}
 
