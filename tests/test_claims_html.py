@@ -21,7 +21,7 @@ def test_untested_records_of_a_claim_tested_elsewhere_fold_into_one_line():
     assert [(c["id"], c["budget"]) for c in pending(claims)] == [("a", "study")]
     page = claims_html(claims, 3, "", str)
     table, after = page.split("</tbody></table>\n", 1)  # the claims table, then what follows it
-    assert table.count("<tr><td><details>") == 3  # quick a, quick b, study c
+    assert table.count("<tr><td><details>") == 3  # a (quick only: its study record is pending), b, c
     assert "(Fig. 6 · quick scale)" in table and "(Fig. 6 · study budget)" in table
     assert "Not testable yet at the study budget</b>" in after and "claim a." in after
     assert "claim b" in table  # not testable at its only budget: still a row, with its reason
@@ -30,3 +30,17 @@ def test_untested_records_of_a_claim_tested_elsewhere_fold_into_one_line():
 def test_one_budget_names_none():
     page = claims_html([record("a", "quick", True)], 3, "", str)
     assert "quick scale" not in page and "Not testable yet" not in page
+
+
+def test_a_claim_tested_at_two_budgets_is_one_row_with_a_line_per_budget():
+    study = {**record("a", "study", True), "verdict": "inconclusive", "effect": -0.05, "low": -0.1, "high": 0.0}
+    page = claims_html([record("a", "quick", True), study, record("c", "quick", True)], 3, "", str)
+    table = page.split("</tbody></table>\n", 1)[0]
+    assert table.count("<tr><td><details>") == 2  # claim a (both budgets) and claim c
+    row = table.split("<tr><td><details>")[1]
+    assert "(Fig. 6 · quick scale and study budget)" in row
+    assert row.count("<b>At the quick scale:</b>") == 1 and row.count("<b>At the study budget:</b>") == 1
+    verdicts = row.split("</details></td><td>", 1)[1].split("</td>", 1)[0]
+    assert verdicts.index(">quick<") < verdicts.index("supported") < verdicts.index(">study<") \
+        < verdicts.index("inconclusive")
+    assert "+0.1000 [+0.0000, +0.2000]" in row and "-0.0500 [-0.1000, +0.0000]" in row

@@ -126,3 +126,18 @@ def test_global_curves_start_at_zero_and_fairness_is_noise_corrected(drawn):
     row = run_row("r", {"model": "m", "scheme": "iid", "alpha": 1.0, "rounds": 2}, rounds)
     assert row["fairness_curve"] == [(0, 0.25), (1, 0.25), (2, 0.25)]
     assert [v for _, v in row["change_curve"]] == pytest.approx([0.0, -0.1, -0.2])
+
+
+def test_a_claim_at_two_budgets_is_one_forest_panel_with_both_side_by_side():
+    from cllora.report.forest import claim_panels
+
+    def record(budget, verdict, effect):
+        return {"id": "x", "claim": "skew hurts", "budget": budget, "verdict": verdict, "unit": "nats",
+                "comparisons": [{"label": "s", "effect": effect, "low": effect - 0.1, "high": effect + 0.1,
+                                 "seeds": 3, "decides": True, "verdict": verdict}]}
+    other = {**record("quick", "inconclusive", 0.0), "id": "y", "claim": "other"}
+    panels = claim_panels([record("quick", "inconclusive", 0.0), record("study", "supported", 0.3), other])
+    assert [p["title"] for p in panels] == [
+        "skew hurts: quick scale: inconclusive · study budget: supported", "other (quick scale): inconclusive"]
+    assert [r["label"] for r in panels[0]["rows"]] == ["quick scale · s (3 seeds)", "study budget · s (3 seeds)"]
+    assert panels[0]["verdict"] == "" and panels[1]["verdict"] == "inconclusive"  # disagreeing budgets: no colour

@@ -1,6 +1,7 @@
-"""The report page's claims section: the forest plot first (cllora.report.forest), then one line
-per claim (verdict, effect [interval], seeds, what the interval excludes); the claim itself is the
-summary of a `<details>` that unfolds its evidence per setting as a sub-table (setting name, each condition's mean ± sd, effect
+"""The report page's claims section: the forest plot first (cllora.report.forest), then one row
+per claim (verdict, effect [interval], seeds, what the interval excludes; a line per budget where
+it was tested at several); the claim itself is the summary of a `<details>` that unfolds its
+evidence per setting as a sub-table (setting name, each condition's mean ± sd, effect
 [interval], seeds, deciding or shown), then how a verdict is reached. Everything is read from the
 claim records as claims.json holds them; a comparison's setting label is shown as the setting's
 name (`name`)."""
@@ -37,7 +38,11 @@ def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> 
                                                "What the interval excludes"))
     waiting = pending(claims)
     several = len({c.get("budget") for c in claims}) > 1
-    body = "".join(_claim_row(c, name, several) for c in claims if c not in waiting)
+    groups: dict[str, list[dict]] = {}  # a claim's records at each budget share one row
+    for c in claims:
+        if c not in waiting:
+            groups.setdefault(c.get("id", c["claim"]), []).append(c)
+    body = "".join(_claim_row(records, name, several) for records in groups.values())
     later = ""
     for budget in dict.fromkeys(c.get("budget") for c in waiting):
         mine = "; ".join(_e(c["claim"]) for c in waiting if c.get("budget") == budget)
@@ -49,11 +54,23 @@ def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> 
             + later + verdict_rule(max_seeds))
 
 
-def _claim_row(c: dict, name: Name, budget: bool = False) -> str:
-    verdict = f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>"
-    cells = [_details(c, name, budget), verdict,
-             f"<span class=\"effect\">{_e(_effect(c))}</span>", _e(c["seeds"] or "—"),
-             f"<span class=\"effect\">{_e(excludes(c))}</span>"]
+def _claim_row(records: list[dict], name: Name, budget: bool = False) -> str:
+    """One claim's row: its records at each budget stacked in every cell, a line each, the verdict's
+    line led by its budget ("quick", "study") where there are several, so the quick scale and the
+    study budget read side by side."""
+    def lines(cell, tagged: bool = False) -> str:  # the budget's word leads the verdict's line only
+        def tag(c: dict) -> str:
+            return (f"<span class=\"small\" style=\"white-space:nowrap\">{_e(c.get('budget'))}</span> "
+                    if tagged and len(records) > 1 else "")
+        if len(records) == 1:
+            return cell(records[0])
+        return "<br>".join(f"<span style=\"white-space:nowrap\">{tag(c)}{cell(c)}</span>" for c in records)
+    cells = [_details(records, name, budget),
+             lines(lambda c: f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
+                   tagged=True),
+             lines(lambda c: f"<span class=\"effect\">{_e(_effect(c))}</span>"),
+             lines(lambda c: _e(c["seeds"] or "—")),
+             lines(lambda c: f"<span class=\"effect\">{_e(excludes(c))}</span>")]
     return "<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
 
 
@@ -96,13 +113,25 @@ def notes_of(c: dict) -> list[str]:
     return [x for x in c["evidence"] if not (labels and x.startswith(labels))]
 
 
-def _details(c: dict, name: Name, budget: bool = False) -> str:
-    where = c["source"] + (f" · {BUDGET_NAMES.get(c.get('budget'), c.get('budget'))}" if budget else "")
+def _details(records: list[dict], name: Name, budget: bool = False) -> str:
+    """The claim as the summary of a <details> that unfolds each budget's evidence in turn."""
+    c = records[0]
+    budgets = " and ".join(str(BUDGET_NAMES.get(r.get("budget"), r.get("budget"))) for r in records)
+    where = c["source"] + (f" · {budgets}" if budget else "")
     summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(where)})</span></summary>"
+    if len(records) == 1:
+        return f"<details>{summary}{_evidence(c, name)}</details>"
+    return f"<details>{summary}" + "".join(
+        f"<p class=\"small\"><b>At the {_e(BUDGET_NAMES.get(r.get('budget'), r.get('budget')))}:</b></p>"
+        + _evidence(r, name) for r in records) + "</details>"
+
+
+def _evidence(c: dict, name: Name) -> str:
+    """One claim record's evidence: its comparisons per setting as a sub-table, its notes, its test."""
     how = _e(c["test"]) + (f"; interval: {_e(c['method'])}" if c["method"] else "")
     notes = "".join(f"<p class=\"small\">{_e(name(x))}</p>" for x in notes_of(c))
     if not c["comparisons"]:
-        return f"<details>{summary}{notes}<p class=\"small\">{how}</p></details>"
+        return f"{notes}<p class=\"small\">{how}</p>"
     deciding = sum(bool(x["decides"]) for x in c["comparisons"])
     rows = []
     for i, comp in enumerate(c["comparisons"]):
@@ -115,9 +144,9 @@ def _details(c: dict, name: Name, budget: bool = False) -> str:
              "<th>Effect [95 % interval]</th><th>Verdict</th><th>Seeds</th><th>Role</th></tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
     n = len(c["comparisons"])
-    return (f"<details>{summary}<p class=\"small\">{n} setting{'s' if n != 1 else ''}, {deciding} "
+    return (f"<p class=\"small\">{n} setting{'s' if n != 1 else ''}, {deciding} "
             f"deciding:</p>{table}{notes}<p class=\"small\">{how}. Shown settings (not the study's own: other strategies, "
-            f"replicates, DP, natural clients) never decide a verdict.</p></details>")
+            f"replicates, DP, natural clients) never decide a verdict.</p>")
 
 
 def _seeds(n: int) -> str:

@@ -1,8 +1,8 @@
 """The claims at a glance: one forest plot drawn from the claim records as claims.json holds them
 (claim, unit, verdict, comparisons[*] with label, effect, low, high, seeds, verdict, decides). A
-panel per testable claim on its own x axis (its unit), a row per comparison: the effect with its
-95 % interval, the claim's boundary as a vertical line, the verdict as colour; settings shown
-that do not decide are grey. Drawing only: every number comes from cllora.analysis."""
+panel per testable claim on its own x axis (its unit), its budgets side by side, a row per
+comparison: the effect with its 95 % interval, the claim's boundary as a vertical line, the
+verdict as colour; settings shown that do not decide are grey. Drawing only: every number comes from cllora.analysis."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from cllora.report.axes import plt
 VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#bf8700",
                   "not testable": "#8c959f"}
 SHOWN = "#b1b8c0"  # a setting shown beside the deciding ones, not deciding
-ROW_IN = 0.13  # inches per deciding row
-SHOWN_IN = 0.05  # inches per row shown that does not decide: thin grey lines, labelled as a block
-PANEL_IN = 0.32  # inches per panel for its title and x axis
+ROW_IN = 0.12  # inches per deciding row
+SHOWN_IN = 0.25  # inches for all rows shown that do not decide: thin grey lines in one labelled block
+PANEL_IN = 0.2  # inches per panel for its title and x tick labels (the unit sits beside them)
 
 
 def boundaries(claim: dict) -> list[float]:
@@ -66,28 +66,58 @@ def _xlim(rows: list[dict], bounds: list[float], scale: float) -> tuple[float, f
 
 
 def _scale(claim: dict) -> tuple[float, str]:
-    """(factor, x label): a '%' claim is drawn in percent; else nats², where its test says so,
-    else nats/token."""
+    """(factor, x label: the effect's unit): a '%' claim is drawn in percent; else nats², where its
+    test says so, else nats/token."""
     if claim.get("unit") == "%":
-        return 100.0, "effect (%)"
-    return 1.0, "effect (nats²)" if "nats²" in claim.get("test", "") else "effect (nats/token)"
+        return 100.0, "(%)"
+    return 1.0, "(nats²)" if "nats²" in claim.get("test", "") else "(nats/token)"
+
+
+def _budget(claim: dict) -> str:
+    return str(BUDGET_NAMES.get(claim.get("budget"), claim.get("budget")))
+
+
+def claim_panels(claims: list[dict], name: Callable[[str], str] = str) -> list[dict]:
+    """One panel per claim: {claim (its first record), rows, title, verdict (its colour; "" when the
+    budgets disagree)}. A claim recorded at several budgets (the quick scale, the study budget) is
+    one panel on one axis, its rows labelled by budget, so the two read side by side; claims with
+    no row to draw are left out."""
+    several = len({c.get("budget") for c in claims}) > 1
+    groups: dict[str, list[dict]] = {}
+    for c in claims:
+        groups.setdefault(c.get("id", c["claim"]), []).append(c)
+    panels = []
+    for records in groups.values():
+        drawn = [(r, forest_rows(r, name)) for r in records]
+        drawn = [(r, rows) for r, rows in drawn if rows]
+        if not drawn:
+            continue
+        first = drawn[0][0]
+        if len(drawn) > 1:
+            rows = [{**row, "label": f"{_budget(r)} · {row['label']}"} for r, mine in drawn for row in mine]
+            title = f"{first['claim']}: " + " · ".join(f"{_budget(r)}: {r.get('verdict', '')}" for r, _ in drawn)
+        else:
+            rows = drawn[0][1]
+            title = f"{first['claim']}{f' ({_budget(first)})' if several else ''}: {first.get('verdict', '')}"
+        verdicts = {r.get("verdict", "") for r, _ in drawn}
+        panels.append({"claim": first, "rows": rows, "title": title,
+                       "verdict": verdicts.pop() if len(verdicts) == 1 else ""})
+    return panels
 
 
 def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
     """The figure, or None when no claim has an effect to show. `name` turns a comparison's label
     into the setting's name."""
-    several = len({c.get("budget") for c in claims}) > 1  # then each panel names its budget
-    panels = [(c, forest_rows(c, name)) for c in claims]
-    panels = [(c, rows) for c, rows in panels if rows]
+    panels = claim_panels(claims, name)
     if not panels:
         return None
-    heights = [sum(ROW_IN if r["decides"] else SHOWN_IN for r in rows) + PANEL_IN for _, rows in panels]
+    heights = [ROW_IN * (max(_y(p["rows"])) + 1) + PANEL_IN for p in panels]  # a panel always has rows
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, sum(heights) + 0.5), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
-    for ax, (claim, rows) in zip(axes[:, 0], panels):
+    for ax, panel in zip(axes[:, 0], panels):
+        claim, rows = panel["claim"], panel["rows"]
         scale, xlabel = _scale(claim)
-        steps = [1.0 if r["decides"] else SHOWN_IN / ROW_IN for r in rows]
-        y = [sum(steps[i + 1:]) for i in range(len(rows))]  # top to bottom, grey rows close together
+        y = _y(rows)
         for yy, r in zip(y, rows):
             color = VERDICT_COLORS.get(r["verdict"], SHOWN) if r["decides"] else SHOWN
             if r["low"] is not None:
@@ -107,17 +137,36 @@ def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
         ax.set_ylim(min(y) - 0.6, max(y) + 0.6)
         ax.set_xlim(*_xlim(rows, [scale * b for b in boundaries(claim)], scale))
         ax.tick_params(axis="x", labelsize=7, pad=1)
-        ax.set_xlabel(xlabel, fontsize=7, labelpad=1)
+        ax.set_xlabel(xlabel, fontsize=7, ha="left", va="top")  # beside the tick labels: no line of its own
+        ax.xaxis.set_label_coords(1.004, -0.02)
         ax.grid(axis="x", alpha=0.3)
-        verdict = claim.get("verdict", "")
-        at = f" ({BUDGET_NAMES.get(claim.get('budget'), claim.get('budget'))})" if several else ""
-        ax.set_title(f"{claim['claim']}{at}: {verdict}", fontsize=8.5, loc="left", pad=3,
-                     color=VERDICT_COLORS.get(verdict, "0.2"), fontweight="bold")
+        ax.set_title(panel["title"], **_title_style(panel))
     handles = [plt.Line2D([], [], color=c, marker="D", lw=2, label=v) for v, c in VERDICT_COLORS.items()
                if v != "not testable"]
     handles.append(plt.Line2D([], [], color=SHOWN, marker="o", lw=1.4, label="shown, does not decide"))
     handles.append(plt.Line2D([], [], color="0.25", lw=0.9, ls="--", label="the claim's boundary (0 solid)"))
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize=7.5,
                bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (sum(heights) + 0.5)), h_pad=0.4)
+    fig.tight_layout(rect=(0, 0, 0.95, 1 - 0.3 / (sum(heights) + 0.5)), h_pad=0.3)  # the right 5 %: units
+    for ax, panel in zip(axes[:, 0], panels):  # each title from the figure's left edge: the full width
+        box = ax.get_position()
+        ax.set_title(panel["title"], x=(0.005 - box.x0) / box.width, **_title_style(panel))
     return fig
+
+
+def _y(rows: list[dict]) -> list[float]:
+    """Each row's height on its panel, in deciding rows (top row highest, last row 0): deciding rows
+    one apart, the grey rows of a block packed into SHOWN_IN with a row's gap either side."""
+    grey = max(1, sum(not r["decides"] for r in rows))
+    y, at = [], 0.0
+    for i in range(len(rows) - 1, -1, -1):  # from the bottom up
+        if i < len(rows) - 1:
+            packed = not rows[i]["decides"] and not rows[i + 1]["decides"]
+            at += SHOWN_IN / ROW_IN / grey if packed else 1.0
+        y.append(at)
+    return y[::-1]
+
+
+def _title_style(panel: dict) -> dict:
+    return {"fontsize": 8.5, "loc": "left", "pad": 3, "fontweight": "bold",
+            "color": VERDICT_COLORS.get(panel["verdict"], "0.2")}
