@@ -2,7 +2,8 @@
 (claim, unit, verdict, comparisons[*] with label, effect, low, high, seeds, verdict, decides). A
 panel per testable claim on its own x axis (its unit), its budgets side by side, a row per
 comparison: the effect with its 95 % interval, the claim's boundary as a vertical line, the
-verdict as colour; settings shown that do not decide are grey. Drawing only: every number comes from cllora.analysis."""
+verdict as colour; settings shown that do not decide are grey. Drawing only: every number comes
+from cllora.analysis."""
 
 from __future__ import annotations
 
