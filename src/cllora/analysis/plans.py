@@ -33,6 +33,11 @@ FAMILIES = ("holm", "intersection-union")
 DESIGNS = ("fixed",)
 BUDGETS = ("full", "quick", "study")
 BUDGET_NAMES = {"quick": "quick scale", "study": "study budget", "full": "full scale"}  # in words
+
+
+def budget_name(budget: str | None) -> str:
+    """A budget in words ("study budget"); an unknown one as it is."""
+    return str(BUDGET_NAMES.get(budget, budget))
 EXTENSION = "extension (not planned)"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any, Callable
 
-from cllora.analysis.plans import BUDGET_NAMES
+from cllora.analysis.plans import budget_name
 from cllora.analysis.stats import MIN_SEEDS, finite, fmt_effect, fmt_interval, fmt_signed, fmt_verdict_interval
 
 Name = Callable[[str], str]  # a setting label (or a text holding some) -> the same with names
@@ -46,7 +46,7 @@ def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> 
     later = ""
     for budget in dict.fromkeys(c.get("budget") for c in waiting):
         mine = "; ".join(_e(c["claim"]) for c in waiting if c.get("budget") == budget)
-        later += (f"<p class=\"small\"><b>Not testable yet at the {_e(BUDGET_NAMES.get(budget, budget))}</b> "
+        later += (f"<p class=\"small\"><b>Not testable yet at the {_e(budget_name(budget))}</b> "
                   f"(no complete runs of the conditions each needs; its sweeps are running or still to "
                   f"run): {mine}.</p>")
     return ("<h2 id=\"claims\">Claims (the study's, then cllora's own), tested on these runs</h2>\n"
@@ -58,12 +58,10 @@ def _claim_row(records: list[dict], name: Name, budget: bool = False) -> str:
     """One claim's row: its records at each budget stacked in every cell, a line each, the verdict's
     line led by its budget ("quick", "study") where there are several, so the quick scale and the
     study budget read side by side."""
-    def lines(cell, tagged: bool = False) -> str:  # the budget's word leads the verdict's line only
-        def tag(c: dict) -> str:
-            return (f"<span class=\"small\" style=\"white-space:nowrap\">{_e(c.get('budget'))}</span> "
-                    if tagged and len(records) > 1 else "")
+    def lines(cell: Callable[[dict], str], tagged: bool = False) -> str:
         if len(records) == 1:
             return cell(records[0])
+        tag = (lambda c: f"<span class=\"small\">{_e(c.get('budget'))}</span> ") if tagged else (lambda c: "")
         return "<br>".join(f"<span style=\"white-space:nowrap\">{tag(c)}{cell(c)}</span>" for c in records)
     cells = [_details(records, name, budget),
              lines(lambda c: f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
@@ -116,13 +114,13 @@ def notes_of(c: dict) -> list[str]:
 def _details(records: list[dict], name: Name, budget: bool = False) -> str:
     """The claim as the summary of a <details> that unfolds each budget's evidence in turn."""
     c = records[0]
-    budgets = " and ".join(str(BUDGET_NAMES.get(r.get("budget"), r.get("budget"))) for r in records)
+    budgets = " and ".join(budget_name(r.get("budget")) for r in records)
     where = c["source"] + (f" · {budgets}" if budget else "")
     summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(where)})</span></summary>"
     if len(records) == 1:
         return f"<details>{summary}{_evidence(c, name)}</details>"
     return f"<details>{summary}" + "".join(
-        f"<p class=\"small\"><b>At the {_e(BUDGET_NAMES.get(r.get('budget'), r.get('budget')))}:</b></p>"
+        f"<p class=\"small\"><b>At the {_e(budget_name(r.get('budget')))}:</b></p>"
         + _evidence(r, name) for r in records) + "</details>"
 
 

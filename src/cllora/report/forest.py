@@ -11,7 +11,7 @@ import math
 from typing import Callable
 
 from cllora.analysis.claims import LITTLE_LOCAL_EFFECT
-from cllora.analysis.plans import BUDGET_NAMES
+from cllora.analysis.plans import budget_name
 from cllora.report.axes import plt
 
 VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#bf8700",
@@ -74,10 +74,6 @@ def _scale(claim: dict) -> tuple[float, str]:
     return 1.0, "(nats²)" if "nats²" in claim.get("test", "") else "(nats/token)"
 
 
-def _budget(claim: dict) -> str:
-    return str(BUDGET_NAMES.get(claim.get("budget"), claim.get("budget")))
-
-
 def claim_panels(claims: list[dict], name: Callable[[str], str] = str) -> list[dict]:
     """One panel per claim: {claim (its first record), rows, title, verdict (its colour; "" when the
     budgets disagree)}. A claim recorded at several budgets (the quick scale, the study budget) is
@@ -95,11 +91,12 @@ def claim_panels(claims: list[dict], name: Callable[[str], str] = str) -> list[d
             continue
         first = drawn[0][0]
         if len(drawn) > 1:
-            rows = [{**row, "label": f"{_budget(r)} · {row['label']}"} for r, mine in drawn for row in mine]
-            title = f"{first['claim']}: " + " · ".join(f"{_budget(r)}: {r.get('verdict', '')}" for r, _ in drawn)
+            rows = [{**row, "label": f"{budget_name(r.get('budget'))} · {row['label']}"} for r, mine in drawn for row in mine]
+            title = f"{first['claim']}: " + " · ".join(f"{budget_name(r.get('budget'))}: {r.get('verdict', '')}" for r, _ in drawn)
         else:
             rows = drawn[0][1]
-            title = f"{first['claim']}{f' ({_budget(first)})' if several else ''}: {first.get('verdict', '')}"
+            at = f" ({budget_name(first.get('budget'))})" if several else ""
+            title = f"{first['claim']}{at}: {first.get('verdict', '')}"
         verdicts = {r.get("verdict", "") for r, _ in drawn}
         panels.append({"claim": first, "rows": rows, "title": title,
                        "verdict": verdicts.pop() if len(verdicts) == 1 else ""})
