@@ -141,3 +141,20 @@ def test_a_claim_at_two_budgets_is_one_forest_panel_with_both_side_by_side():
         "skew hurts: quick scale: inconclusive · study budget: supported", "other (quick scale): inconclusive"]
     assert [r["label"] for r in panels[0]["rows"]] == ["quick scale · s (3 seeds)", "study budget · s (3 seeds)"]
     assert panels[0]["verdict"] == "" and panels[1]["verdict"] == "inconclusive"  # disagreeing budgets: no colour
+
+
+@pytest.mark.parametrize("rows", [[1], [1, 2], [3], [1] * 12])
+def test_the_forest_lays_out_any_number_of_claims_and_rows(rows):
+    """tight_layout warns (and leaves titles and ticks overlapping) when a panel has no room."""
+    import warnings
+
+    from cllora.report.forest import forest_figure
+
+    def record(cid, n):
+        return {"id": cid, "claim": f"claim {cid}", "budget": "quick", "verdict": "inconclusive", "unit": "nats",
+                "test": "", "comparisons": [{"label": f"s{i}", "effect": 0.0, "low": -0.1, "high": 0.1, "seeds": 3,
+                                             "decides": True, "verdict": "inconclusive"} for i in range(n)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = forest_figure([record(str(i), n) for i, n in enumerate(rows)])
+    assert len(fig.axes) == len(rows)

@@ -18,8 +18,9 @@ VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusi
                   "not testable": "#8c959f"}
 SHOWN = "#b1b8c0"  # a setting shown beside the deciding ones, not deciding
 ROW_IN = 0.12  # inches per deciding row
-SHOWN_IN = 0.25  # inches for all rows shown that do not decide: thin grey lines in one labelled block
-PANEL_IN = 0.2  # inches per panel for its title and x tick labels (the unit sits beside them)
+SHOWN_ROWS = 1.0  # rows' height for all rows shown that do not decide: thin grey lines in one labelled band
+PANEL_IN = 0.28  # inches per panel for its title and x tick labels (the unit sits beside them)
+PAD_ROWS = 1.2  # rows' height of the y margins inside a panel (0.6 above the top row, 0.6 below the last)
 
 
 def boundaries(claim: dict) -> list[float]:
@@ -109,17 +110,19 @@ def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
     panels = claim_panels(claims, name)
     if not panels:
         return None
-    heights = [ROW_IN * (max(_y(p["rows"])) + 1) + PANEL_IN for p in panels]  # a panel always has rows
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, sum(heights) + 0.5), squeeze=False,
+    heights = [ROW_IN * (max(_y(p["rows"])) + PAD_ROWS) + PANEL_IN for p in panels]  # a panel always has rows
+    height = max(sum(heights) + 0.5, 1.2)  # + the legend; a lone one-row panel still fits its title
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, height), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, panel in zip(axes[:, 0], panels):
         claim, rows = panel["claim"], panel["rows"]
         scale, xlabel = _scale(claim)
         y = _y(rows)
+        left, right = _xlim(rows, [scale * b for b in boundaries(claim)], scale)
         for yy, r in zip(y, rows):
             color = VERDICT_COLORS.get(r["verdict"], SHOWN) if r["decides"] else SHOWN
-            if r["low"] is not None:
-                ax.plot([scale * r["low"], scale * r["high"]], [yy, yy], color=color,
+            if r["low"] is not None:  # cut at the panel's edges (Agg does not clip a line far outside them)
+                ax.plot([max(left, scale * r["low"]), min(right, scale * r["high"])], [yy, yy], color=color,
                         lw=2.2 if r["decides"] else 0.9, solid_capstyle="butt")
             ax.plot([scale * r["effect"]], [yy], marker="D" if r["decides"] else "o", color=color,
                     ms=5 if r["decides"] else 2)
@@ -132,9 +135,9 @@ def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
         ax.set_yticks([t[0] for t in ticks], [t[1] for t in ticks], fontsize=7)
         if shown:
             ax.get_yticklabels()[-1].set_color("0.5")
-        ax.set_ylim(min(y) - 0.6, max(y) + 0.6)
-        ax.set_xlim(*_xlim(rows, [scale * b for b in boundaries(claim)], scale))
-        ax.tick_params(axis="x", labelsize=7, pad=1)
+        ax.set_ylim(min(y) - PAD_ROWS / 2, max(y) + PAD_ROWS / 2)
+        ax.set_xlim(left, right)
+        ax.tick_params(axis="x", labelsize=6.5, pad=1, length=2)
         ax.set_xlabel(xlabel, fontsize=7, ha="left", va="top")  # beside the tick labels: no line of its own
         ax.xaxis.set_label_coords(1.004, -0.02)
         ax.grid(axis="x", alpha=0.3)
@@ -145,7 +148,7 @@ def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
     handles.append(plt.Line2D([], [], color="0.25", lw=0.9, ls="--", label="the claim's boundary (0 solid)"))
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, fontsize=7.5,
                bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 0.95, 1 - 0.3 / (sum(heights) + 0.5)), h_pad=0.3)  # the right 5 %: units
+    fig.tight_layout(rect=(0, 0, 0.95, 1 - 0.3 / height), h_pad=0.3)  # the right 5 %: units
     for ax, panel in zip(axes[:, 0], panels):  # each title from the figure's left edge: the full width
         box = ax.get_position()
         ax.set_title(panel["title"], x=(0.005 - box.x0) / box.width, **_title_style(panel))
@@ -154,17 +157,17 @@ def forest_figure(claims: list[dict], name: Callable[[str], str] = str):
 
 def _y(rows: list[dict]) -> list[float]:
     """Each row's height on its panel, in deciding rows (top row highest, last row 0): deciding rows
-    one apart, the grey rows of a block packed into SHOWN_IN with a row's gap either side."""
-    grey = max(1, sum(not r["decides"] for r in rows))
+    one apart, the grey rows of a block packed into SHOWN_ROWS with a row's gap either side."""
+    grey = max(1, sum(not r["decides"] for r in rows) - 1)
     y, at = [], 0.0
     for i in range(len(rows) - 1, -1, -1):  # from the bottom up
         if i < len(rows) - 1:
             packed = not rows[i]["decides"] and not rows[i + 1]["decides"]
-            at += SHOWN_IN / ROW_IN / grey if packed else 1.0
+            at += SHOWN_ROWS / grey if packed else 1.0
         y.append(at)
     return y[::-1]
 
 
 def _title_style(panel: dict) -> dict:
-    return {"fontsize": 8.5, "loc": "left", "pad": 3, "fontweight": "bold",
+    return {"fontsize": 8.5, "loc": "left", "pad": 1.5, "fontweight": "bold",
             "color": VERDICT_COLORS.get(panel["verdict"], "0.2")}
