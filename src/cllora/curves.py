@@ -30,6 +30,7 @@ returns NaN where the curve is too short to say.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -72,9 +73,9 @@ def fluctuation(curve: Curve) -> float:
 def late_trend(curve: Curve) -> float:
     """Least-squares slope of the loss over rounds ceil(R/2)..R, R the last round (see the module
     docstring); NaN unless every round of that window is evaluated and it holds >= 3 rounds."""
-    points = {r: v for r, v in curve if math.isfinite(v)}
     if not curve:
         return NAN
+    points = {r: v for r, v in curve if math.isfinite(v)}
     last = curve[-1][0]
     window = list(range(math.ceil(last / 2), last + 1))
     if len(window) < 3 or any(r not in points for r in window):
@@ -89,9 +90,14 @@ def overfit_from_noise(fluctuation_value: float, rounds: int, draws: int = 20000
     deterministic; NaN for a non-finite fluctuation or R < 3."""
     if not math.isfinite(fluctuation_value) or rounds < 3:
         return NAN
+    return _noise_ratio(rounds, draws) * fluctuation_value
+
+
+@functools.lru_cache(maxsize=None)
+def _noise_ratio(rounds: int, draws: int) -> float:
+    """E[final − min] / E|second difference| of R independent standard normals (simulated once per R)."""
     z = np.random.default_rng(0).standard_normal((draws, rounds))
-    ratio = float(np.mean(z[:, -1] - z.min(axis=1))) / float(np.mean(np.abs(np.diff(z, n=2, axis=1))))
-    return ratio * fluctuation_value
+    return float(np.mean(z[:, -1] - z.min(axis=1))) / float(np.mean(np.abs(np.diff(z, n=2, axis=1))))
 
 
 def local_gap(clients: Sequence[dict], column: str = "local_model_test_loss") -> dict[str, float]:

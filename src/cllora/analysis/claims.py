@@ -215,6 +215,15 @@ def claim_id(claim: Claim) -> str:
     return claim.__name__.removeprefix("claim_")
 
 
+def records_by_claim(records: list[dict]) -> dict[str, list[dict]]:
+    """Claim records (as claims.json holds them) by claim id, in first-seen order: a claim's records
+    at each budget together (older records without an id go by their claim text)."""
+    out: dict[str, list[dict]] = {}
+    for record in records:
+        out.setdefault(record.get("id", record["claim"]), []).append(record)
+    return out
+
+
 def evaluate_claims(conds: list[dict], model_sizes: dict[str, int] | None = None,
                     labels: dict[str, str] | None = None, plans: dict[str, Plan] | None = None) -> list[dict]:
     """Every claim of CLAIMS, each with its id, verdict, effect, interval and the numbers behind

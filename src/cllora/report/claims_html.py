@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any, Callable
 
+from cllora.analysis.claims import records_by_claim
 from cllora.analysis.plans import budget_name
 from cllora.analysis.stats import MIN_SEEDS, finite, fmt_effect, fmt_interval, fmt_signed, fmt_verdict_interval
 
@@ -24,10 +25,8 @@ def _e(x: Any) -> str:
 def pending(claims: list[dict]) -> list[dict]:
     """The records with no comparison of a claim that another budget's record also holds: a
     budget whose sweeps have not yet run what the claim needs (listed in one line, not a row each)."""
-    budgets: dict[str, set] = {}
-    for c in claims:
-        budgets.setdefault(c.get("id", c["claim"]), set()).add(c.get("budget"))
-    return [c for c in claims if not c["comparisons"] and len(budgets[c.get("id", c["claim"])]) > 1]
+    return [c for records in records_by_claim(claims).values() if len({r.get("budget") for r in records}) > 1
+            for c in records if not c["comparisons"]]
 
 
 def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> str:
@@ -38,10 +37,7 @@ def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> 
                                                "What the interval excludes"))
     waiting = pending(claims)
     several = len({c.get("budget") for c in claims}) > 1
-    groups: dict[str, list[dict]] = {}  # a claim's records at each budget share one row
-    for c in claims:
-        if c not in waiting:
-            groups.setdefault(c.get("id", c["claim"]), []).append(c)
+    groups = records_by_claim([c for c in claims if c not in waiting])  # one row per claim, a line per budget
     body = "".join(_claim_row(records, name, several) for records in groups.values())
     later = ""
     for budget in dict.fromkeys(c.get("budget") for c in waiting):

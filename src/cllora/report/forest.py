@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from cllora.analysis.claims import LITTLE_LOCAL_EFFECT
+from cllora.analysis.claims import LITTLE_LOCAL_EFFECT, records_by_claim
 from cllora.analysis.plans import budget_name
 from cllora.report.axes import plt
 
@@ -81,11 +81,8 @@ def claim_panels(claims: list[dict], name: Callable[[str], str] = str) -> list[d
     one panel on one axis, its rows labelled by budget, so the two read side by side; claims with
     no row to draw are left out."""
     several = len({c.get("budget") for c in claims}) > 1
-    groups: dict[str, list[dict]] = {}
-    for c in claims:
-        groups.setdefault(c.get("id", c["claim"]), []).append(c)
     panels = []
-    for records in groups.values():
+    for records in records_by_claim(claims).values():
         drawn = [(r, forest_rows(r, name)) for r in records]
         drawn = [(r, rows) for r, rows in drawn if rows]
         if not drawn:

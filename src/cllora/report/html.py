@@ -226,7 +226,8 @@ def _summary_tables(conds: list[dict], labels: dict[str, str]) -> str:
                  _label("local_models_test_loss_mean"), _label("local_models_var")],
                 [[_e(c["label"] + ("" if c["complete"] else " (incomplete)")), c["n_seeds"],
                   fmt(c["initial_loss"]), fmt_pm(c), fmt(c["best_loss"]), c["best_round"], overfit_note(c),
-                  f"{fmt_signed(c['late_trend']['effect'])} {fmt_interval(c['late_trend'])}".replace(" (no interval)", ""),
+                  fmt_signed(c["late_trend"]["effect"])
+                  + (f" {fmt_interval(c['late_trend'])}" if finite(c["late_trend"]["low"]) else ""),
                   fmt_g(c["final_fairness_var"]), *(fmt_column(col.kind, c.get(f"final_{col.name}")) for col in extra),
                   fmt(c["local_loss"]), fmt_g(c["local_spread"])] for c in sel],
                 numeric={1, 2, 3, 4, 5} | set(range(7, 11 + len(extra)))))
