@@ -22,7 +22,10 @@ def test_untested_records_of_a_claim_tested_elsewhere_fold_into_one_line():
     page = claims_html(claims, 3, "", str)
     table, after = page.split("</tbody></table>\n", 1)  # the claims table, then what follows it
     assert table.count("<tr><td><details>") == 3  # a (quick only: its study record is pending), b, c
-    assert "(Fig. 6 · quick scale)" in table and "(Fig. 6 · study budget)" in table
+    rows = table.split("<tr><td><details>")[1:]
+    assert [r.split("</details></td><td>", 1)[1].split("</td>", 1)[0].split("<span class=\"verdict")[0]
+            for r in rows] == ['<span class="small">quick</span> '] * 2 + ['<span class="small">study</span> ']
+    assert "(Fig. 6)" in rows[0] and "quick scale" not in table
     assert "Not testable yet at the study budget</b>" in after and "claim a." in after
     assert "claim b" in table  # not testable at its only budget: still a row, with its reason
 
@@ -30,6 +33,7 @@ def test_untested_records_of_a_claim_tested_elsewhere_fold_into_one_line():
 def test_one_budget_names_none():
     page = claims_html([record("a", "quick", True)], 3, "", str)
     assert "quick scale" not in page and "Not testable yet" not in page
+    assert ">quick<" not in page  # a lone budget is not named in the verdict cell either
 
 
 def test_a_claim_tested_at_two_budgets_is_one_row_with_a_line_per_budget():
@@ -38,7 +42,7 @@ def test_a_claim_tested_at_two_budgets_is_one_row_with_a_line_per_budget():
     table = page.split("</tbody></table>\n", 1)[0]
     assert table.count("<tr><td><details>") == 2  # claim a (both budgets) and claim c
     row = table.split("<tr><td><details>")[1]
-    assert "(Fig. 6 · quick scale and study budget)" in row
+    assert "(Fig. 6)</span></summary>" in row
     assert row.count("<b>At the quick scale:</b>") == 1 and row.count("<b>At the study budget:</b>") == 1
     verdicts = row.split("</details></td><td>", 1)[1].split("</td>", 1)[0]
     assert verdicts.index(">quick<") < verdicts.index("supported") < verdicts.index(">study<") \

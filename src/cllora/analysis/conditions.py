@@ -61,8 +61,11 @@ def setting_labels(configs: dict[str, dict]) -> dict[str, str]:
     return labels
 
 
-def condition_label(scheme: str, alpha: float | None) -> str:
-    return {"iid": "IID", "natural": "natural clients"}.get(scheme) or f"α = {alpha:g}"
+def condition_label(scheme: str, alpha: float | None, with_scheme: bool = False) -> str:
+    """"IID", "natural clients" or "α = 0.1" ("length α = 0.1" `with_scheme`, where length and
+    quantity skew at one α sit side by side)."""
+    return {"iid": "IID", "natural": "natural clients"}.get(scheme) or \
+        (f"{scheme} " if with_scheme else "") + f"α = {alpha:g}"
 
 
 # ---------------------------------------------------------------- runs and conditions

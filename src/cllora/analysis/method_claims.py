@@ -51,7 +51,7 @@ def claim_adaptive_beats_fedavg(conds: list[dict], labels: dict[str, str] | None
             est = estimate([avg, rows[name]], "final_loss", lambda m: m[0] - m[1])
             if est:
                 est["condition"] = f"{scheme}, {name}"
-                label = f"{setting_name(avg['setting'], avg, labels)}, {condition_label(scheme, alpha)}, {name}"
+                label = f"{setting_name(avg['setting'], avg, labels)}, {condition_label(scheme, alpha, with_scheme=True)}, {name}"
                 comparisons.append((label, est, f"{name} {fmt_pm(rows[name])} vs FedAvg {fmt_pm(avg)}",
                                     is_study_setting(avg["setting"])))
     return claim_record("the adaptive server optimizers (FedAdam, FedYogi) beat FedAvg", "cllora",

@@ -6,7 +6,9 @@ preset) and only the keys that set it apart from the other settings there, e.g. 
 A key is named for a setting when its value differs from the report's most common value of that
 key, or when it varies between the settings of the same sweep (so "study-strategies · fedadam"
 sits beside "study-strategies · fedavg"); related keys read as one phrase (`PHRASES`). Names that
-would still coincide get the keys that tell them apart, as `key=value`.
+would still coincide get the keys that tell them apart, as `key=value`. Short names (the forest
+plot's row labels, where width is scarce) keep only the keys that vary within the sweep: a sweep's
+folder already tells it from the others.
 """
 
 from __future__ import annotations
@@ -92,9 +94,9 @@ def differing_keys(configs: dict[str, dict]) -> list[str]:
     return [k for k in keys if len({_value(c, k) for c in configs.values()}) > 1]
 
 
-def _named_keys(configs: dict[str, dict], sweeps: dict[str, str]) -> dict[str, list[str]]:
-    """Per setting, the keys that set it apart: off the report's most common value, or varying
-    within its sweep."""
+def _named_keys(configs: dict[str, dict], sweeps: dict[str, str], short: bool = False) -> dict[str, list[str]]:
+    """Per setting, the keys that set it apart: off the report's most common value (unless
+    `short`), or varying within its sweep."""
     varying = differing_keys(configs)
     common = {k: Counter(_value(c, k) for c in configs.values()).most_common(1)[0][0] for k in varying}
     out = {}
@@ -102,7 +104,7 @@ def _named_keys(configs: dict[str, dict], sweeps: dict[str, str]) -> dict[str, l
         mates = {s: c for s, c in configs.items() if sweeps.get(s) == sweeps.get(setting)}
         inside = set(differing_keys(mates))
         out[setting] = [k for k in varying if k not in QUIET_KEYS
-                        and (k in inside or _value(config, k) != common[k])]
+                        and (k in inside or not short and _value(config, k) != common[k])]
     return out
 
 
@@ -117,11 +119,13 @@ def _compose(sweep: str, config: dict, keys: list[str], extra: list[str]) -> str
     return SEP.join(p for p in parts if p) or model_label(config.get("model", "")) or "all runs"
 
 
-def setting_names(configs: dict[str, dict], sweeps: dict[str, str] | None = None) -> dict[str, str]:
+def setting_names(configs: dict[str, dict], sweeps: dict[str, str] | None = None,
+                  short: bool = False) -> dict[str, str]:
     """{setting: name}: its sweep (`sweeps[setting]`, may be empty) and the phrases of the keys
-    that set it apart; settings whose names coincide also get the keys that differ between them."""
+    that set it apart (`short`: only those that vary within its sweep); settings whose names
+    coincide also get the keys that differ between them."""
     sweeps = sweeps or {}
-    keys = _named_keys(configs, sweeps)
+    keys = _named_keys(configs, sweeps, short)
     names = {s: _compose(sweeps.get(s, ""), c, keys[s], []) for s, c in configs.items()}
     for name in [n for n, count in Counter(names.values()).items() if count > 1]:
         same = {s: configs[s] for s, n in names.items() if n == name}
@@ -180,6 +184,6 @@ def shortest(sweeps: set[str]) -> str:
     return min(sweeps, key=lambda s: (len(s), s)) if sweeps else ""
 
 
-def report_names(runs: list) -> dict[str, str]:
+def report_names(runs: list, short: bool = False) -> dict[str, str]:
     """{setting: name} of every setting of these runs (setting_names over run_settings)."""
-    return setting_names(*run_settings(runs))
+    return setting_names(*run_settings(runs), short=short)

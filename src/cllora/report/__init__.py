@@ -31,7 +31,9 @@ def write_report(root: str | Path, log: Callable[[str], None] = print, title: st
 
     def named(text: str) -> str:
         return rename(text, labels, names)
-    figures = draw_figures(root, runs, conds, {k: names.get(k, v) for k, v in labels.items()}, log, claims, named)
+    short = report_names(runs, short=True)  # the forest's row labels: sweep and what varies in it
+    figures = draw_figures(root, runs, conds, {k: names.get(k, v) for k, v in labels.items()}, log, claims,
+                           lambda text: rename(text, labels, short))
     write_json(root / "claims.json", claims_document(claims))
     out = root / "report.html"
     atomic_write_text(out, render_html(root, runs, rows, conds, labels, costs, claims, figures, names, title, named))

@@ -52,14 +52,14 @@ def claims_html(claims: list[dict], max_seeds: int, forest: str, name: Name) -> 
 
 def _claim_row(records: list[dict], name: Name, budget: bool = False) -> str:
     """One claim's row: its records at each budget stacked in every cell, a line each, the verdict's
-    line led by its budget ("quick", "study") where there are several, so the quick scale and the
-    study budget read side by side."""
+    line led by its budget ("quick", "study") where the report has several (`budget`), so the quick
+    scale and the study budget read side by side."""
     def lines(cell: Callable[[dict], str], tagged: bool = False) -> str:
+        tag = (lambda c: f"<span class=\"small\">{_e(c.get('budget'))}</span> ") if tagged and budget else (lambda c: "")
         if len(records) == 1:
-            return cell(records[0])
-        tag = (lambda c: f"<span class=\"small\">{_e(c.get('budget'))}</span> ") if tagged else (lambda c: "")
+            return tag(records[0]) + cell(records[0])
         return "<br>".join(f"<span style=\"white-space:nowrap\">{tag(c)}{cell(c)}</span>" for c in records)
-    cells = [_details(records, name, budget),
+    cells = [_details(records, name),
              lines(lambda c: f"<span class=\"verdict {c['verdict'].replace(' ', '-')}\">{_e(c['verdict'])}</span>",
                    tagged=True),
              lines(lambda c: f"<span class=\"effect\">{_e(_effect(c))}</span>"),
@@ -107,12 +107,11 @@ def notes_of(c: dict) -> list[str]:
     return [x for x in c["evidence"] if not (labels and x.startswith(labels))]
 
 
-def _details(records: list[dict], name: Name, budget: bool = False) -> str:
-    """The claim as the summary of a <details> that unfolds each budget's evidence in turn."""
+def _details(records: list[dict], name: Name) -> str:
+    """The claim as the summary of a <details> that unfolds each budget's evidence in turn (the
+    budgets are named in the verdict cell)."""
     c = records[0]
-    budgets = " and ".join(budget_name(r.get("budget")) for r in records)
-    where = c["source"] + (f" · {budgets}" if budget else "")
-    summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(where)})</span></summary>"
+    summary = f"<summary>{_e(c['claim'])} <span class=\"small\">({_e(c['source'])})</span></summary>"
     if len(records) == 1:
         return f"<details>{summary}{_evidence(c, name)}</details>"
     return f"<details>{summary}" + "".join(

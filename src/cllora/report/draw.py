@@ -113,8 +113,8 @@ def draw_figures(root: Path, runs: list[RunRecord], conds: list[dict], labels: d
                  log: Callable[[str], None] = print, claims: list[dict] = (),
                  rename: Callable[[str], str] = str) -> dict[str, list[Figure]]:
     """Every figure of REPORT_FIGURES, saved as PNG and SVG in root/figures; grouped by section.
-    `labels` names each setting; `claims` and `rename` (a claim's setting label to its name) feed
-    the forest plot."""
+    `labels` names each setting; `claims` and `rename` (a claim's setting label to its short name,
+    setting_names' `short`) feed the forest plot."""
     fig_dir = root / "figures"
     fig_dir.mkdir(exist_ok=True)
     out: dict[str, list[Figure]] = {section: [] for section in SECTIONS}
