@@ -12,10 +12,14 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-@lru_cache(maxsize=1)
-def published_pool() -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=2)
+def published_pool(legacy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(losses, tokens) of every published run's test texts; `legacy`: only the runs written before
+    split_losses.npz (the runs whose legacy standard errors cllora.analysis.fairness corrects)."""
     losses, tokens = [], []
     for path in sorted(RESULTS.glob("*/*/*/test_losses.npz")):
+        if legacy and (path.parent / "split_losses.npz").exists():
+            continue
         with np.load(path) as d:
             ell, n = d["loss_final"].astype(float), d["tokens"].astype(float)
         keep = np.isfinite(ell) & (n > 0)

@@ -18,8 +18,9 @@ from cllora.metrics import SE_ESTIMATOR, corrected_fairness
 LEGACY_SHORTFALL = 0.68
 """The legacy standard error (the delta method's m/(m-1) Σ w² d², runs before split_losses.npz)
 under-estimates the sampling variance of an m-text split's loss by about LEGACY_SHORTFALL / m
-(32 % at 2 texts, 23 % at 3, 18 % at 4, 14 % at 5): measured on splits drawn from the published
-runs' per-text losses (tests/test_fairness_bias.py checks the fit at 2-5 texts)."""
+(32 % at 2 texts, 23 % at 3, 18 % at 4, 14 % at 5): measured on splits drawn from the per-text
+losses of the published runs it applies to, those without split_losses.npz
+(tests/test_fairness_bias.py checks the fit at 2-5 texts)."""
 
 CURRENT = "split_losses.npz"
 LEGACY = "legacy"
