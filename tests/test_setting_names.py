@@ -93,10 +93,10 @@ def test_flags_a_newer_cllora_records_at_their_default_are_not_named():
     from types import SimpleNamespace
 
     from cllora.analysis.plans import Sweep
-    from cllora.analysis.setting_names import report_names
+    from cllora.analysis.setting_names import run_settings
 
     def run(folder, extra):
         return SimpleNamespace(name=f"{folder}/r", config={**BASE, **extra}, sweep=Sweep(folder, folder, None, None))
-    names = report_names([run("old", {}), run("new", {"rounds": 10, "secagg": False,
-                                                      "dp_seeded_noise_voids_guarantee": False})])
+    names = setting_names(*run_settings([run("old", {}), run("new", {"rounds": 10, "secagg": False,
+                                                                     "dp_seeded_noise_voids_guarantee": False})]))
     assert sorted(names.values()) == ["new · 10 rounds × 1 epoch", "old"]

@@ -183,7 +183,3 @@ def shortest(sweeps: set[str]) -> str:
     study-null-seeds34, a folder of more seeds of it)."""
     return min(sweeps, key=lambda s: (len(s), s)) if sweeps else ""
 
-
-def report_names(runs: list, short: bool = False) -> dict[str, str]:
-    """{setting: name} of every setting of these runs (setting_names over run_settings)."""
-    return setting_names(*run_settings(runs), short=short)

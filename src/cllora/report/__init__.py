@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from cllora.analysis import claims_document, load_runs, tables
-from cllora.analysis.setting_names import rename, report_names
+from cllora.analysis.setting_names import rename, run_settings, setting_names
 from cllora.records import atomic_write_text, check_output_dir, write_json
 
 __all__ = ["write_report"]
@@ -27,13 +27,14 @@ def write_report(root: str | Path, log: Callable[[str], None] = print, title: st
     runs = load_runs(root, log)
     check_output_dir(root, "report DIR")  # before drawing: a folder that cannot be written is one sentence
     rows, conds, labels, costs, claims = tables(runs)
-    names = report_names(runs)  # the page names settings; claims.json keeps the records' labels
+    settings = run_settings(runs)
+    names = setting_names(*settings)  # the page names settings; claims.json keeps the records' labels
+    short = setting_names(*settings, short=True)  # the forest's row labels: sweep and what varies in it
 
-    def named(text: str) -> str:
-        return rename(text, labels, names)
-    short = report_names(runs, short=True)  # the forest's row labels: sweep and what varies in it
+    def named(text: str, to: dict[str, str] = names) -> str:
+        return rename(text, labels, to)
     figures = draw_figures(root, runs, conds, {k: names.get(k, v) for k, v in labels.items()}, log, claims,
-                           lambda text: rename(text, labels, short))
+                           lambda text: named(text, short))
     write_json(root / "claims.json", claims_document(claims))
     out = root / "report.html"
     atomic_write_text(out, render_html(root, runs, rows, conds, labels, costs, claims, figures, names, title, named))
