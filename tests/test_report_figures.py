@@ -158,3 +158,32 @@ def test_the_forest_lays_out_any_number_of_claims_and_rows(rows):
         warnings.simplefilter("error")
         fig = forest_figure([record(str(i), n) for i, n in enumerate(rows)])
     assert len(fig.axes) == len(rows)
+
+
+def test_the_forest_labels_its_rows_by_the_short_names(tmp_path, monkeypatch):
+    """Two sweeps that differ in rounds: the page names one "… · 4 rounds × 1 epoch", its forest row only the sweep
+    (the sweep tells the settings apart; the full name would not fit the plot's left margin)."""
+    from cllora.analysis import load_runs
+    from cllora.analysis.setting_names import run_settings, setting_names
+
+    root = tmp_path / "two-sweeps"
+    for sweep, num_rounds in (("sa", 3), ("sb", 4)):
+        for seed in (0, 1):
+            for scheme, alpha in (("length", 0.1), ("iid", None)):
+                name = f"{sweep}/{scheme}" + (f"-a{alpha:g}" if alpha else "") + f"-s{seed}"
+                fake_run(root / name, scheme, alpha, seed, num_rounds=num_rounds)
+        records.write_json(root / sweep / "index.json", {"sweep": {"name": sweep}, "cells": []})
+    settings = run_settings(load_runs(root, lambda m: None))
+    full, short = setting_names(*settings), setting_names(*settings, short=True)
+    assert sorted(short.values()) == ["sa", "sb"] and any(" · " in n for n in full.values()), full
+    saved = {}
+    original = draw.save_figure
+
+    def keep(fig, png, svg, **kw):
+        saved[png.stem] = fig
+        original(fig, png, svg, **kw)
+    monkeypatch.setattr(draw, "save_figure", keep)
+    write_report(root, log=lambda m: None)
+    rows = [t.get_text() for ax in saved["claims_forest"].axes for t in ax.get_yticklabels()]
+    named = {re.split(r",| \(", r)[0] for r in rows if not r.endswith("not deciding")}  # "sa, length skew (2 seeds)"
+    assert named and named <= {"sa", "sb"}, rows
