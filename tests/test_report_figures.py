@@ -143,6 +143,22 @@ def test_a_claim_at_two_budgets_is_one_forest_panel_with_both_side_by_side():
     assert panels[0]["verdict"] == "" and panels[1]["verdict"] == "inconclusive"  # disagreeing budgets: no colour
 
 
+def test_both_budgets_rows_that_do_not_decide_share_one_grey_band_below_the_deciding_rows():
+    """Else the band's one label, centred on every grey row, would sit on a deciding row between them."""
+    from cllora.report.forest import _y, claim_panels
+
+    def record(budget):
+        return {"id": "x", "claim": "skew hurts", "budget": budget, "verdict": "inconclusive", "unit": "nats",
+                "comparisons": [{"label": f"{name}", "effect": 0.0, "low": -0.1, "high": 0.1, "seeds": 3,
+                                 "decides": name == "d", "verdict": "inconclusive"} for name in ("d", "g1", "g2")]}
+    rows = claim_panels([record("quick"), record("study")])[0]["rows"]
+    assert [r["label"] for r in rows] == [f"{b} · {n} (3 seeds)" for b, n in (
+        ("quick scale", "d"), ("study budget", "d"), ("quick scale", "g1"), ("quick scale", "g2"),
+        ("study budget", "g1"), ("study budget", "g2"))]
+    y = _y(rows)
+    assert min(y[:2]) - max(y[2:]) >= 1.0  # the grey band below every deciding row, a row's gap apart
+
+
 @pytest.mark.parametrize("rows", [[1], [1, 2], [3], [1] * 12])
 def test_the_forest_lays_out_any_number_of_claims_and_rows(rows):
     """tight_layout warns (and leaves titles and ticks overlapping) when a panel has no room."""

@@ -19,8 +19,8 @@ VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusi
 SHOWN = "#b1b8c0"  # a setting shown beside the deciding ones, not deciding
 ROW_IN = 0.12  # inches per deciding row
 SHOWN_ROWS = 1.0  # rows' height for all rows shown that do not decide: thin grey lines in one labelled band
-PANEL_IN = 0.25  # inches per panel for its title and x tick labels (the unit sits beside them)
-PAD_ROWS = 0.9  # rows' height of the y margins inside a panel (0.45 above the top row, 0.45 below the last)
+PANEL_IN = 0.23  # inches per panel for its title and x tick labels (the unit sits beside them)
+PAD_ROWS = 0.7  # rows' height of the y margins inside a panel (0.35 above the top row, 0.35 below the last)
 
 
 def boundaries(claim: dict) -> list[float]:
@@ -78,8 +78,9 @@ def _scale(claim: dict) -> tuple[float, str]:
 def claim_panels(claims: list[dict], name: Callable[[str], str] = str) -> list[dict]:
     """One panel per claim: {claim (its first record), rows, title, verdict (its colour; "" when the
     budgets disagree)}. A claim recorded at several budgets (the quick scale, the study budget) is
-    one panel on one axis, its rows labelled by budget, so the two read side by side; claims with
-    no row to draw are left out."""
+    one panel on one axis, its rows labelled by budget, so the two read side by side (deciding rows
+    by budget, then one grey band of every budget's rows that do not decide); claims with no row to
+    draw are left out."""
     several = len({c.get("budget") for c in claims}) > 1
     panels = []
     for records in records_by_claim(claims).values():
@@ -90,6 +91,7 @@ def claim_panels(claims: list[dict], name: Callable[[str], str] = str) -> list[d
         first = drawn[0][0]
         if len(drawn) > 1:
             rows = [{**row, "label": f"{budget_name(r.get('budget'))} · {row['label']}"} for r, mine in drawn for row in mine]
+            rows.sort(key=lambda row: not row["decides"])  # every budget's grey rows in one band, last
             title = f"{first['claim']}: " + " · ".join(f"{budget_name(r.get('budget'))}: {r.get('verdict', '')}" for r, _ in drawn)
         else:
             rows = drawn[0][1]

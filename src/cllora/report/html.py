@@ -46,7 +46,7 @@ figcaption{font-size:.88em;color:#57606a;margin-top:6px}
 .small{font-size:.85em;color:#57606a}code{background:#eff1f3;padding:0 4px;border-radius:3px}
 ul.evidence{margin:0;padding-left:1.1em}.effect{white-space:nowrap;font-variant-numeric:tabular-nums}
 nav a{margin-right:14px;color:#0969da;text-decoration:none}
-table.claims{font-size:.86em;width:100%}table.claims>tbody>tr>td:first-child{width:52%}table.claims td{padding:3px 8px}table.claims summary{cursor:pointer}
+table.claims{font-size:.86em;width:100%;line-height:1.3}table.claims>tbody>tr>td:first-child{width:52%}table.claims td{padding:3px 8px}table.claims summary{cursor:pointer}
 table.claims summary::marker{color:#0969da}table.evidence{font-size:.92em;margin:.4em 0}table.evidence tr.shown td{color:#6e7781}
 div.scroll{overflow-x:auto;max-width:100%}table.matrix{font-size:.82em}table.matrix td:first-child{min-width:300px}table.matrix td,table.matrix th{padding:2px 6px}
 """
