@@ -19,7 +19,7 @@ VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusi
 SHOWN = "#b1b8c0"  # a setting shown beside the deciding ones, not deciding
 ROW_IN = 0.12  # inches per deciding row
 SHOWN_ROWS = 1.0  # rows' height for all rows shown that do not decide: thin grey lines in one labelled band
-PANEL_IN = 0.23  # inches per panel for its title and x tick labels (the unit sits beside them)
+PANEL_IN = 0.25  # inches per panel for its title and x tick labels (the unit sits beside them)
 PAD_ROWS = 0.7  # rows' height of the y margins inside a panel (0.35 above the top row, 0.35 below the last)
 
 
