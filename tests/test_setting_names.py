@@ -44,7 +44,6 @@ def test_a_setting_is_named_by_its_sweep_and_what_sets_it_apart():
     assert all("=" not in n.replace("ε = ", "") for n in names.values())  # no key=value dumps
 
 
-
 def test_a_short_name_keeps_only_what_varies_within_the_sweep():
     """The forest plot's row labels: a sweep's folder already tells it from the others."""
     names = setting_names(*PUBLISHED, short=True)
@@ -54,6 +53,7 @@ def test_a_short_name_keeps_only_what_varies_within_the_sweep():
         "study-privacy · DP ε = 8, clip 0.5", "study-privacy · DP ε = ∞, clip 0.5", "study-long-context"])
     configs, sweeps = settings(("", {"lr": 0.001}), ("", {"lr": 0.002}))  # no sweep: still told apart
     assert sorted(setting_names(configs, sweeps, short=True).values()) == ["lr=0.001", "lr=0.002"]
+
 
 def test_names_stay_apart_where_only_a_quiet_key_differs():
     configs, sweeps = settings(("s", {"fairness_every": 1}), ("s", {"fairness_every": 5}))
