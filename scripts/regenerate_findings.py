@@ -43,9 +43,10 @@ def _sweeps(claim: dict) -> str:
     return f" ({', '.join(same[0]['sweep_dirs'])})" if same and same[0].get("sweep_dirs") else ""
 
 
-def _cell(claim: dict | None) -> str:
+def _cell(claim: dict | None, absent: str = "not run yet | | ") -> str:
+    """A budget's three columns of a claim; `absent` where that budget has no record of it."""
     if claim is None:
-        return "not run yet | | "
+        return absent
     effect = (fmt_effect(claim, claim["unit"]) + _sweeps(claim) if claim["effect"] is not None
               else f"— ({claim['missing']})")
     return f"{effect} | {claim['seeds'] or '—'} | **{claim['verdict']}**"
@@ -75,7 +76,10 @@ def budget_table(claims: list[dict], mdes: dict[str, str]) -> str:
         if first is None:
             continue
         mde = fmt_mde(study, study["unit"]) if study and study.get("mde") is not None else mdes.get(cid, "")
-        lines.append(f"| {first['claim']} | {first['source']} | {_cell(quick)} | {_cell(study)} | {mde} |")
+        # a quick record is left out only where no quick-scale run has the conditions it needs
+        lines.append(f"| {first['claim']} | {first['source']} | "
+                     f"{_cell(quick, '— (no quick-scale run has the conditions it needs) | — | **not testable**')} | "
+                     f"{_cell(study)} | {mde} |")
     return "\n".join(lines)
 
 

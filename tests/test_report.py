@@ -166,10 +166,17 @@ def test_smaller_models_more_sensitive_to_length_skew():
     sizes = {"small": 100_000_000, "big": 1_000_000_000}
     ok = claims.claim_small_models_length_sensitive(
         length_conditions("small", 0.2) + length_conditions("big", 0.02), model_sizes=sizes)
-    assert ok["verdict"] == SUPPORTED and "ρ(size, sensitivity) = -1.00" in ok["evidence"][0]
-    assert "small (100 M params)" in ok["evidence"][0]
-    # sensitivity (max - min) / mean: 0.2 / 2.0667 minus 0.02 / 2.0067
+    # sensitivity (max - min) / mean: 0.2 / 2.0667 minus 0.02 / 2.0067, each side shown beside it;
+    # with two models no Spearman ρ (±1 by construction)
+    assert ok["verdict"] == SUPPORTED and "ρ" not in ok["evidence"][0]
+    assert ok["evidence"][0].startswith("small vs big: ")
+    assert "mean over seeds: 9.68% (100 M params) vs 1.00% (1000 M params)" in ok["evidence"][0]
     assert ok["effect"] == pytest.approx(0.2 / (6.2 / 3) - 0.02 / (6.02 / 3))
+    three = claims.claim_small_models_length_sensitive(
+        length_conditions("small", 0.2) + length_conditions("mid", 0.1) + length_conditions("big", 0.02),
+        model_sizes={**sizes, "mid": 300_000_000})
+    assert "ρ(size, sensitivity) over 3 models = -1.00" in three["evidence"][0]
+    assert three["effect"] == pytest.approx(ok["effect"])
     reversed_ = claims.claim_small_models_length_sensitive(
         length_conditions("small", 0.02) + length_conditions("big", 0.2), model_sizes=sizes)
     assert reversed_["verdict"] == CONTRADICTED

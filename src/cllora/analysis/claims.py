@@ -84,9 +84,10 @@ def claim_small_models_length_sensitive(conds: list[dict], labels: dict[str, str
     Sensitivity of a model = (max − min) / mean of the final global loss over the length-skew α
     values both compared models ran and IID (its first such setting), so that two models are
     compared over the same conditions (study-size runs only α = 0.1 and IID for the larger model).
-    Effect: the smallest model's sensitivity minus the largest one's (> 0 supports); Spearman ρ
-    over all models (each over its own conditions) is shown beside it. Two models of different
-    families confound size with family: the claim's text says so.
+    Effect: the smallest model's sensitivity minus the largest one's, per seed (> 0 supports);
+    beside it each side's mean over seeds, and with more than two models Spearman ρ over all of
+    them (each over its own conditions). Two models of different families confound size with
+    family: the claim's text says so.
     """
     sizes = model_sizes or {}
     entries: dict[str, dict] = {}
@@ -104,11 +105,17 @@ def claim_small_models_length_sensitive(conds: list[dict], labels: dict[str, str
         k = len(small)
         est = estimate(small + big, "final_loss", lambda m: relative_range(m[:k]) - relative_range(m[k:])) \
             if common and small_e["iid"] and big_e["iid"] else None
-        rho = spearman([sizes[m] for m in models], sens)
-        detail = ", ".join(f"{model_label(m)} ({sizes[m] / 1e6:.0f} M params): {s:.3%}"
-                           for m, s in zip(models, sens)) + f"; Spearman ρ(size, sensitivity) = {rho:+.2f}" \
-            + f"; compared over IID and α = {', '.join(f'{a:g}' for a in common)}"
         if est:
+            # each side of the effect: its mean over seeds of the same per-seed relative range, in
+            # the label's order (no model names: a model that is a setting's whole label would be
+            # renamed to that setting's name in the report)
+            sides = [estimate(arm, "final_loss", relative_range, texts=False)["effect"] for arm in (small, big)]
+            detail = (f"sensitivity over IID and α = {', '.join(f'{a:g}' for a in common)}, mean over seeds: "
+                      + " vs ".join(f"{s:.2%} ({sizes[m] / 1e6:.0f} M params)"
+                                    for m, s in zip((models[0], models[-1]), sides)))
+            if len(models) > 2:  # with two models ρ is ±1 by construction
+                detail += f"; Spearman ρ(size, sensitivity) over {len(models)} models = " \
+                          f"{spearman([sizes[m] for m in models], sens):+.2f}"
             comparisons.append((f"{model_label(models[0])} vs {model_label(models[-1])}", est, detail, True))
     found = ", ".join(f"{model_label(m)} {s:.3%}" for m, s in zip(models, sens))
     return claim_record("smaller models are more sensitive to length skew", "Fig. 6, analysis",
