@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from cllora import curves, records
-from cllora.analysis import claims_document, load_runs, tables
+from cllora.analysis import NOT_TESTABLE, claims_document, load_runs, tables
 from cllora.analysis.plans import read_plan
 from cllora.analysis.sampling import repeat_rows
 from cllora.analysis.stats import fmt_effect, fmt_mde, t_interval
@@ -43,10 +43,11 @@ def _sweeps(claim: dict) -> str:
     return f" ({', '.join(same[0]['sweep_dirs'])})" if same and same[0].get("sweep_dirs") else ""
 
 
-def _cell(claim: dict | None, absent: str = "not run yet | | ") -> str:
-    """A budget's three columns of a claim; `absent` where that budget has no record of it."""
+def _cell(claim: dict | None, untestable: str | None = None) -> str:
+    """A budget's three columns of a claim; where that budget has no record of it, not testable
+    for the reason `untestable`, else not run yet."""
     if claim is None:
-        return absent
+        return f"— ({untestable}) | — | **{NOT_TESTABLE}**" if untestable else "not run yet | | "
     effect = (fmt_effect(claim, claim["unit"]) + _sweeps(claim) if claim["effect"] is not None
               else f"— ({claim['missing']})")
     return f"{effect} | {claim['seeds'] or '—'} | **{claim['verdict']}**"
@@ -78,7 +79,7 @@ def budget_table(claims: list[dict], mdes: dict[str, str]) -> str:
         mde = fmt_mde(study, study["unit"]) if study and study.get("mde") is not None else mdes.get(cid, "")
         # a quick record is left out only where no quick-scale run has the conditions it needs
         lines.append(f"| {first['claim']} | {first['source']} | "
-                     f"{_cell(quick, '— (no quick-scale run has the conditions it needs) | — | **not testable**')} | "
+                     f"{_cell(quick, 'no quick-scale run has the conditions it needs')} | "
                      f"{_cell(study)} | {mde} |")
     return "\n".join(lines)
 
